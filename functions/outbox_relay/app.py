@@ -1,0 +1,32 @@
+"""OutboxRelay: every minute, publish due outbox rows to SNS while rows are due and time is left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from payment_outbox.bootstrap.outbox import outbox_relay
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = outbox_relay().relay_due_messages(context.get_remaining_time_in_millis)
+    metrics.add_metric(name="MessagesPublished", unit=MetricUnit.Count, value=report.published)
+    metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
+    # The alarm watches this: each message here has used up its attempts and needs an operator.
+    metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=len(report.gave_up))
+    for message_id in report.gave_up:
+        logger.error("outbox message FAILED after its last attempt", extra={"messageId": message_id})
+    logger.info("relay run finished", extra={"claimed": report.claimed, "published": report.published,
+                                              "retried": report.retried, "failed": len(report.gave_up)})
+    return {"claimed": report.claimed, "published": report.published, "retried": report.retried,
+            "failed": report.gave_up}

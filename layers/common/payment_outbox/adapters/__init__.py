@@ -1,0 +1,1 @@
+"""Adapters: the outside world (MySQL, SNS, DynamoDB, Secrets Manager) behind the ports."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy adapters for MySQL/MariaDB (SQLite for the embedded demo only)."""

@@ -1,0 +1,229 @@
+"""SQLAlchemy implementations of the order and outbox repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow
+from payment_outbox.domain.orders import Order, OrderStatus
+from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus, truncate_error
+from payment_outbox.errors import TransactionAlreadyUsed
+
+
+class SqlOrderRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, order: Order) -> Order:
+        row = OrderRow(
+            order_no=order.order_no,
+            user_id=order.user_id,
+            user_phone=order.user_phone,
+            amount=order.amount,
+            currency=order.currency,
+            status=order.status.value,
+            pay_time=order.pay_time,
+            payment_txn_id=order.payment_txn_id,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+        )
+        self._session.add(row)
+        self._session.flush()
+        return _order(row)
+
+    def get(self, order_id: int) -> Order | None:
+        row = self._session.get(OrderRow, order_id)
+        return _order(row) if row else None
+
+    def get_by_order_no_for_update(self, order_no: str) -> Order | None:
+        # The row lock serialises concurrent callbacks for one order until the transaction ends.
+        row = self._session.scalars(
+            select(OrderRow).where(OrderRow.order_no == order_no).with_for_update()
+        ).one_or_none()
+        return _order(row) if row else None
+
+    def find_by_transaction(self, transaction_id: str) -> Order | None:
+        row = self._session.scalars(
+            select(OrderRow).where(OrderRow.payment_txn_id == transaction_id)
+        ).one_or_none()
+        return _order(row) if row else None
+
+    def save_payment(self, order: Order) -> None:
+        try:
+            self._session.execute(
+                update(OrderRow)
+                .where(OrderRow.id == order.id)
+                .values(
+                    status=order.status.value,
+                    pay_time=order.pay_time,
+                    payment_txn_id=order.payment_txn_id,
+                    updated_at=order.updated_at,
+                )
+            )
+        except IntegrityError as exc:
+            # Two orders raced to claim one transaction id: the unique key let only one through.
+            raise TransactionAlreadyUsed(f"transaction {order.payment_txn_id} already paid another order") from exc
+
+
+class SqlOutboxRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add_all(self, messages: Sequence[OutboxMessage]) -> None:
+        if not messages:
+            return
+        self._session.execute(
+            insert(MessageRecordRow),
+            [
+                {
+                    "message_id": m.message_id,
+                    "topic": m.topic,
+                    "content": m.content,
+                    "status": int(m.status),
+                    "retry_count": m.retry_count,
+                    "create_time": m.create_time,
+                    "update_time": m.update_time,
+                    "business_key": m.business_key,
+                    "business_type": m.business_type,
+                    "next_retry_at": m.next_retry_at,
+                }
+                for m in messages
+            ],
+        )
+
+    def claim_due(
+        self, *, now: datetime, limit: int, lease_until: datetime, ordered_by_key: bool = False
+    ) -> list[OutboxMessage]:
+        """Lock up to ``limit`` due rows, skipping rows another relay holds, and lease them.
+
+        The lease (``next_retry_at = lease_until``) is what keeps other relays away after this short
+        transaction commits; a relay that dies simply lets the lease run out. With ``ordered_by_key``
+        a row waits while an older row of its business key is still pending (FIFO topics).
+        """
+        query = select(MessageRecordRow).where(
+            MessageRecordRow.status == int(OutboxStatus.PENDING),
+            MessageRecordRow.next_retry_at <= now,
+        )
+        if ordered_by_key:
+            earlier = aliased(MessageRecordRow)
+            query = query.where(
+                ~exists().where(
+                    earlier.business_key == MessageRecordRow.business_key,
+                    earlier.status == int(OutboxStatus.PENDING),
+                    earlier.id < MessageRecordRow.id,
+                )
+            )
+        rows = self._session.scalars(
+            query.order_by(MessageRecordRow.next_retry_at, MessageRecordRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return []
+        self._session.execute(
+            update(MessageRecordRow)
+            .where(MessageRecordRow.id.in_([r.id for r in rows]))
+            .values(next_retry_at=lease_until, update_time=now),
+            execution_options={"synchronize_session": False},
+        )
+        return [_message(r) for r in rows]
+
+    def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int:
+        if not message_ids:
+            return 0
+        result = self._session.execute(
+            update(MessageRecordRow)
+            .where(
+                MessageRecordRow.message_id.in_(list(message_ids)),
+                MessageRecordRow.status == int(OutboxStatus.PENDING),
+            )
+            .values(status=int(OutboxStatus.SENT), sent_time=now, update_time=now, last_error=None),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def schedule_retry(
+        self, message_id: str, *, retry_count: int, next_retry_at: datetime, error: str, now: datetime
+    ) -> bool:
+        return self._update_pending(
+            message_id,
+            retry_count=retry_count,
+            next_retry_at=next_retry_at,
+            last_error=truncate_error(error),
+            update_time=now,
+        )
+
+    def mark_failed(self, message_id: str, *, retry_count: int, error: str, now: datetime) -> bool:
+        return self._update_pending(
+            message_id,
+            status=int(OutboxStatus.FAILED),
+            retry_count=retry_count,
+            last_error=truncate_error(error),
+            update_time=now,
+        )
+
+    def get(self, message_id: str) -> OutboxMessage | None:
+        row = self._session.scalars(
+            select(MessageRecordRow).where(MessageRecordRow.message_id == message_id)
+        ).one_or_none()
+        return _message(row) if row else None
+
+    def list_for_business_key(self, business_key: str) -> list[OutboxMessage]:
+        rows = self._session.scalars(
+            select(MessageRecordRow)
+            .where(MessageRecordRow.business_key == business_key)
+            .order_by(MessageRecordRow.id)
+        ).all()
+        return [_message(r) for r in rows]
+
+    def _update_pending(self, message_id: str, **values: object) -> bool:
+        # Only a row still pending changes: if another relay already sent it, that outcome stands.
+        result = self._session.execute(
+            update(MessageRecordRow)
+            .where(
+                MessageRecordRow.message_id == message_id,
+                MessageRecordRow.status == int(OutboxStatus.PENDING),
+            )
+            .values(**values),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def _order(row: OrderRow) -> Order:
+    return Order(
+        id=row.id,
+        order_no=row.order_no,
+        user_id=row.user_id,
+        user_phone=row.user_phone,
+        amount=row.amount,
+        currency=row.currency,
+        status=OrderStatus(row.status),
+        pay_time=row.pay_time,
+        payment_txn_id=row.payment_txn_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _message(row: MessageRecordRow) -> OutboxMessage:
+    return OutboxMessage(
+        id=row.id,
+        message_id=row.message_id,
+        topic=row.topic,
+        content=row.content,
+        business_key=row.business_key or "",
+        business_type=row.business_type or "",
+        status=OutboxStatus(row.status),
+        retry_count=row.retry_count,
+        next_retry_at=row.next_retry_at,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        last_error=row.last_error,
+        sent_time=row.sent_time,
+    )

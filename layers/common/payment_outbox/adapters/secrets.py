@@ -1,0 +1,61 @@
+"""Secrets Manager reads with a short in-container cache (rotation is picked up within the TTL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from payment_outbox.errors import ConfigurationError
+
+DEFAULT_TTL_SECONDS = 300.0
+
+
+class CachedSecret:
+    def __init__(
+        self,
+        secret_id: str,
+        client_factory: Callable[[], Any],
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret_id = secret_id
+        self._client_factory = client_factory
+        self._ttl = ttl_seconds
+        self._monotonic = monotonic
+        self._value: str | None = None
+        self._fetched_at = 0.0
+
+    def value(self) -> str:
+        if self._value is None or self._monotonic() - self._fetched_at > self._ttl:
+            response = self._client_factory().get_secret_value(SecretId=self._secret_id)
+            secret = response.get("SecretString")
+            if not secret:
+                raise ConfigurationError(f"secret {self._secret_id} has no SecretString")
+            self._value, self._fetched_at = secret, self._monotonic()
+        return self._value
+
+    def invalidate(self) -> None:
+        self._value = None
+
+
+def webhook_secrets(raw: str) -> list[str]:
+    """A webhook secret is a plain string, or JSON ``{"current": ..., "previous": ...}`` mid-rotation."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return [raw]
+    if isinstance(document, dict):
+        return [str(document[k]) for k in ("current", "previous") if document.get(k)]
+    return [raw]
+
+
+def database_credentials(raw: str) -> tuple[str, str]:
+    """Username and password from an RDS-style JSON secret."""
+    try:
+        document = json.loads(raw)
+        return str(document["username"]), str(document["password"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError("database secret must be JSON with username and password") from exc

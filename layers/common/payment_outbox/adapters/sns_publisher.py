@@ -1,0 +1,117 @@
+"""Publishes outbox messages to SNS with PublishBatch, reporting the outcome of every message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from payment_outbox.domain.outbox import OutboxMessage
+from payment_outbox.ports import PublishFailure, PublishOutcome
+
+MAX_BATCH_ENTRIES = 10
+#: SNS counts the whole request: every message body plus its attribute names, types and values.
+MAX_BATCH_BYTES = 256 * 1024
+#: FIFO topics need a group id; keep it within SNS's 128-character limit.
+_MAX_GROUP_ID = 128
+
+
+class SnsPublisher:
+    def __init__(self, client_factory: Callable[[], Any], topic_arn: str) -> None:
+        self._client_factory = client_factory
+        self._topic_arn = topic_arn
+        self._fifo = topic_arn.endswith(".fifo")
+
+    def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
+        outcome = PublishOutcome()
+        publishable = []
+        for message in messages:
+            if entry_size(message) > MAX_BATCH_BYTES:
+                outcome.failed[message.message_id] = PublishFailure(
+                    f"message is {entry_size(message)} bytes; SNS accepts at most {MAX_BATCH_BYTES}",
+                    permanent=True,
+                )
+            else:
+                publishable.append(message)
+        for batch in batches(publishable):
+            self._publish_batch(batch, outcome)
+        return outcome
+
+    def _publish_batch(self, batch: list[OutboxMessage], outcome: PublishOutcome) -> None:
+        by_entry_id = {str(i): m for i, m in enumerate(batch)}
+        try:
+            response = self._client_factory().publish_batch(
+                TopicArn=self._topic_arn,
+                PublishBatchRequestEntries=[self._entry(i, m) for i, m in by_entry_id.items()],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            for message in batch:
+                outcome.failed[message.message_id] = PublishFailure(_describe(exc))
+            return
+        answered = set()
+        for ok in response.get("Successful", []):
+            answered.add(ok["Id"])
+            outcome.published.append(by_entry_id[ok["Id"]].message_id)
+        # PublishBatch answers HTTP 200 even when some entries failed: each failure is listed here.
+        for failed in response.get("Failed", []):
+            answered.add(failed["Id"])
+            outcome.failed[by_entry_id[failed["Id"]].message_id] = PublishFailure(
+                f"{failed.get('Code', 'Unknown')}: {failed.get('Message', '')}".strip(),
+                permanent=bool(failed.get("SenderFault")) and failed.get("Code") in _PERMANENT_CODES,
+            )
+        for entry_id, message in by_entry_id.items():
+            if entry_id not in answered:
+                outcome.failed[message.message_id] = PublishFailure("no result for this entry")
+
+    def _entry(self, entry_id: str, message: OutboxMessage) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Id": entry_id,
+            "Message": message.content,
+            "MessageAttributes": message_attributes(message),
+        }
+        if self._fifo:
+            # One group per business key keeps that key's messages in order; the message id lets SNS
+            # drop a re-publish within its deduplication window.
+            entry["MessageGroupId"] = (message.business_key or message.message_id)[:_MAX_GROUP_ID]
+            entry["MessageDeduplicationId"] = message.message_id
+        return entry
+
+
+_PERMANENT_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError"})
+
+
+def message_attributes(message: OutboxMessage) -> dict[str, dict[str, str]]:
+    return {
+        "topic": {"DataType": "String", "StringValue": message.topic},
+        "messageId": {"DataType": "String", "StringValue": message.message_id},
+    }
+
+
+def entry_size(message: OutboxMessage) -> int:
+    size = len(message.content.encode())
+    for name, attribute in message_attributes(message).items():
+        size += len(name.encode()) + len(attribute["DataType"]) + len(attribute["StringValue"].encode())
+    return size
+
+
+def batches(messages: Sequence[OutboxMessage]) -> Iterator[list[OutboxMessage]]:
+    """Split into PublishBatch requests of at most 10 entries and 256 KiB, keeping message order."""
+    batch: list[OutboxMessage] = []
+    size = 0
+    for message in messages:
+        message_size = entry_size(message)
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + message_size > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += message_size
+    if batch:
+        yield batch
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"

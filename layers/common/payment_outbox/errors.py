@@ -1,0 +1,74 @@
+"""Every error the application raises on purpose, in one place.
+
+Each carries a stable machine-readable ``code``; the HTTP layer maps classes to status codes in one
+table (``payment_outbox.http``), so no handler ever returns ``str(exc)`` of an unexpected error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PaymentOutboxError(Exception):
+    """Base of all deliberate errors. ``message`` is safe to show to a caller."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class MalformedRequest(PaymentOutboxError):
+    """The request body is not parseable (not JSON, not an object)."""
+
+    code = "malformed_request"
+
+
+class InvalidRequest(PaymentOutboxError):
+    """The request parsed but breaks a field rule (type, range, format)."""
+
+    code = "invalid_request"
+
+
+class SignatureRejected(PaymentOutboxError):
+    """The payment callback signature is missing, malformed, wrong or stale."""
+
+    code = "invalid_signature"
+
+
+class OrderNotFound(PaymentOutboxError):
+    code = "order_not_found"
+
+
+class PaymentConflict(PaymentOutboxError):
+    """The callback contradicts what we know: wrong amount, or the order is paid by another transaction."""
+
+    code = "payment_conflict"
+
+
+class AmountMismatch(PaymentConflict):
+    code = "amount_mismatch"
+
+
+class AlreadyPaid(PaymentConflict):
+    code = "already_paid"
+
+
+class TransactionAlreadyUsed(PaymentConflict):
+    code = "transaction_already_used"
+
+
+class InvalidEnvelope(PaymentOutboxError):
+    """A consumed message is not a valid envelope: it can never succeed (poison message)."""
+
+    code = "invalid_envelope"
+
+
+class ConfigurationError(PaymentOutboxError):
+    code = "configuration_error"
+
+
+class RequestTooLarge(PaymentOutboxError):
+    code = "request_too_large"

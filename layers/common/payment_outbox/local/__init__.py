@@ -1,0 +1,1 @@
+"""Running the system without AWS: template-driven provisioning into an emulator, and the demo."""

@@ -1,0 +1,133 @@
+"""Creates the template's messaging and table resources in an AWS emulator (moto), and resolves each
+function's environment against them, so the local system cannot drift from what deploys.
+
+Only what the functions talk to is provisioned: SNS topics and subscriptions, SQS queues with their
+redrive policies, DynamoDB tables. Values the emulator cannot provide (the database, the webhook
+secret) are supplied by the caller as overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from payment_outbox.local.template import FunctionSpec, functions, resources_of_type
+
+_KNOWN_PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+
+
+@dataclass
+class Provisioned:
+    #: logical id -> what ``!Ref`` gives (ARN for topics, URL for queues, name for tables).
+    refs: dict[str, str] = field(default_factory=dict)
+    #: (logical id, attribute) -> what ``!GetAtt`` gives.
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.refs[logical_id]
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve the intrinsic functions an environment value may use; None if it cannot be."""
+        if isinstance(value, str | int | float | bool):
+            return str(value)
+        if isinstance(value, dict) and "Ref" in value:
+            name = value["Ref"]
+            return self.refs.get(name) or self.parameters.get(name) or _KNOWN_PSEUDO.get(name)
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"]
+            return self.attributes.get((logical_id, attribute))
+        return None
+
+    def environment(self, spec: FunctionSpec, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        env = {}
+        for name, value in spec.environment.items():
+            resolved = self.resolve(value)
+            if resolved is not None:
+                env[name] = resolved
+        env.update(overrides or {})
+        return env
+
+
+def provision(template: dict[str, Any], *, region: str = "us-east-1",
+              parameters: dict[str, str] | None = None) -> Provisioned:
+    session = boto3.session.Session(region_name=region)
+    sns, sqs, dynamodb = session.client("sns"), session.client("sqs"), session.client("dynamodb")
+    out = Provisioned(parameters=_parameter_defaults(template) | (parameters or {}))
+
+    for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
+        props = resource.get("Properties", {})
+        name = props.get("TopicName") if isinstance(props.get("TopicName"), str) else logical_id
+        attributes = {"FifoTopic": "true"} if props.get("FifoTopic") else {}
+        arn = sns.create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        out.refs[logical_id] = arn
+        out.attributes[(logical_id, "TopicName")] = name
+        out.attributes[(logical_id, "TopicArn")] = arn
+
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
+    for logical_id in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
+        props = queues[logical_id].get("Properties", {})
+        attributes = {}
+        if "VisibilityTimeout" in props:
+            attributes["VisibilityTimeout"] = str(props["VisibilityTimeout"])
+        if "RedrivePolicy" in props:
+            redrive = props["RedrivePolicy"]
+            attributes["RedrivePolicy"] = json.dumps({
+                "deadLetterTargetArn": out.resolve(redrive["deadLetterTargetArn"]),
+                "maxReceiveCount": int(redrive["maxReceiveCount"]),
+            })
+        url = sqs.create_queue(QueueName=logical_id, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        out.refs[logical_id] = url
+        out.attributes[(logical_id, "Arn")] = arn
+        out.attributes[(logical_id, "QueueName")] = logical_id
+        out.attributes[(logical_id, "QueueUrl")] = url
+
+    for resource in resources_of_type(template, "AWS::SNS::Subscription").values():
+        props = resource["Properties"]
+        if props.get("Protocol") != "sqs":
+            continue  # e-mail and other human endpoints mean nothing locally
+        attributes = {"RawMessageDelivery": str(props.get("RawMessageDelivery", False)).lower()}
+        if "FilterPolicy" in props:
+            policy = props["FilterPolicy"]
+            attributes["FilterPolicy"] = policy if isinstance(policy, str) else json.dumps(policy)
+            attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
+        sns.subscribe(
+            TopicArn=out.resolve(props["TopicArn"]),
+            Protocol=props["Protocol"],
+            Endpoint=out.resolve(props["Endpoint"]),
+            Attributes=attributes,
+        )
+
+    for logical_id, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
+        props = resource["Properties"]
+        dynamodb.create_table(
+            TableName=logical_id,
+            KeySchema=props["KeySchema"],
+            AttributeDefinitions=props["AttributeDefinitions"],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            dynamodb.update_time_to_live(
+                TableName=logical_id,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
+        out.refs[logical_id] = logical_id
+    return out
+
+
+def function_specs(template: dict[str, Any]) -> dict[str, FunctionSpec]:
+    return {spec.logical_id: spec for spec in functions(template)}
+
+
+def _parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
+    return {
+        name: str(spec["Default"])
+        for name, spec in template.get("Parameters", {}).items()
+        if "Default" in spec and spec["Default"] != ""
+    }

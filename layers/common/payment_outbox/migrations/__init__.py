@@ -1,0 +1,1 @@
+"""Alembic migrations. Run them with ``python -m payment_outbox.migrations`` (or ``make migrate``)."""

@@ -1,0 +1,114 @@
+"""Ports: what the use cases need from the outside world. Adapters implement these Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from payment_outbox.domain.orders import Order
+from payment_outbox.domain.outbox import OutboxMessage
+
+
+class OrderRepository(Protocol):
+    def add(self, order: Order) -> Order: ...
+    def get(self, order_id: int) -> Order | None: ...
+    def get_by_order_no_for_update(self, order_no: str) -> Order | None: ...
+    def find_by_transaction(self, transaction_id: str) -> Order | None: ...
+    def save_payment(self, order: Order) -> None: ...
+
+
+class OutboxRepository(Protocol):
+    def add_all(self, messages: Sequence[OutboxMessage]) -> None: ...
+    def claim_due(
+        self, *, now: datetime, limit: int, lease_until: datetime, ordered_by_key: bool = False
+    ) -> list[OutboxMessage]: ...
+    def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int: ...
+    def schedule_retry(
+        self, message_id: str, *, retry_count: int, next_retry_at: datetime, error: str, now: datetime
+    ) -> bool: ...
+    def mark_failed(self, message_id: str, *, retry_count: int, error: str, now: datetime) -> bool: ...
+    def get(self, message_id: str) -> OutboxMessage | None: ...
+    def list_for_business_key(self, business_key: str) -> list[OutboxMessage]: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Leaving the block without ``commit()`` rolls back."""
+
+    orders: OrderRepository
+    outbox: OutboxRepository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+@dataclass(frozen=True)
+class PublishFailure:
+    error: str
+    #: True when retrying can never help (e.g. the message is larger than SNS accepts).
+    permanent: bool = False
+
+
+@dataclass
+class PublishOutcome:
+    published: list[str] = field(default_factory=list)
+    failed: dict[str, PublishFailure] = field(default_factory=dict)
+
+
+class MessagePublisher(Protocol):
+    def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
+        """Publish each message; report every message id as published or failed, never raise."""
+        ...
+
+
+@dataclass(frozen=True)
+class PointsCredit:
+    message_id: str
+    user_id: int
+    order_id: int
+    points: int
+    credited_at: datetime
+
+
+class PointsLedger(Protocol):
+    def credit(self, credit: PointsCredit) -> bool:
+        """Apply the credit atomically with its ledger entry; False if this message was credited before."""
+        ...
+
+    def balance(self, user_id: int) -> int: ...
+
+
+class SmsSender(Protocol):
+    def send(self, phone: str, text: str) -> str:
+        """Send the SMS; return the provider's message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class SmsDelivery:
+    message_id: str
+    masked_phone: str
+    template_id: str
+    provider_message_id: str
+    sent_at: datetime
+
+
+class SmsDeliveryLog(Protocol):
+    def find(self, message_id: str) -> SmsDelivery | None: ...
+    def record(self, delivery: SmsDelivery) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

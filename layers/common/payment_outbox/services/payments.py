@@ -1,0 +1,121 @@
+"""Orders and the payment callback: ``create_order``, ``get_order``, ``pay_order``."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from payment_outbox.clock import to_naive_utc
+from payment_outbox.domain.orders import (
+    Order,
+    PaymentDecision,
+    PaymentNotice,
+    decide_payment,
+    mark_paid,
+    new_order,
+)
+from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
+from payment_outbox.errors import OrderNotFound, TransactionAlreadyUsed
+from payment_outbox.ports import Clock, UnitOfWorkFactory
+
+logger = logging.getLogger(__name__)
+
+
+class AfterCommitPublisher(Protocol):
+    def __call__(self, messages: Sequence[OutboxMessage]) -> None:
+        """Try to publish freshly committed messages now; must never raise."""
+        ...
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_order_no(clock: Clock) -> str:
+    return f"PO{clock.now():%Y%m%d%H%M%S}{secrets.randbelow(10**6):06d}"
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    user_id: int
+    phone: str
+    amount: Decimal
+    currency: str
+
+
+class PaymentService:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        handoff_lease: timedelta,
+        after_commit: AfterCommitPublisher | None = None,
+        message_ids: Callable[[], str] = new_message_id,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._handoff_lease = handoff_lease
+        self._after_commit = after_commit
+        self._message_ids = message_ids
+
+    def create_order(self, request: NewOrder) -> Order:
+        now = self._clock.now()
+        with self._uow() as tx:
+            order = tx.orders.add(
+                new_order(
+                    order_no=new_order_no(self._clock),
+                    user_id=request.user_id,
+                    phone=request.phone,
+                    amount=request.amount,
+                    currency=request.currency,
+                    now=now,
+                )
+            )
+            tx.commit()
+        return order
+
+    def get_order(self, order_id: int) -> Order:
+        with self._uow() as tx:
+            order = tx.orders.get(order_id)
+        if order is None:
+            raise OrderNotFound(f"order {order_id} not found")
+        return order
+
+    def pay_order(self, notice: PaymentNotice) -> Order:
+        """Mark the order PAID and write its outbox rows in ONE transaction; publish only after commit.
+
+        A replay of the same transaction answers with the order as it is and writes nothing.
+        """
+        now = self._clock.now()
+        with self._uow() as tx:
+            order = tx.orders.get_by_order_no_for_update(notice.order_no)
+            if order is None:
+                raise OrderNotFound(f"order {notice.order_no} not found")
+            if decide_payment(order, notice) is PaymentDecision.ALREADY_APPLIED:
+                return order
+            if tx.orders.find_by_transaction(notice.transaction_id) is not None:
+                raise TransactionAlreadyUsed(f"transaction {notice.transaction_id} already paid another order")
+            paid = mark_paid(
+                order,
+                PaymentNotice(notice.order_no, notice.transaction_id, notice.amount, to_naive_utc(notice.paid_at)),
+                now,
+            )
+            tx.orders.save_payment(paid)
+            # Due only after the hand-off lease: the immediate publish below owns the rows until then,
+            # and if this process dies before it finishes, the relay takes them over when it ends.
+            messages = [
+                pending_message(envelope, now=now, due_at=now + self._handoff_lease)
+                for envelope in order_paid_envelopes(paid, now=now, new_id=self._message_ids)
+            ]
+            tx.outbox.add_all(messages)
+            tx.commit()
+        if self._after_commit is not None:
+            self._after_commit(messages)
+        return paid

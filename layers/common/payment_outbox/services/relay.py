@@ -1,0 +1,140 @@
+"""Moving outbox rows to the message bus: ``relay_due_messages`` (scheduled) and ``publish_now``
+(right after the payment commit). Both share ``deliver``: publish, then record each outcome."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.domain.outbox import OutboxMessage
+from payment_outbox.ports import Clock, MessagePublisher, PublishFailure, UnitOfWorkFactory
+
+logger = logging.getLogger(__name__)
+
+#: Keep this much of the Lambda's time unused, beyond the slowest batch seen so far.
+SAFETY_MARGIN_MS = 3_000
+
+
+@dataclass
+class RelayReport:
+    claimed: int = 0
+    published: int = 0
+    retried: int = 0
+    gave_up: list[str] = field(default_factory=list)
+    batches: int = 0
+
+    def merge(self, other: RelayReport) -> None:
+        self.claimed += other.claimed
+        self.published += other.published
+        self.retried += other.retried
+        self.gave_up.extend(other.gave_up)
+        self.batches += other.batches
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        publisher: MessagePublisher,
+        clock: Clock,
+        *,
+        policy: RetryPolicy,
+        batch_size: int = 50,
+        lease: timedelta = timedelta(seconds=60),
+        ordered_by_key: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._uow = uow
+        self._publisher = publisher
+        self._clock = clock
+        self._policy = policy
+        self._batch_size = batch_size
+        self._lease = lease
+        self._ordered_by_key = ordered_by_key
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    def relay_due_messages(self, remaining_ms: Callable[[], int] | None = None) -> RelayReport:
+        """Claim and deliver due rows batch after batch while rows are due and time is left."""
+        report = RelayReport()
+        slowest_ms = 0.0
+        while remaining_ms is None or remaining_ms() > SAFETY_MARGIN_MS + 2 * slowest_ms:
+            started = time.monotonic()
+            claimed = self.claim_due()
+            if not claimed:
+                break
+            report.merge(self.deliver(claimed))
+            slowest_ms = max(slowest_ms, (time.monotonic() - started) * 1000)
+            if len(claimed) < self._batch_size:
+                break
+        return report
+
+    def claim_due(self) -> list[OutboxMessage]:
+        """Short transaction, no network call inside: lock due rows, lease them, commit."""
+        now = self._clock.now()
+        with self._uow() as tx:
+            claimed = tx.outbox.claim_due(
+                now=now,
+                limit=self._batch_size,
+                lease_until=now + self._lease,
+                ordered_by_key=self._ordered_by_key,
+            )
+            tx.commit()
+        return claimed
+
+    def deliver(self, messages: Sequence[OutboxMessage]) -> RelayReport:
+        """Publish messages this process holds, then mark them sent or schedule their retry."""
+        report = RelayReport(claimed=len(messages), batches=1)
+        outcome = self._publisher.publish(messages)
+        published = set(outcome.published)
+        now = self._clock.now()
+        with self._uow() as tx:
+            report.published = tx.outbox.mark_sent(sorted(published), now=now)
+            for message in messages:
+                if message.message_id in published:
+                    continue
+                failure = outcome.failed.get(message.message_id) or PublishFailure("not published")
+                attempts = message.retry_count + 1
+                if failure.permanent or self._policy.gives_up(attempts):
+                    if tx.outbox.mark_failed(message.message_id, retry_count=attempts, error=failure.error, now=now):
+                        report.gave_up.append(message.message_id)
+                        logger.error(
+                            "outbox message gave up after %d attempt(s): messageId=%s topic=%s error=%s",
+                            attempts, message.message_id, message.topic, failure.error,
+                        )
+                elif tx.outbox.schedule_retry(
+                    message.message_id,
+                    retry_count=attempts,
+                    next_retry_at=self._policy.next_attempt_at(now, attempts, self._rng),
+                    error=failure.error,
+                    now=now,
+                ):
+                    report.retried += 1
+                    logger.warning(
+                        "outbox message publish failed (attempt %d), will retry: messageId=%s error=%s",
+                        attempts, message.message_id, failure.error,
+                    )
+            tx.commit()
+        return report
+
+
+class ImmediatePublisher:
+    """After-commit hand-off: publish the payment's rows at once, bounded, never failing the caller.
+
+    Whatever goes wrong here, the rows are already committed: the relay picks them up when the
+    hand-off lease ends (or sooner, at the retry time recorded after a failed attempt).
+    """
+
+    def __init__(self, relay_factory: Callable[[], OutboxRelay]) -> None:
+        self._relay_factory = relay_factory
+
+    def __call__(self, messages: Sequence[OutboxMessage]) -> None:
+        try:
+            self._relay_factory().deliver(messages)
+        except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
+            logger.warning("immediate publish failed; the relay will deliver %d message(s)", len(messages),
+                           exc_info=True)

@@ -1,0 +1,79 @@
+"""Configuration, read once from the environment into typed models (never ``os.environ`` elsewhere).
+
+Each Lambda reads only the settings it needs, so each function's environment in template.yaml lists
+exactly what its code reads.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payment_outbox.domain.backoff import RetryPolicy
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+
+class DatabaseSettings(_Settings):
+    """Either a full SQLAlchemy URL (local, tests, demo) or host/name plus a Secrets Manager secret."""
+
+    database_url: SecretStr | None = None
+    db_host: str | None = None
+    db_port: int = 3306
+    db_name: str | None = None
+    db_secret_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatabaseSettings:
+        if self.database_url is None and not (self.db_host and self.db_name and self.db_secret_arn):
+            raise ValueError("set DATABASE_URL, or DB_HOST, DB_NAME and DB_SECRET_ARN")
+        return self
+
+
+class OutboxSettings(_Settings):
+    order_events_topic_arn: str
+    outbox_max_attempts: int = Field(default=5, ge=1, le=100)
+    outbox_batch_size: int = Field(default=50, ge=1, le=1000)
+    outbox_lease_seconds: int = Field(default=60, ge=5)
+    outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    #: Hold later messages of a business key back while an earlier one is pending (FIFO topics).
+    outbox_ordered_by_key: bool = False
+    #: Upper bound of the after-commit publish, so it never delays the callback response much.
+    outbox_immediate_publish_timeout_seconds: float = Field(default=1.0, gt=0)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.outbox_max_attempts,
+            base_delay_seconds=self.outbox_backoff_base_seconds,
+            max_delay_seconds=self.outbox_backoff_max_seconds,
+        )
+
+
+class WebhookSettings(_Settings):
+    """The payment provider's signing secret: from Secrets Manager in AWS, from configuration locally."""
+
+    webhook_secret: SecretStr | None = None
+    webhook_secret_arn: str | None = None
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookSettings:
+        if self.webhook_secret is None and not self.webhook_secret_arn:
+            raise ValueError("set WEBHOOK_SECRET_ARN (or WEBHOOK_SECRET locally)")
+        return self
+
+
+class IdempotencySettings(_Settings):
+    idempotency_table_name: str
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+
+
+class PointsSettings(_Settings):
+    points_table_name: str
+
+
+class SmsSettings(_Settings):
+    sms_deliveries_table_name: str

@@ -1,0 +1,104 @@
+"""Shared fixtures: dummy AWS credentials for the whole run, the real MariaDB, moto provisioned from
+template.yaml, and the real handlers driven in-process.
+
+MariaDB is required under CI (CI=true): if it cannot be reached the tests that need it fail loudly.
+Elsewhere they are skipped with the reason shown.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything can create a boto3 client: no test may ever reach real AWS.
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_name, None)
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
+})
+
+import json  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from payment_outbox import bootstrap  # noqa: E402
+from payment_outbox.migrations.runner import upgrade  # noqa: E402
+from tests.support import ROOT, TEST_WEBHOOK_SECRET, LocalSystem  # noqa: E402
+
+DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/payment_outbox_test?charset=utf8mb4"
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A fresh database on the real server, migrated to head once per run."""
+    url = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    server = create_engine(url.set(database=""))
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{url.database}`"))
+            conn.execute(text(f"CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4"))
+    except Exception as exc:
+        message = f"MariaDB/MySQL not reachable at {url.render_as_string()}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI requires it: start the server)")
+        pytest.skip(message)
+    finally:
+        server.dispose()
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db(mariadb_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The migrated test database, emptied, and configured as the application's DATABASE_URL."""
+    engine = create_engine(mariadb_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM message_record"))
+        conn.execute(text("DELETE FROM orders"))
+    monkeypatch.setenv("DATABASE_URL", mariadb_url)
+    bootstrap.reset()
+    yield engine
+    bootstrap.reset()
+    engine.dispose()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto for the whole test; clients are only ever created after this starts."""
+    from moto import mock_aws
+
+    bootstrap.reset()
+    with mock_aws():
+        yield
+    bootstrap.reset()
+
+
+@pytest.fixture
+def system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
+    """The whole application: template resources in moto, MariaDB, every handler loadable."""
+    local = LocalSystem.start(db, monkeypatch)
+    return local
+
+
+@pytest.fixture
+def load_event():  # type: ignore[no-untyped-def]
+    def load(name: str) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads((ROOT / "events" / name).read_text())
+        return loaded
+
+    return load
+
+
+__all__ = ["TEST_WEBHOOK_SECRET", "Path"]

@@ -1,0 +1,135 @@
+"""Test helpers: the whole system assembled on MariaDB + moto from template.yaml."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import Engine, text
+
+from payment_outbox import bootstrap
+from payment_outbox.domain.signature import sign
+from payment_outbox.local.harness import ApiResponse, Delivery, LocalFunctions
+from payment_outbox.local.provision import Provisioned, provision
+from payment_outbox.local.template import load_template
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_WEBHOOK_SECRET = "test-webhook-secret"
+
+
+def signed_headers(body: str, *, secret: str = TEST_WEBHOOK_SECRET, at: int | None = None) -> dict[str, str]:
+    return {"X-Signature": sign(body.encode(), secret, int(time.time()) if at is None else at)}
+
+
+def notify_body(order_no: str, amount: str, transaction_id: str = "txn-1",
+                paid_at: str = "2026-11-27T10:15:00Z") -> str:
+    return json.dumps({"orderNo": order_no, "transactionId": transaction_id, "amount": amount,
+                       "paidAt": paid_at})
+
+
+@dataclass
+class LocalSystem:
+    engine: Engine
+    resources: Provisioned
+    functions: LocalFunctions
+
+    @classmethod
+    def start(cls, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
+        template = load_template(ROOT / "template.yaml")
+        resources = provision(template)
+        functions = LocalFunctions(ROOT, template)
+        overrides = {"DATABASE_URL": engine.url.render_as_string(hide_password=False),
+                     "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET}
+        for spec in functions.specs.values():
+            for name, value in resources.environment(spec, overrides).items():
+                monkeypatch.setenv(name, value)
+        bootstrap.reset()
+        return cls(engine, resources, functions)
+
+    # --- driving ----------------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: str | None = None,
+            headers: dict[str, str] | None = None) -> ApiResponse:
+        return self.functions.call_api(method, path, body, headers)
+
+    def create_order(self, amount: str = "128.50", user_id: int = 42, phone: str = "+8613812345678") -> dict[str, Any]:
+        response = self.api("POST", "/orders", json.dumps({"userId": user_id, "phone": phone, "amount": amount}))
+        assert response.status == 201, response.body
+        created: dict[str, Any] = response.body
+        return created
+
+    def notify(self, body: str, headers: dict[str, str] | None = None) -> ApiResponse:
+        return self.api("POST", "/payments/notify", body, signed_headers(body) if headers is None else headers)
+
+    def pay(self, order: dict[str, Any], transaction_id: str = "txn-1") -> ApiResponse:
+        return self.notify(notify_body(order["orderNo"], order["amount"], transaction_id))
+
+    def run_relay(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.functions.run_scheduled("OutboxRelayFunction")
+        return result
+
+    def drain(self, queue: str, function: str, rounds: int = 20) -> int:
+        """Deliver from ``queue`` to ``function`` until the queue answers empty; returns records handled."""
+        handled = 0
+        for _ in range(rounds):
+            delivery: Delivery = self.functions.deliver(self.resources.queue_url(queue), function)
+            if delivery.received == 0:
+                break
+            handled += delivery.received
+        return handled
+
+    def drain_consumers(self) -> None:
+        self.drain("PointsQueue", "PointsConsumerFunction")
+        self.drain("SmsQueue", "SmsConsumerFunction")
+
+    # --- observing --------------------------------------------------------------------------------
+
+    def outbox_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM message_record ORDER BY id"))]
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())  # noqa: S608
+
+    def points_balance(self, user_id: int) -> int:
+        return bootstrap_points_balance(user_id)
+
+    def ledger_entries(self, user_id: int) -> list[dict[str, Any]]:
+        items = boto3.client("dynamodb").query(
+            TableName=self.resources.refs["PointsTable"],
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :c)",
+            ExpressionAttributeValues={":pk": {"S": f"USER#{user_id}"}, ":c": {"S": "CREDIT#"}},
+        )["Items"]
+        return items
+
+    def sms_deliveries(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = boto3.client("dynamodb").scan(
+            TableName=self.resources.refs["SmsDeliveriesTable"])["Items"]
+        return items
+
+    def queue_depth(self, queue: str) -> int:
+        attributes = boto3.client("sqs").get_queue_attributes(
+            QueueUrl=self.resources.queue_url(queue),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def bootstrap_points_balance(user_id: int) -> int:
+    from payment_outbox.bootstrap.consumers import points_ledger
+
+    return points_ledger().balance(user_id)
+
+
+def floor_points(amount: str) -> int:
+    return int(Decimal(amount))
+
+
+__all__ = ["bootstrap"]

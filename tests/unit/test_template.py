@@ -1,0 +1,235 @@
+"""The SAM template, its events and its build layout hold together.
+
+These tests read template.yaml as data; nothing is deployed and no AWS call is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+
+# cfnlint has no __main__ module; this is what the cfn-lint console script runs.
+CFN_LINT = "import sys; from cfnlint.runner import main; sys.exit(main())"
+
+# Which events/<prefix>*.json files drive which function.
+EVENT_PREFIXES = {
+    "PaymentApiFunction": "payment_api",
+    "OutboxRelayFunction": "outbox_relay",
+    "PointsConsumerFunction": "points_consumer",
+    "SmsConsumerFunction": "sms_consumer",
+}
+
+LOCAL_WEBHOOK_SECRET = b"local-webhook-secret"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A safe YAML loader that keeps CloudFormation short tags (!Ref, !GetAtt, ...) as plain data."""
+
+
+def _construct_short_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:  # pragma: no cover - YAML has no other node kinds
+        raise yaml.constructor.ConstructorError(
+            None, None, f"unexpected node for !{tag_suffix}", node.start_mark
+        )
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_short_tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    with TEMPLATE.open(encoding="utf-8") as fh:
+        loaded = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - _CfnLoader is a SafeLoader
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _resources_of_type(template, "AWS::Serverless::Function")
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    # Given the template and the cfn-lint of this environment, informational checks included
+    # When cfn-lint runs on it
+    result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        [sys.executable, "-c", CFN_LINT, "--include-checks", "I", "--", str(TEMPLATE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then cfn-lint is installed (a missing linter fails, it is not skipped) and finds nothing
+    assert "No module named" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_every_function_code_folder_has_a_handler_module(template: dict[str, Any]) -> None:
+    # Given every function in the template
+    functions = _functions(template)
+    assert set(functions) == set(EVENT_PREFIXES)
+    for name, function in functions.items():
+        # When its CodeUri is resolved against the project root
+        properties = function["Properties"]
+        code_dir = ROOT / properties["CodeUri"]
+        # Then it holds the module named by its handler
+        module = properties["Handler"].split(".", 1)[0]
+        assert (code_dir / f"{module}.py").is_file(), f"{name}: {code_dir / module}.py is missing"
+
+
+def test_layer_holds_the_package_without_a_nested_python_folder(template: dict[str, Any]) -> None:
+    # Given the common layer
+    layer = template["Resources"]["CommonLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    content_dir = ROOT / layer["Properties"]["ContentUri"]
+    # When its content folder is inspected
+    # Then the package sits at its top, and the build (not the source) adds python/
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert (content_dir / "payment_outbox" / "__init__.py").is_file()
+    assert (content_dir / "requirements.txt").is_file()
+    assert not (content_dir / "python").exists()
+
+
+def test_every_function_has_an_event_and_every_event_is_json(template: dict[str, Any]) -> None:
+    # Given the events folder
+    event_files = sorted(EVENTS.glob("*.json"))
+    assert event_files
+    # When each file is parsed
+    for path in event_files:
+        json.loads(path.read_text(encoding="utf-8"))
+    # Then each function has at least one event of its own
+    for function_name in _functions(template):
+        prefix = EVENT_PREFIXES[function_name]
+        assert any(p.name.startswith(prefix) for p in event_files), f"no events/{prefix}*.json"
+
+
+def test_sqs_events_carry_a_correct_md5_and_envelope_attributes() -> None:
+    # Given the consumer events (raw SNS delivery: the SQS body is the envelope itself)
+    for path in sorted(EVENTS.glob("*_consumer_sqs.json")):
+        for record in json.loads(path.read_text(encoding="utf-8"))["Records"]:
+            # When the body is read
+            envelope = json.loads(record["body"])
+            # Then the md5 matches and the attributes repeat the envelope's topic and messageId
+            assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()  # noqa: S324
+            attributes = record["messageAttributes"]
+            assert attributes["topic"]["stringValue"] == envelope["topic"]
+            assert attributes["messageId"]["stringValue"] == envelope["messageId"]
+
+
+def test_notify_event_is_signed_with_the_local_webhook_secret() -> None:
+    # Given the payment notification event
+    event = json.loads((EVENTS / "payment_api_notify.json").read_text(encoding="utf-8"))
+    fields = dict(part.split("=", 1) for part in event["headers"]["X-Signature"].split(","))
+    # When its signature is recomputed over "<t>.<body>"
+    expected = hmac.new(
+        LOCAL_WEBHOOK_SECRET, f"{fields['t']}.{event['body']}".encode(), hashlib.sha256
+    ).hexdigest()
+    # Then it matches
+    assert hmac.compare_digest(fields["v1"], expected)
+
+
+def test_every_queue_redrives_to_a_dead_letter_queue(template: dict[str, Any]) -> None:
+    # Given the work queues (those that are not dead-letter queues themselves)
+    queues = _resources_of_type(template, "AWS::SQS::Queue")
+    work_queues = {name: q for name, q in queues.items() if not name.endswith("DeadLetterQueue")}
+    assert set(work_queues) == {"PointsQueue", "SmsQueue"}
+    for name, queue in work_queues.items():
+        # When its redrive policy is read
+        redrive = queue["Properties"]["RedrivePolicy"]
+        dlq_name = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        # Then it points at a dead-letter queue in this template after a bounded number of receives
+        assert dlq_name == name.replace("Queue", "DeadLetterQueue")
+        assert dlq_name in queues
+        assert 1 <= int(redrive["maxReceiveCount"]) <= 10
+
+
+def test_every_subscription_is_raw_and_filtered_on_topic(template: dict[str, Any]) -> None:
+    # Given the SQS subscriptions of the order events topic
+    subscriptions = {
+        name: sub
+        for name, sub in _resources_of_type(template, "AWS::SNS::Subscription").items()
+        if sub["Properties"]["Protocol"] == "sqs"
+    }
+    # When their delivery settings are read
+    filters = {name: sub["Properties"]["FilterPolicy"] for name, sub in subscriptions.items()}
+    # Then each is raw delivery, filtered on the `topic` message attribute
+    for sub in subscriptions.values():
+        assert sub["Properties"]["RawMessageDelivery"] is True
+        assert sub["Properties"]["FilterPolicyScope"] == "MessageAttributes"
+    assert filters == {
+        "PointsSubscription": {"topic": ["topic.points"]},
+        "SmsSubscription": {"topic": ["topic.sms"]},
+    }
+
+
+def test_idempotency_table_expires_records_on_expiration(template: dict[str, Any]) -> None:
+    # Given the Powertools idempotency table
+    table = template["Resources"]["IdempotencyTable"]["Properties"]
+    # When its key and TTL are read
+    # Then it is keyed on `id` and expires records on `expiration`, as Powertools expects
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_alarm_fires_on_one_failed_message(template: dict[str, Any]) -> None:
+    # Given the failed-messages alarm
+    alarm = template["Resources"]["MessagesFailedAlarm"]["Properties"]
+    # When its metric and threshold are read
+    # Then a single MessagesFailed from the relay in a minute alarms the ops topic
+    assert alarm["Namespace"] == "PaymentOutbox"
+    assert alarm["MetricName"] == "MessagesFailed"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "outbox-relay"}]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["Threshold"] == 1
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["AlarmActions"] == [{"Ref": "OpsTopic"}]
+
+
+def test_api_routes_are_exactly_the_three_public_ones(template: dict[str, Any]) -> None:
+    # Given every Api event of every function
+    routes = {
+        (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+        for function in _functions(template).values()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "Api"
+    }
+    # When they are collected
+    # Then they are exactly the order and payment-callback routes
+    assert routes == {
+        ("POST", "/orders"),
+        ("GET", "/orders/{orderId}"),
+        ("POST", "/payments/notify"),
+    }
