@@ -43,11 +43,13 @@ class LocalSystem:
     def start(cls, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
         template = load_template(ROOT / "template.yaml")
         resources = provision(template)
-        functions = LocalFunctions(ROOT, template)
         overrides = {"DATABASE_URL": engine.url.render_as_string(hide_password=False),
                      "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET}
-        for spec in functions.specs.values():
-            for name, value in resources.environment(spec, overrides).items():
+        environments = resources.environments(template, overrides)
+        functions = LocalFunctions(ROOT, template, environments)
+        # Tests also call use cases directly: give the test process every function's settings too.
+        for environment in environments.values():
+            for name, value in environment.items():
                 monkeypatch.setenv(name, value)
         bootstrap.reset()
         return cls(engine, resources, functions)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from payment_outbox.errors import SignatureRejected
 
 DEFAULT_TOLERANCE_SECONDS = 300
+_MAX_TIMESTAMP_DIGITS = 15
 
 
 def sign(raw_body: bytes, secret: str, timestamp: int) -> str:
@@ -37,11 +38,16 @@ def verify(
             raise SignatureRejected("malformed X-Signature header")
         fields.setdefault(key, []).append(value)
     timestamps = fields.get("t", [])
-    if len(timestamps) != 1 or not timestamps[0].isdigit():
+    # isascii: str.isdigit() also accepts digits such as "²" that int() cannot parse; the length bound
+    # keeps int() below Python's digit limit (unix seconds have 10 digits).
+    if len(timestamps) != 1 or not (
+        timestamps[0].isascii() and timestamps[0].isdigit() and len(timestamps[0]) <= _MAX_TIMESTAMP_DIGITS
+    ):
         raise SignatureRejected("malformed X-Signature timestamp")
     if abs(now - int(timestamps[0])) > tolerance_seconds:
         raise SignatureRejected("X-Signature timestamp outside the tolerance window")
-    candidates = fields.get("v1", [])
+    # A hex digest is ASCII; hmac.compare_digest raises TypeError on non-ASCII str, so drop those here.
+    candidates = [value for value in fields.get("v1", []) if value.isascii()]
     expected = [_digest(raw_body, secret, timestamps[0]) for secret in secrets if secret]
     # Compare every pair in constant time; several v1 values let a provider sign with two secrets.
     if not any(hmac.compare_digest(e, c) for e in expected for c in candidates):

@@ -10,11 +10,13 @@ import base64
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,8 +67,12 @@ class Delivery:
 
 
 class LocalFunctions:
-    def __init__(self, root: Path, template: dict[str, Any]) -> None:
+    """The template's functions, loaded from their CodeUri and invoked with their own environment."""
+
+    def __init__(self, root: Path, template: dict[str, Any],
+                 environments: dict[str, dict[str, str]] | None = None) -> None:
         self._root = root
+        self._environments = environments or {}
         self._specs = {spec.logical_id: spec for spec in functions(template)}
         self._routes = api_routes(template)
         globals_fn = template.get("Globals", {}).get("Function", {})
@@ -89,23 +95,45 @@ class LocalFunctions:
         spec = self._specs[logical_id]
         module_name, _, attribute = spec.handler.rpartition(".")
         if logical_id not in self._modules:
-            path = self._root / spec.code_uri / (module_name.replace(".", "/") + ".py")
-            unique_name = f"payment_outbox_function_{logical_id}"
-            module_spec = importlib.util.spec_from_file_location(unique_name, path)
-            if module_spec is None or module_spec.loader is None:
-                raise ImportError(f"cannot load {path}")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[unique_name] = module
-            module_spec.loader.exec_module(module)
-            self._modules[logical_id] = module
+            with self.environment(logical_id):
+                self._modules[logical_id] = self._load(logical_id, module_name)
         handler: Callable[[dict[str, Any], Any], Any] = getattr(self._modules[logical_id], attribute)
         return handler
+
+    def _load(self, logical_id: str, module_name: str) -> ModuleType:
+        spec = self._specs[logical_id]
+        path = self._root / spec.code_uri / (module_name.replace(".", "/") + ".py")
+        unique_name = f"payment_outbox_function_{logical_id}"
+        module_spec = importlib.util.spec_from_file_location(unique_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[unique_name] = module
+        module_spec.loader.exec_module(module)
+        return module
+
+    @contextmanager
+    def environment(self, logical_id: str) -> Iterator[None]:
+        """Apply the function's own environment (as Lambda would) for the duration of the block."""
+        variables = self._environments.get(logical_id, {})
+        saved = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def context(self, logical_id: str) -> LambdaContext:
         return LambdaContext(function_name=logical_id, timeout_seconds=self._timeouts.get(logical_id, 3.0))
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        return self.handler(logical_id)(event, self.context(logical_id))
+        handler = self.handler(logical_id)
+        with self.environment(logical_id):
+            return handler(event, self.context(logical_id))
 
     # --- API Gateway ------------------------------------------------------------------------------
 

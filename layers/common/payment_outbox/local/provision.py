@@ -51,6 +51,11 @@ class Provisioned:
         env.update(overrides or {})
         return env
 
+    def environments(self, template: dict[str, Any],
+                     overrides: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+        """Each function's environment, keyed by logical id."""
+        return {spec.logical_id: self.environment(spec, overrides) for spec in functions(template)}
+
 
 def provision(template: dict[str, Any], *, region: str = "us-east-1",
               parameters: dict[str, str] | None = None) -> Provisioned:
@@ -119,10 +124,6 @@ def provision(template: dict[str, Any], *, region: str = "us-east-1",
             )
         out.refs[logical_id] = logical_id
     return out
-
-
-def function_specs(template: dict[str, Any]) -> dict[str, FunctionSpec]:
-    return {spec.logical_id: spec for spec in functions(template)}
 
 
 def _parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
