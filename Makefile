@@ -25,6 +25,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
 
 ## Bring the database at DATABASE_URL (or DB_HOST/DB_NAME/DB_SECRET_ARN) to the newest schema.

@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from payment_outbox.bootstrap.outbox import outbox_relay
 
 logger = Logger()
@@ -26,7 +25,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=len(report.gave_up))
     for message_id in report.gave_up:
         logger.error("outbox message FAILED after its last attempt", extra={"messageId": message_id})
-    logger.info("relay run finished", extra={"claimed": report.claimed, "published": report.published,
-                                              "retried": report.retried, "failed": len(report.gave_up)})
-    return {"claimed": report.claimed, "published": report.published, "retried": report.retried,
-            "failed": report.gave_up}
+    logger.info(
+        "relay run finished",
+        extra={
+            "claimed": report.claimed,
+            "published": report.published,
+            "retried": report.retried,
+            "failed": len(report.gave_up),
+        },
+    )
+    return {
+        "claimed": report.claimed,
+        "published": report.published,
+        "retried": report.retried,
+        "failed": report.gave_up,
+    }

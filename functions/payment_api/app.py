@@ -8,7 +8,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from payment_outbox.bootstrap.payments import payments, verify_payment_signature
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.errors import PaymentOutboxError
@@ -32,7 +31,9 @@ app = APIGatewayRestResolver()
 @tracer.capture_method
 def create_order() -> Response[dict[str, Any]]:
     request = parse_body(CreateOrderRequest, app.current_event.decoded_body)
-    order = payments().create_order(NewOrder(request.user_id, request.phone, request.amount, request.currency))
+    order = payments().create_order(
+        NewOrder(request.user_id, request.phone, request.amount, request.currency)
+    )
     return _json(201, order_view(order))
 
 
@@ -56,7 +57,7 @@ def payment_notify() -> Response[dict[str, Any]]:
     return _json(200, order_view(order))
 
 
-@app.exception_handler(PaymentOutboxError)
+@app.exception_handler(PaymentOutboxError)  # type: ignore[untyped-decorator]
 def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, Any]]:
     status = status_for(error)
     logger.info("request refused", extra={"status": status, "code": error.code})

@@ -49,11 +49,11 @@ class _Request(BaseModel):
 def _amount(value: Any) -> Decimal:
     """Amounts travel as decimal strings ("128.50"): never floats, > 0, at most 2 decimals."""
     if not isinstance(value, str):
-        raise ValueError("amount must be a decimal string such as \"128.50\"")
+        raise ValueError('amount must be a decimal string such as "128.50"')
     try:
         amount = Decimal(value)
     except ArithmeticError:
-        raise ValueError("amount must be a decimal string such as \"128.50\"") from None
+        raise ValueError('amount must be a decimal string such as "128.50"') from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError("amount must be greater than 0")
     if amount.as_tuple().exponent < -2:  # type: ignore[operator]

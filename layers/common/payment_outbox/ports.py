@@ -37,8 +37,10 @@ class OutboxRepository(Protocol):
 class UnitOfWork(Protocol):
     """One database transaction. Leaving the block without ``commit()`` rolls back."""
 
-    orders: OrderRepository
-    outbox: OutboxRepository
+    @property
+    def orders(self) -> OrderRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

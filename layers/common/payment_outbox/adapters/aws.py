@@ -21,7 +21,8 @@ def client(service: str, *, timeout_seconds: float | None = None, max_attempts: 
         options["read_timeout"] = timeout_seconds
     if max_attempts is not None:
         options["retries"] = {"total_max_attempts": max_attempts, "mode": "standard"}
-    return boto3.session.Session().client(service, config=Config(**options) if options else None)
+    session: Any = boto3.session.Session()  # untyped on purpose: the service is chosen at run time
+    return session.client(service, config=Config(**options) if options else None)
 
 
 def reset() -> None:

@@ -59,11 +59,15 @@ class DynamoDbPointsLedger:
         return True
 
     def balance(self, user_id: int) -> int:
-        item = self._client_factory().get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "BALANCE"}},
-            ConsistentRead=True,
-        ).get("Item")
+        item = (
+            self._client_factory()
+            .get_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "BALANCE"}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
         return int(item["balance"]["N"]) if item else 0
 
     def entries_for_order(self, user_id: int, order_id: int) -> list[dict[str, Any]]:
@@ -80,7 +84,11 @@ class DynamoDbPointsLedger:
             ConsistentRead=True,
         )
         return [
-            {"messageId": i["messageId"]["S"], "points": int(i["points"]["N"]), "creditedAt": i["creditedAt"]["S"]}
+            {
+                "messageId": i["messageId"]["S"],
+                "points": int(i["points"]["N"]),
+                "creditedAt": i["creditedAt"]["S"],
+            }
             for i in response.get("Items", [])
         ]
 

@@ -32,9 +32,11 @@ class DynamoDbSmsDeliveryLog:
         self._table = table_name
 
     def find(self, message_id: str) -> SmsDelivery | None:
-        item = self._client_factory().get_item(
-            TableName=self._table, Key={"messageId": {"S": message_id}}, ConsistentRead=True
-        ).get("Item")
+        item = (
+            self._client_factory()
+            .get_item(TableName=self._table, Key={"messageId": {"S": message_id}}, ConsistentRead=True)
+            .get("Item")
+        )
         if not item:
             return None
         return SmsDelivery(

@@ -1,4 +1,7 @@
-"""Payment callback signatures: ``X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``."""
+"""Payment callback signatures.
+
+Header: ``X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
+"""
 
 from __future__ import annotations
 

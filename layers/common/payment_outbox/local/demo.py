@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_WEBHOOK_SECRET = "local-webhook-secret"
+DEMO_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 - the demo's own, signed locally
 
 
 def _find_root(start: Path) -> Path:
@@ -28,7 +28,9 @@ def _find_root(start: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
     parser.add_argument("--amount", default="128.50", help="order amount, a decimal string")
     args = parser.parse_args(argv)
@@ -37,9 +39,16 @@ def main(argv: list[str] | None = None) -> None:
     # Dummy credentials and a region before any client exists: the emulator is in-process.
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(name, None)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                       "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true",
-                       "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox", "POWERTOOLS_LOG_LEVEL": "WARNING"})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="payment-outbox-demo-") as scratch:
         database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{scratch}/payment_outbox.db"
         _run(root, database_url, args.amount)
@@ -62,48 +71,72 @@ def _run(root: Path, database_url: str, amount: str) -> None:
     template = load_template(root / "template.yaml")
     with mock_aws():
         resources = provision(template)
-        overrides = {"DATABASE_URL": database_url, "WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET,
-                     # The demo narrates; the handlers' JSON logs and metrics would drown it.
-                     "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        overrides = {
+            "DATABASE_URL": database_url,
+            "WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET,
+            # The demo narrates; the handlers' JSON logs and metrics would drown it.
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
         functions = LocalFunctions(root, template, resources.environments(template, overrides))
         os.environ.update({"DATABASE_URL": database_url})
         bootstrap.reset()
         upgrade(engine())
         _say(f"database: {engine().url.render_as_string()}  (schema migrated)")
 
-        created = functions.call_api("POST", "/orders", json.dumps(
-            {"userId": 42, "phone": "+8613812345678", "amount": amount, "currency": "CNY"}))
+        created = functions.call_api(
+            "POST",
+            "/orders",
+            json.dumps({"userId": 42, "phone": "+8613812345678", "amount": amount, "currency": "CNY"}),
+        )
         _step("POST /orders", created.status, created.body)
         order = created.body
 
-        body = json.dumps({"orderNo": order["orderNo"], "transactionId": f"txn-{order['orderNo']}",
-                           "amount": order["amount"], "paidAt": "2026-11-27T10:15:00Z"})
+        body = json.dumps(
+            {
+                "orderNo": order["orderNo"],
+                "transactionId": f"txn-{order['orderNo']}",
+                "amount": order["amount"],
+                "paidAt": "2026-11-27T10:15:00Z",
+            }
+        )
         headers = {"X-Signature": sign(body.encode(), DEMO_WEBHOOK_SECRET, int(time.time()))}
         paid = functions.call_api("POST", "/payments/notify", body, headers)
         _step("POST /payments/notify (signed)", paid.status, paid.body)
 
         replay = functions.call_api("POST", "/payments/notify", body, headers)
-        _step("POST /payments/notify again (same transaction)", replay.status, {"status": replay.body["status"]})
+        _step(
+            "POST /payments/notify again (same transaction)", replay.status, {"status": replay.body["status"]}
+        )
 
         relay = functions.run_scheduled("OutboxRelayFunction")
         _step("OutboxRelay (scheduled run)", None, relay)
 
-        for queue, function in (("PointsQueue", "PointsConsumerFunction"), ("SmsQueue", "SmsConsumerFunction")):
+        for queue, function in (
+            ("PointsQueue", "PointsConsumerFunction"),
+            ("SmsQueue", "SmsConsumerFunction"),
+        ):
             while (delivery := functions.deliver(resources.queue_url(queue), function)).received:
-                _step(f"{function} ← {queue}", None,
-                      {"records": delivery.received, "failed": delivery.failed})
+                _step(
+                    f"{function} ← {queue}", None, {"records": delivery.received, "failed": delivery.failed}
+                )
 
         fetched = functions.call_api("GET", f"/orders/{order['orderId']}")
         _step(f"GET /orders/{order['orderId']}", fetched.status, fetched.body)
 
         with engine().connect() as conn:
-            rows = conn.execute(text(
-                "SELECT message_id, topic, status, retry_count, sent_time FROM message_record ORDER BY id")).all()
+            rows = conn.execute(
+                text(
+                    "SELECT message_id, topic, status, retry_count, sent_time FROM message_record ORDER BY id"
+                )
+            ).all()
             rows_of_sms = [row.message_id for row in rows if row.topic == "topic.sms"]
             _say("outbox rows (message_record):")
             for row in rows:
-                _say(f"  {row.message_id}  {row.topic:<13} status={row.status} "
-                     f"retries={row.retry_count} sent={row.sent_time}")
+                _say(
+                    f"  {row.message_id}  {row.topic:<13} status={row.status} "
+                    f"retries={row.retry_count} sent={row.sent_time}"
+                )
 
         with functions.environment("PointsConsumerFunction"):
             _say(f"points balance of user 42: {points_ledger().balance(42)}")
@@ -123,7 +156,7 @@ def _step(title: str, status: int | None, body: Any) -> None:
 
 
 def _say(line: str) -> None:
-    print(line, flush=True)  # noqa: T201
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ class Delivery:
 class LocalFunctions:
     """The template's functions, loaded from their CodeUri and invoked with their own environment."""
 
-    def __init__(self, root: Path, template: dict[str, Any],
-                 environments: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, root: Path, template: dict[str, Any], environments: dict[str, dict[str, str]] | None = None
+    ) -> None:
         self._root = root
         self._environments = environments or {}
         self._specs = {spec.logical_id: spec for spec in functions(template)}
@@ -145,12 +146,16 @@ class LocalFunctions:
                 return route, found.groupdict()
         return None
 
-    def call_api(self, method: str, path: str, body: str | None = None,
-                 headers: dict[str, str] | None = None) -> ApiResponse:
+    def call_api(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> ApiResponse:
         matched = self.match_route(method, path)
         if matched is None:
-            return ApiResponse(404 if not any(r.path == path for r in self._routes) else 405,
-                               {"message": "Missing Authentication Token"}, {})
+            return ApiResponse(
+                404 if not any(r.path == path for r in self._routes) else 405,
+                {"message": "Missing Authentication Token"},
+                {},
+            )
         route, params = matched
         event = api_gateway_event(method, path, route.path, params, body, headers or {})
         result = self.invoke(route.function, event)
@@ -168,12 +173,19 @@ class LocalFunctions:
     def run_scheduled(self, logical_id: str) -> Any:
         return self.invoke(logical_id, scheduled_event())
 
-    def deliver(self, queue_url: str, logical_id: str, *, max_messages: int = 10,
-                wait_seconds: int = 0, retry_failed_now: bool = True) -> Delivery:
+    def deliver(
+        self,
+        queue_url: str,
+        logical_id: str,
+        *,
+        max_messages: int = 10,
+        wait_seconds: int = 0,
+        retry_failed_now: bool = True,
+    ) -> Delivery:
         """Receive one batch from the queue, invoke the consumer, and settle it as Lambda's SQS poller
         would with ReportBatchItemFailures: delete what succeeded, leave failures for redelivery."""
         sqs = boto3.client("sqs", region_name=REGION)
-        received = sqs.receive_message(
+        received: list[Any] = sqs.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
@@ -198,8 +210,14 @@ class LocalFunctions:
         return Delivery(len(received), len(failed_ids), response)
 
 
-def api_gateway_event(method: str, path: str, resource: str, path_parameters: dict[str, str],
-                      body: str | None, headers: dict[str, str]) -> dict[str, Any]:
+def api_gateway_event(
+    method: str,
+    path: str,
+    resource: str,
+    path_parameters: dict[str, str],
+    body: str | None,
+    headers: dict[str, str],
+) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
         "resource": resource,
@@ -254,15 +272,17 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
             }
             for name, value in message.get("MessageAttributes", {}).items()
         }
-        records.append({
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message.get("Attributes", {}),
-            "messageAttributes": attributes,
-            "md5OfBody": hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324 - SQS's checksum
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": REGION,
-        })
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": attributes,
+                "md5OfBody": hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324 - SQS's checksum
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
     return {"Records": records}

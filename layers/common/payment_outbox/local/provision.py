@@ -51,23 +51,28 @@ class Provisioned:
         env.update(overrides or {})
         return env
 
-    def environments(self, template: dict[str, Any],
-                     overrides: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    def environments(
+        self, template: dict[str, Any], overrides: dict[str, str] | None = None
+    ) -> dict[str, dict[str, str]]:
         """Each function's environment, keyed by logical id."""
         return {spec.logical_id: self.environment(spec, overrides) for spec in functions(template)}
 
 
-def provision(template: dict[str, Any], *, region: str = "us-east-1",
-              parameters: dict[str, str] | None = None) -> Provisioned:
+def provision(
+    template: dict[str, Any], *, region: str = "us-east-1", parameters: dict[str, str] | None = None
+) -> Provisioned:
     session = boto3.session.Session(region_name=region)
-    sns, sqs, dynamodb = session.client("sns"), session.client("sqs"), session.client("dynamodb")
+    # Untyped clients: the template's values are only known at run time.
+    sns: Any = session.client("sns")
+    sqs: Any = session.client("sqs")
+    dynamodb: Any = session.client("dynamodb")
     out = Provisioned(parameters=_parameter_defaults(template) | (parameters or {}))
 
     for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
         props = resource.get("Properties", {})
         name = props.get("TopicName") if isinstance(props.get("TopicName"), str) else logical_id
-        attributes = {"FifoTopic": "true"} if props.get("FifoTopic") else {}
-        arn = sns.create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        topic_attributes = {"FifoTopic": "true"} if props.get("FifoTopic") else {}
+        arn = sns.create_topic(Name=name, Attributes=topic_attributes)["TopicArn"]
         out.refs[logical_id] = arn
         out.attributes[(logical_id, "TopicName")] = name
         out.attributes[(logical_id, "TopicArn")] = arn
@@ -76,15 +81,17 @@ def provision(template: dict[str, Any], *, region: str = "us-east-1",
     # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
     for logical_id in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
         props = queues[logical_id].get("Properties", {})
-        attributes = {}
+        attributes: dict[Any, str] = {}
         if "VisibilityTimeout" in props:
             attributes["VisibilityTimeout"] = str(props["VisibilityTimeout"])
         if "RedrivePolicy" in props:
             redrive = props["RedrivePolicy"]
-            attributes["RedrivePolicy"] = json.dumps({
-                "deadLetterTargetArn": out.resolve(redrive["deadLetterTargetArn"]),
-                "maxReceiveCount": int(redrive["maxReceiveCount"]),
-            })
+            attributes["RedrivePolicy"] = json.dumps(
+                {
+                    "deadLetterTargetArn": out.resolve(redrive["deadLetterTargetArn"]),
+                    "maxReceiveCount": int(redrive["maxReceiveCount"]),
+                }
+            )
         url = sqs.create_queue(QueueName=logical_id, Attributes=attributes)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out.refs[logical_id] = url

@@ -8,8 +8,25 @@ from typing import Any
 
 import yaml
 
-_SHORT_TAGS = ("Ref", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Select", "Split", "Join",
-               "FindInMap", "ImportValue", "GetAZs", "Base64", "Cidr", "Condition")
+_SHORT_TAGS = (
+    "Ref",
+    "GetAtt",
+    "Sub",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "Select",
+    "Split",
+    "Join",
+    "FindInMap",
+    "ImportValue",
+    "GetAZs",
+    "Base64",
+    "Cidr",
+    "Condition",
+)
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -65,7 +82,9 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
             continue
         props = resource.get("Properties", {})
         env = {**globals_env, **props.get("Environment", {}).get("Variables", {})}
-        specs.append(FunctionSpec(logical_id, props["CodeUri"], props["Handler"], env, props.get("Events", {})))
+        specs.append(
+            FunctionSpec(logical_id, props["CodeUri"], props["Handler"], env, props.get("Events", {}))
+        )
     return specs
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs against the connection or URL handed over by ``payment_outbox.migrations.runner``."""
+"""Alembic environment: runs on the connection (or URL) handed over by ``migrations.runner``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -101,10 +101,14 @@ class PaymentService:
             if decide_payment(order, notice) is PaymentDecision.ALREADY_APPLIED:
                 return order
             if tx.orders.find_by_transaction(notice.transaction_id) is not None:
-                raise TransactionAlreadyUsed(f"transaction {notice.transaction_id} already paid another order")
+                raise TransactionAlreadyUsed(
+                    f"transaction {notice.transaction_id} already paid another order"
+                )
             paid = mark_paid(
                 order,
-                PaymentNotice(notice.order_no, notice.transaction_id, notice.amount, to_naive_utc(notice.paid_at)),
+                PaymentNotice(
+                    notice.order_no, notice.transaction_id, notice.amount, to_naive_utc(notice.paid_at)
+                ),
                 now,
             )
             tx.orders.save_payment(paid)

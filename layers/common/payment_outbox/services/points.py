@@ -21,13 +21,19 @@ class CreditResult:
     credited: bool
 
     def to_dict(self) -> dict[str, object]:
-        return {"messageId": self.message_id, "userId": self.user_id, "points": self.points,
-                "credited": self.credited}
+        return {
+            "messageId": self.message_id,
+            "userId": self.user_id,
+            "points": self.points,
+            "credited": self.credited,
+        }
 
 
 def credit_points(envelope: Envelope, ledger: PointsLedger, clock: Clock) -> CreditResult:
     if envelope.topic != TOPIC_POINTS:
-        raise InvalidEnvelope(f"message {envelope.message_id} has topic {envelope.topic!r}, not {TOPIC_POINTS}")
+        raise InvalidEnvelope(
+            f"message {envelope.message_id} has topic {envelope.topic!r}, not {TOPIC_POINTS}"
+        )
     payload = parse_payload(envelope, PointsPayload)
     credited = ledger.credit(
         PointsCredit(

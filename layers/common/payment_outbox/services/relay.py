@@ -100,11 +100,16 @@ class OutboxRelay:
                 failure = outcome.failed.get(message.message_id) or PublishFailure("not published")
                 attempts = message.retry_count + 1
                 if failure.permanent or self._policy.gives_up(attempts):
-                    if tx.outbox.mark_failed(message.message_id, retry_count=attempts, error=failure.error, now=now):
+                    if tx.outbox.mark_failed(
+                        message.message_id, retry_count=attempts, error=failure.error, now=now
+                    ):
                         report.gave_up.append(message.message_id)
                         logger.error(
                             "outbox message gave up after %d attempt(s): messageId=%s topic=%s error=%s",
-                            attempts, message.message_id, message.topic, failure.error,
+                            attempts,
+                            message.message_id,
+                            message.topic,
+                            failure.error,
                         )
                 elif tx.outbox.schedule_retry(
                     message.message_id,
@@ -116,7 +121,9 @@ class OutboxRelay:
                     report.retried += 1
                     logger.warning(
                         "outbox message publish failed (attempt %d), will retry: messageId=%s error=%s",
-                        attempts, message.message_id, failure.error,
+                        attempts,
+                        message.message_id,
+                        failure.error,
                     )
             tx.commit()
         return report
@@ -136,5 +143,6 @@ class ImmediatePublisher:
         try:
             self._relay_factory().deliver(messages)
         except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
-            logger.warning("immediate publish failed; the relay will deliver %d message(s)", len(messages),
-                           exc_info=True)
+            logger.warning(
+                "immediate publish failed; the relay will deliver %d message(s)", len(messages), exc_info=True
+            )

@@ -22,8 +22,12 @@ class SmsResult:
     sent: bool
 
     def to_dict(self) -> dict[str, object]:
-        return {"messageId": self.message_id, "maskedPhone": self.masked_phone,
-                "providerMessageId": self.provider_message_id, "sent": self.sent}
+        return {
+            "messageId": self.message_id,
+            "maskedPhone": self.masked_phone,
+            "providerMessageId": self.provider_message_id,
+            "sent": self.sent,
+        }
 
 
 def send_sms(envelope: Envelope, sender: SmsSender, deliveries: SmsDeliveryLog, clock: Clock) -> SmsResult:

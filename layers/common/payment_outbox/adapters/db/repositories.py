@@ -67,7 +67,9 @@ class SqlOrderRepository:
             )
         except IntegrityError as exc:
             # Two orders raced to claim one transaction id: the unique key let only one through.
-            raise TransactionAlreadyUsed(f"transaction {order.payment_txn_id} already paid another order") from exc
+            raise TransactionAlreadyUsed(
+                f"transaction {order.payment_txn_id} already paid another order"
+            ) from exc
 
 
 class SqlOutboxRepository:

@@ -18,7 +18,6 @@ depends_on: str | Sequence[str] | None = None
 
 _ts = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_mysql_table = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 
 def upgrade() -> None:
@@ -38,7 +37,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_orders"),
         sa.UniqueConstraint("order_no", name="uk_orders_order_no"),
         sa.UniqueConstraint("payment_txn_id", name="uk_orders_payment_txn_id"),
-        **_mysql_table,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
     )
     op.create_index("idx_orders_user_id", "orders", ["user_id"])
 
@@ -58,7 +58,8 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(1000), nullable=True),
         sa.Column("sent_time", _ts, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_message_record"),
-        **_mysql_table,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
     )
     op.create_index("uk_message_id", "message_record", ["message_id"], unique=True)
     op.create_index("idx_status_create_time", "message_record", ["status", "create_time"])
