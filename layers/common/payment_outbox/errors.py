@@ -72,3 +72,19 @@ class ConfigurationError(PaymentOutboxError):
 
 class RequestTooLarge(PaymentOutboxError):
     code = "request_too_large"
+
+
+class MessageNotFound(PaymentOutboxError):
+    code = "message_not_found"
+
+
+class NotRequeueable(PaymentOutboxError):
+    """The message is in a state a requeue must not touch (sent, without includeSent; or already due)."""
+
+    code = "not_requeueable"
+
+
+class SmsSendFailed(PaymentOutboxError):
+    """The SMS provider refused or failed; the message is retried through its queue."""
+
+    code = "sms_send_failed"

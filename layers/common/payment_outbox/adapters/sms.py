@@ -6,6 +6,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from payment_outbox.errors import SmsSendFailed
 from payment_outbox.ports import SmsDelivery
 
 
@@ -14,13 +17,18 @@ class SnsSmsSender:
         self._client_factory = client_factory
 
     def send(self, phone: str, text: str) -> str:
-        response = self._client_factory().publish(
-            PhoneNumber=phone,
-            Message=text,
-            MessageAttributes={
-                "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"},
-            },
-        )
+        try:
+            response = self._client_factory().publish(
+                PhoneNumber=phone,
+                Message=text,
+                MessageAttributes={
+                    "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"},
+                },
+            )
+        except ClientError as exc:
+            # The provider's message may quote the phone number: keep only the error code.
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            raise SmsSendFailed(f"SMS provider refused the message: {code}") from None
         return str(response["MessageId"])
 
 

@@ -39,7 +39,8 @@ class Envelope(BaseModel):
         try:
             return cls.model_validate_json(body)
         except ValidationError as exc:
-            raise InvalidEnvelope(f"not a valid envelope: {exc.error_count()} error(s)") from exc
+            # "from None": pydantic's own message quotes the input, which may hold a phone number.
+            raise InvalidEnvelope(f"not a valid envelope: {_problems(exc)}") from None
 
 
 class PointsPayload(BaseModel):
@@ -66,5 +67,13 @@ def parse_payload(envelope: Envelope, model: type[P]) -> P:
         return model.model_validate(envelope.payload)
     except ValidationError as exc:
         raise InvalidEnvelope(
-            f"message {envelope.message_id}: payload is not a valid {model.__name__}"
-        ) from exc
+            f"message {envelope.message_id}: payload is not a valid {model.__name__}: {_problems(exc)}"
+        ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and why validation failed, never the offending values (they may be personal data)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    )
