@@ -6,10 +6,11 @@ exactly what its code reads.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.errors import ConfigurationError
 
 
 class _Settings(BaseSettings):
@@ -24,6 +25,11 @@ class DatabaseSettings(_Settings):
     db_port: int = 3306
     db_name: str | None = None
     db_secret_arn: str | None = None
+
+    def required_secret_arn(self) -> str:
+        if not self.db_secret_arn:
+            raise ConfigurationError("DB_SECRET_ARN is not set")
+        return self.db_secret_arn
 
     @model_validator(mode="after")
     def _one_source(self) -> DatabaseSettings:
@@ -77,3 +83,37 @@ class PointsSettings(_Settings):
 
 class SmsSettings(_Settings):
     sms_deliveries_table_name: str
+
+
+class AdminSettings(_Settings):
+    """The admin API's bounds."""
+
+    #: Rows one bulk requeue changes at most; the response says when more matched.
+    admin_requeue_max_rows: int = Field(default=1000, ge=1, le=1000)
+
+
+class ReconcileSettings(_Settings):
+    #: A sent row gets this long for its consumer effect to appear before it counts as missing.
+    reconcile_effect_grace_minutes: int = Field(default=30, ge=1)
+    #: How far back (before the grace period) sent rows are checked for their effect.
+    reconcile_effect_window_hours: int = Field(default=24, ge=1)
+    #: At most this many sent rows are checked per run (newest first).
+    reconcile_max_sent_checks: int = Field(default=500, ge=1, le=5000)
+    #: PAID orders updated within this window are checked for missing outbox rows.
+    reconcile_orders_lookback_hours: int = Field(default=24, ge=1)
+    #: Items of the idempotency table read per run at most, looking for stuck INPROGRESS records.
+    reconcile_idempotency_scan_limit: int = Field(default=5000, ge=1)
+
+
+class RetentionSettings(_Settings):
+    #: SENT rows older than this are purged (archived first when a bucket is configured).
+    outbox_retention_days: int = Field(default=7, ge=1)
+    #: Rows per SELECT/DELETE statement; never more than 1,000.
+    outbox_retention_batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: Empty or unset: no archive.
+    archive_bucket_name: str | None = None
+
+    @field_validator("archive_bucket_name", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

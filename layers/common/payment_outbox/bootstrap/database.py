@@ -18,18 +18,22 @@ def engine() -> Engine:
     settings = DatabaseSettings()
     if settings.database_url is not None:
         return make_engine(settings.database_url.get_secret_value())
-    assert settings.db_secret_arn and settings.db_host and settings.db_name  # checked by the settings
-    username, password = database_credentials(secret(settings.db_secret_arn).value())
+    credentials = secret(settings.required_secret_arn())
+
+    def current_credentials(refresh: bool) -> tuple[str, str]:
+        if refresh:
+            credentials.invalidate()
+        return database_credentials(credentials.value())
+
+    # No password in the URL: each new connection takes it from the (cached) secret.
     url = URL.create(
         "mysql+pymysql",
-        username=username,
-        password=password,
         host=settings.db_host,
         port=settings.db_port,
         database=settings.db_name,
         query={"charset": "utf8mb4"},
     )
-    return make_engine(url.render_as_string(hide_password=False))
+    return make_engine(url.render_as_string(), current_credentials)
 
 
 @once

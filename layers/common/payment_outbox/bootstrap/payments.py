@@ -11,6 +11,7 @@ from payment_outbox.bootstrap.database import unit_of_work
 from payment_outbox.bootstrap.outbox import immediate_relay, outbox_settings
 from payment_outbox.bootstrap.secrets import secret
 from payment_outbox.domain import signature
+from payment_outbox.errors import ConfigurationError
 from payment_outbox.services.payments import PaymentService
 from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox.settings import WebhookSettings
@@ -36,9 +37,10 @@ def verify_payment_signature(header: str | None, raw_body: bytes) -> None:
     settings = webhook_settings()
     if settings.webhook_secret is not None:
         secrets = [settings.webhook_secret.get_secret_value()]
-    else:
-        assert settings.webhook_secret_arn  # checked by the settings
+    elif settings.webhook_secret_arn:
         secrets = webhook_secrets(secret(settings.webhook_secret_arn).value())
+    else:
+        raise ConfigurationError("no webhook secret configured")
     signature.verify(
         header, raw_body, secrets, now=time.time(), tolerance_seconds=settings.webhook_tolerance_seconds
     )

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+#: MySQL's "Access denied": the password we hold was rotated away.
+ER_ACCESS_DENIED = 1045
 
-def make_engine(url: str) -> Engine:
+#: Returns (username, password); ``refresh=True`` asks for the newest secret, not a cached one.
+CredentialsProvider = Callable[[bool], tuple[str, str]]
+
+
+def make_engine(url: str, credentials: CredentialsProvider | None = None) -> Engine:
+    """An engine for ``url``. With ``credentials``, every new connection asks for the current
+    username and password, and one refused with "access denied" is retried once with a refreshed
+    secret — so a rotated database password is picked up without a cold start."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url)
@@ -15,7 +27,7 @@ def make_engine(url: str) -> Engine:
         # but it must not hold a write lock between statements of different units of work.
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         # A Lambda container serves one request at a time: one pooled connection, no overflow.
         pool_size=1,
@@ -26,6 +38,23 @@ def make_engine(url: str) -> Engine:
         isolation_level="READ COMMITTED",
         connect_args={"connect_timeout": 5},
     )
+    if credentials is not None:
+        event.listen(engine, "do_connect", _connect_with(credentials))
+    return engine
+
+
+def _connect_with(credentials: CredentialsProvider) -> Callable[..., Any]:
+    def connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        cparams["user"], cparams["password"] = credentials(False)
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as exc:
+            if not exc.args or exc.args[0] != ER_ACCESS_DENIED:
+                raise
+            cparams["user"], cparams["password"] = credentials(True)
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+
+    return connect
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
