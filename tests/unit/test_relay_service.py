@@ -444,6 +444,23 @@ def test_the_immediate_publisher_records_a_failure_for_the_relay(
     assert db.message("p2").retry_count == 1
 
 
+def test_the_immediate_publisher_never_gives_up_so_every_give_up_reaches_the_alarm(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
+) -> None:
+    # Given a hand-off whose publish fails permanently for one row
+    publisher.fail_permanently("p2")
+    # When the rows are handed off
+    ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
+    # Then the row is left for the scheduled relay (whose handler emits MessagesFailed), not FAILED here
+    assert db.message("p2").status is OutboxStatus.PENDING
+    assert db.message("p2").retry_count == 1
+    # And the scheduled relay gives up on it once it is due, reporting it
+    clock.advance(seconds=POLICY.max_delay_seconds + 1)
+    report = _relay(db, publisher, clock).relay_due_messages()
+    assert report.gave_up == ["p2"]
+    assert db.message("p2").status is OutboxStatus.FAILED
+
+
 def test_the_immediate_publisher_never_raises_when_the_relay_cannot_be_built(
     db: InMemoryDatabase, fresh_rows: list[str]
 ) -> None:

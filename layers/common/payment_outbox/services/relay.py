@@ -56,7 +56,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._lease = lease
         self._ordered_by_key = ordered_by_key
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security  # nosec B311
 
     def relay_due_messages(self, remaining_ms: Callable[[], int] | None = None) -> RelayReport:
         """Claim and deliver due rows batch after batch while rows are due and time is left."""
@@ -86,8 +86,13 @@ class OutboxRelay:
             tx.commit()
         return claimed
 
-    def deliver(self, messages: Sequence[OutboxMessage]) -> RelayReport:
-        """Publish messages this process holds, then mark them sent or schedule their retry."""
+    def deliver(self, messages: Sequence[OutboxMessage], *, may_give_up: bool = True) -> RelayReport:
+        """Publish messages this process holds, then mark them sent or schedule their retry.
+
+        With ``may_give_up=False`` a failure is always retried later: only the scheduled relay,
+        whose handler emits ``MessagesFailed``, ever marks a message FAILED — so no give-up escapes
+        the alarm.
+        """
         report = RelayReport(claimed=len(messages), batches=1)
         outcome = self._publisher.publish(messages)
         published = set(outcome.published)
@@ -99,7 +104,7 @@ class OutboxRelay:
                     continue
                 failure = outcome.failed.get(message.message_id) or PublishFailure("not published")
                 attempts = message.retry_count + 1
-                if failure.permanent or self._policy.gives_up(attempts):
+                if may_give_up and (failure.permanent or self._policy.gives_up(attempts)):
                     if tx.outbox.mark_failed(
                         message.message_id, retry_count=attempts, error=failure.error, now=now
                     ):
@@ -141,7 +146,7 @@ class ImmediatePublisher:
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         try:
-            self._relay_factory().deliver(messages)
+            self._relay_factory().deliver(messages, may_give_up=False)
         except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
             logger.warning(
                 "immediate publish failed; the relay will deliver %d message(s)", len(messages), exc_info=True
