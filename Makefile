@@ -18,15 +18,29 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m payment_outbox.local.demo
 
+## The whole system live on one machine, no Docker, no AWS account: API on :3000, AWS emulator on
+## :5000, relay schedule, queue pollers (docs/local-stack.md). Options: make local ARGS="--verbose".
+.PHONY: local
+local: install
+	$(BIN)/payment-outbox local $(ARGS)
+
 ## The tests: unit, integration (MariaDB/MySQL at TEST_DATABASE_URL, default root@127.0.0.1:3306) and e2e.
 test: install
 	$(BIN)/pytest
 
+## Benchmarks against MariaDB (BENCH_SERVER_URL, default root@127.0.0.1:3306) and moto on loopback:
+## writes docs/benchmarks.md and docs/benchmarks.json (~5-8 min). Options: make bench ARGS="--quick".
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench $(ARGS)
+
+## Static checks: ruff, mypy (strict), cfn-lint on the template, bandit security scan.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/bandit --quiet --recursive layers functions
 
 ## Bring the database at DATABASE_URL (or DB_HOST/DB_NAME/DB_SECRET_ARN) to the newest schema.
 migrate: install

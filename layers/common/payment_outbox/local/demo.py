@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 - the demo's own, signed locally
+DEMO_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 - the demo signs its own callbacks  # nosec B105
 
 
 def _find_root(start: Path) -> Path:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",  # emulator credentials  # nosec B105
             "AWS_DEFAULT_REGION": "us-east-1",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,9 @@ from payment_outbox.local.template import FunctionSpec, Route, api_routes, funct
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+
+#: The logical id of the function being invoked, for observers (e.g. recording AWS calls per function).
+current_function: ContextVar[str | None] = ContextVar("current_function", default=None)
 
 
 @dataclass
@@ -64,6 +68,15 @@ class Delivery:
     received: int
     failed: int
     response: dict[str, Any]
+    #: The messages as ReceiveMessage returned them, and the SQS message ids the consumer failed.
+    messages: tuple[dict[str, Any], ...] = ()
+    failed_ids: frozenset[str] = frozenset()
+    #: Set when the handler raised (with ``handler_errors_fail_batch``): every record failed.
+    error: BaseException | None = None
+
+
+#: What API Gateway answers for a path and method no resource of the API has.
+MISSING_ROUTE_BODY = {"message": "Missing Authentication Token"}
 
 
 class LocalFunctions:
@@ -133,32 +146,69 @@ class LocalFunctions:
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         handler = self.handler(logical_id)
-        with self.environment(logical_id):
-            return handler(event, self.context(logical_id))
+        token = current_function.set(logical_id)
+        try:
+            with self.environment(logical_id):
+                return handler(event, self.context(logical_id))
+        finally:
+            current_function.reset(token)
 
     # --- API Gateway ------------------------------------------------------------------------------
 
     def match_route(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self._routes:
-            pattern = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$"
-            found = re.match(pattern, path)
+            found = _route_pattern(route.path).match(path)
             if route.method == method.upper() and found:
                 return route, found.groupdict()
         return None
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods some route of the API serves on ``path`` (empty: no resource has this path)."""
+        return sorted({r.method for r in self._routes if _route_pattern(r.path).match(path)})
+
+    def api_result(
+        self,
+        method: str,
+        path: str,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        query: dict[str, list[str]] | None = None,
+        default_content_type: bool = True,
+    ) -> dict[str, Any]:
+        """The proxy result (``statusCode``, ``headers``, ``body``…) API Gateway would turn into the HTTP
+        response: from the route's function, or API Gateway's own answer when no route matches
+        (404 for an unknown path, 405 for a known path with another method)."""
+        matched = self.match_route(method, path)
+        if matched is None:
+            allowed = self.allowed_methods(path)
+            return {
+                "statusCode": 405 if allowed else 404,
+                "headers": {
+                    "Content-Type": "application/json",
+                    **({"Allow": ", ".join(allowed)} if allowed else {}),
+                },
+                "body": json.dumps(MISSING_ROUTE_BODY),
+                "isBase64Encoded": False,
+            }
+        route, params = matched
+        event = api_gateway_event(
+            method,
+            path,
+            route.path,
+            params,
+            body,
+            headers or {},
+            query=query,
+            default_content_type=default_content_type,
+        )
+        result: dict[str, Any] = self.invoke(route.function, event)
+        return result
+
     def call_api(
         self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
     ) -> ApiResponse:
-        matched = self.match_route(method, path)
-        if matched is None:
-            return ApiResponse(
-                404 if not any(r.path == path for r in self._routes) else 405,
-                {"message": "Missing Authentication Token"},
-                {},
-            )
-        route, params = matched
-        event = api_gateway_event(method, path, route.path, params, body, headers or {})
-        result = self.invoke(route.function, event)
+        result = self.api_result(method, path, body, headers)
         raw = result.get("body") or ""
         if result.get("isBase64Encoded"):
             raw = base64.b64decode(raw).decode()
@@ -181,24 +231,47 @@ class LocalFunctions:
         max_messages: int = 10,
         wait_seconds: int = 0,
         retry_failed_now: bool = True,
+        visibility_timeout: int | None = None,
+        sqs_client: Any = None,
+        queue_arn: str | None = None,
+        reports_item_failures: bool = True,
+        handler_errors_fail_batch: bool = False,
     ) -> Delivery:
         """Receive one batch from the queue, invoke the consumer, and settle it as Lambda's SQS poller
-        would with ReportBatchItemFailures: delete what succeeded, leave failures for redelivery."""
-        sqs = boto3.client("sqs", region_name=REGION)
-        received: list[Any] = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=max_messages,
-            WaitTimeSeconds=wait_seconds,
-            MessageAttributeNames=["All"],
-            AttributeNames=["All"],
-        ).get("Messages", [])
+        would with ReportBatchItemFailures: delete what succeeded, leave failures for redelivery.
+
+        ``retry_failed_now`` makes failures visible again at once; otherwise they come back when the
+        visibility timeout (the queue's, or ``visibility_timeout`` given to the receive) has passed.
+        Without ``reports_item_failures`` the response is not read: a returning handler settles the
+        whole batch. A handler that raises fails the whole batch: the exception propagates, or with
+        ``handler_errors_fail_batch`` is returned in ``Delivery.error``, as Lambda would log it."""
+        sqs = sqs_client or boto3.client("sqs", region_name=REGION)
+        receive: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageAttributeNames": ["All"],
+            "AttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            receive["VisibilityTimeout"] = visibility_timeout
+        received: list[Any] = sqs.receive_message(**receive).get("Messages", [])
         if not received:
             return Delivery(0, 0, {"batchItemFailures": []})
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        response = self.invoke(logical_id, sqs_event(received, queue_arn)) or {}
-        failed_ids = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        if queue_arn is None:
+            queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+        try:
+            response = self.invoke(logical_id, sqs_event(received, queue_arn)) or {}
+        except Exception as exc:
+            if not handler_errors_fail_batch:
+                raise
+            failed_ids = {m["MessageId"] for m in received}
+            self._settle_failures(sqs, queue_url, received, retry_failed_now)
+            return Delivery(len(received), len(received), {}, tuple(received), frozenset(failed_ids), exc)
+        failures = response.get("batchItemFailures", []) if reports_item_failures else []
+        failed_ids = {f["itemIdentifier"] for f in failures}
         for message in received:
             if message["MessageId"] in failed_ids:
                 if retry_failed_now:
@@ -207,7 +280,15 @@ class LocalFunctions:
                     )
             else:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return Delivery(len(received), len(failed_ids), response)
+        return Delivery(len(received), len(failed_ids), response, tuple(received), frozenset(failed_ids))
+
+    @staticmethod
+    def _settle_failures(sqs: Any, queue_url: str, failed: list[Any], retry_now: bool) -> None:
+        if retry_now:
+            for message in failed:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
 
 
 def api_gateway_event(
@@ -217,16 +298,24 @@ def api_gateway_event(
     path_parameters: dict[str, str],
     body: str | None,
     headers: dict[str, str],
+    *,
+    query: dict[str, list[str]] | None = None,
+    default_content_type: bool = True,
 ) -> dict[str, Any]:
+    """The REST API (v1) proxy event. ``query`` holds each parameter's values in order; API Gateway
+    puts the last one in ``queryStringParameters``. ``default_content_type`` adds a JSON content type
+    when ``headers`` has none (the in-process callers' convenience; an HTTP request keeps its own)."""
     now = datetime.now(UTC)
+    if default_content_type and not any(name.lower() == "content-type" for name in headers):
+        headers = {"Content-Type": "application/json", **headers}
     return {
         "resource": resource,
         "path": path,
         "httpMethod": method.upper(),
-        "headers": {"Content-Type": "application/json", **headers},
-        "multiValueHeaders": {k: [v] for k, v in {"Content-Type": "application/json", **headers}.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "headers": dict(headers),
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": dict(query) if query else None,
         "pathParameters": path_parameters or None,
         "stageVariables": None,
         "requestContext": {
@@ -243,6 +332,11 @@ def api_gateway_event(
         "body": body,
         "isBase64Encoded": False,
     }
+
+
+def _route_pattern(template_path: str) -> re.Pattern[str]:
+    """``/orders/{orderId}`` as a regular expression with a named group per path parameter."""
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template_path) + "$")
 
 
 def scheduled_event() -> dict[str, Any]:
@@ -279,7 +373,7 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
                 "body": message["Body"],
                 "attributes": message.get("Attributes", {}),
                 "messageAttributes": attributes,
-                "md5OfBody": hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324 - SQS's checksum
+                "md5OfBody": hashlib.md5(message["Body"].encode(), usedforsecurity=False).hexdigest(),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
                 "awsRegion": REGION,

@@ -3,11 +3,13 @@ function's environment against them, so the local system cannot drift from what 
 
 Only what the functions talk to is provisioned: SNS topics and subscriptions, SQS queues with their
 redrive policies, DynamoDB tables. Values the emulator cannot provide (the database, the webhook
-secret) are supplied by the caller as overrides.
+secret) are supplied by the caller as overrides. Provisioning twice is harmless: what exists is kept
+and brought to the template's settings (the local stack may attach to an emulator that holds them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,8 @@ class Provisioned:
     #: (logical id, attribute) -> what ``!GetAtt`` gives.
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
+    #: condition name -> its value under ``parameters`` (template Conditions section).
+    conditions: dict[str, bool] = field(default_factory=dict)
 
     def queue_url(self, logical_id: str) -> str:
         return self.refs[logical_id]
@@ -37,6 +41,9 @@ class Provisioned:
         if isinstance(value, dict) and "Ref" in value:
             name = value["Ref"]
             return self.refs.get(name) or self.parameters.get(name) or _KNOWN_PSEUDO.get(name)
+        if isinstance(value, dict) and "Fn::If" in value:
+            condition, when_true, when_false = value["Fn::If"]
+            return self.resolve(when_true if self.conditions.get(condition) else when_false)
         if isinstance(value, dict) and "Fn::GetAtt" in value:
             logical_id, attribute = value["Fn::GetAtt"]
             return self.attributes.get((logical_id, attribute))
@@ -67,6 +74,7 @@ def provision(
     sqs: Any = session.client("sqs")
     dynamodb: Any = session.client("dynamodb")
     out = Provisioned(parameters=_parameter_defaults(template) | (parameters or {}))
+    out.conditions = _conditions(template, out.parameters)
 
     for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
         props = resource.get("Properties", {})
@@ -92,7 +100,7 @@ def provision(
                     "maxReceiveCount": int(redrive["maxReceiveCount"]),
                 }
             )
-        url = sqs.create_queue(QueueName=logical_id, Attributes=attributes)["QueueUrl"]
+        url = _create_queue(sqs, logical_id, attributes)
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out.refs[logical_id] = url
         out.attributes[(logical_id, "Arn")] = arn
@@ -108,21 +116,19 @@ def provision(
             policy = props["FilterPolicy"]
             attributes["FilterPolicy"] = policy if isinstance(policy, str) else json.dumps(policy)
             attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
-        sns.subscribe(
-            TopicArn=out.resolve(props["TopicArn"]),
-            Protocol=props["Protocol"],
-            Endpoint=out.resolve(props["Endpoint"]),
-            Attributes=attributes,
-        )
+        topic_arn, endpoint = out.resolve(props["TopicArn"]), out.resolve(props["Endpoint"])
+        _subscribe(sns, topic_arn, props["Protocol"], endpoint, attributes)
 
     for logical_id, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
         props = resource["Properties"]
-        dynamodb.create_table(
-            TableName=logical_id,
-            KeySchema=props["KeySchema"],
-            AttributeDefinitions=props["AttributeDefinitions"],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        # Provisioned before (an emulator that kept running): keep the table and its items.
+        with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.create_table(
+                TableName=logical_id,
+                KeySchema=props["KeySchema"],
+                AttributeDefinitions=props["AttributeDefinitions"],
+                BillingMode="PAY_PER_REQUEST",
+            )
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             dynamodb.update_time_to_live(
@@ -130,7 +136,69 @@ def provision(
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
         out.refs[logical_id] = logical_id
+        account = _KNOWN_PSEUDO["AWS::AccountId"]
+        out.attributes[(logical_id, "Arn")] = f"arn:aws:dynamodb:{region}:{account}:table/{logical_id}"
+
+    s3: Any = session.client("s3")
+    for logical_id, resource in resources_of_type(template, "AWS::S3::Bucket").items():
+        if "Condition" in resource and not out.conditions.get(resource["Condition"]):
+            continue  # the template would not create it either
+        name = logical_id.lower()  # bucket names are lower case
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=name)
+        out.refs[logical_id] = name
+        out.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
     return out
+
+
+def _conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:
+    """Evaluate the template's Conditions (Equals/Not/And/Or/Condition over parameter Refs)."""
+    values = {
+        name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
+    } | parameters
+    definitions: dict[str, Any] = template.get("Conditions", {})
+
+    def evaluate(node: Any) -> Any:
+        if isinstance(node, dict) and "Fn::Equals" in node:
+            left, right = (evaluate(v) for v in node["Fn::Equals"])
+            return str(left) == str(right)
+        if isinstance(node, dict) and "Fn::Not" in node:
+            return not evaluate(node["Fn::Not"][0])
+        if isinstance(node, dict) and "Fn::And" in node:
+            return all(evaluate(v) for v in node["Fn::And"])
+        if isinstance(node, dict) and "Fn::Or" in node:
+            return any(evaluate(v) for v in node["Fn::Or"])
+        if isinstance(node, dict) and ("Condition" in node or "Fn::Condition" in node):
+            return evaluate(definitions[node.get("Condition") or node["Fn::Condition"]])
+        if isinstance(node, dict) and "Ref" in node:
+            return values.get(node["Ref"], "")
+        return node
+
+    return {name: bool(evaluate(definition)) for name, definition in definitions.items()}
+
+
+def _create_queue(sqs: Any, name: str, attributes: dict[Any, str]) -> str:
+    """Create the queue, or bring an existing one (from an earlier run) to the template's attributes."""
+    try:
+        url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        if attributes:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _subscribe(sns: Any, topic_arn: str, protocol: str, endpoint: str, attributes: dict[str, str]) -> None:
+    """Subscribe once: an existing subscription of the endpoint (an earlier run) gets the attributes."""
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for existing in page["Subscriptions"]:
+            if existing["Protocol"] == protocol and existing["Endpoint"] == endpoint:
+                for name, value in attributes.items():
+                    sns.set_subscription_attributes(
+                        SubscriptionArn=existing["SubscriptionArn"], AttributeName=name, AttributeValue=value
+                    )
+                return
+    sns.subscribe(TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint, Attributes=attributes)
 
 
 def _parameter_defaults(template: dict[str, Any]) -> dict[str, str]:

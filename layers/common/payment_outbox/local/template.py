@@ -54,7 +54,7 @@ for _tag in _SHORT_TAGS:
 
 def load_template(path: Path) -> dict[str, Any]:
     with path.open() as handle:
-        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass  # nosec B506
     return document
 
 
@@ -100,3 +100,137 @@ def api_routes(template: dict[str, Any]) -> list[Route]:
 
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template.get("Resources", {}).items() if v.get("Type") == resource_type}
+
+
+@dataclass(frozen=True)
+class SqsEventSource:
+    """An SQS event source mapping: ``function`` polls the queue ``queue`` (a logical id)."""
+
+    function: str
+    queue: str
+    batch_size: int = 10
+    #: ``FunctionResponseTypes: [ReportBatchItemFailures]``: only the records the function names fail.
+    reports_item_failures: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    """A ``Schedule`` event: EventBridge invokes ``function`` on ``expression``."""
+
+    function: str
+    name: str
+    expression: str
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """A CloudWatch alarm on one metric (the parts a local evaluation needs)."""
+
+    logical_id: str
+    namespace: str
+    metric: str
+    dimensions: dict[str, str]
+    statistic: str
+    period_seconds: int
+    threshold: float
+    comparison: str
+
+    def breached(self, value: float) -> bool:
+        comparisons = {
+            "GreaterThanOrEqualToThreshold": value >= self.threshold,
+            "GreaterThanThreshold": value > self.threshold,
+            "LessThanThreshold": value < self.threshold,
+            "LessThanOrEqualToThreshold": value <= self.threshold,
+        }
+        return comparisons.get(self.comparison, False)
+
+
+def _logical_id_of(value: Any) -> str | None:
+    """The logical id a ``!GetAtt X.Arn`` or ``!Ref X`` names, or None for a literal."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return str(value["Fn::GetAtt"][0])
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    return None
+
+
+def sqs_event_sources(template: dict[str, Any]) -> list[SqsEventSource]:
+    """Every function's SQS event sources, in template order."""
+    sources = []
+    for spec in functions(template):
+        for event in spec.events.values():
+            if event.get("Type") != "SQS":
+                continue
+            props = event.get("Properties", {})
+            queue = _logical_id_of(props.get("Queue"))
+            if queue is None:
+                raise ValueError(f"{spec.logical_id}: an SQS event source must name a queue of the template")
+            sources.append(
+                SqsEventSource(
+                    function=spec.logical_id,
+                    queue=queue,
+                    batch_size=int(props.get("BatchSize", 10)),
+                    reports_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                )
+            )
+    return sources
+
+
+def schedules(template: dict[str, Any]) -> list[ScheduleSource]:
+    """Every function's ``Schedule`` (and ``ScheduleV2``) events."""
+    found = []
+    for spec in functions(template):
+        for name, event in spec.events.items():
+            if event.get("Type") not in ("Schedule", "ScheduleV2"):
+                continue
+            props = event.get("Properties", {})
+            expression = props.get("Schedule") or props.get("ScheduleExpression") or ""
+            enabled = bool(props.get("Enabled", True))
+            found.append(ScheduleSource(spec.logical_id, name, str(expression), enabled))
+    return found
+
+
+def alarms(template: dict[str, Any]) -> list[AlarmSpec]:
+    """Single-metric CloudWatch alarms (metric-math alarms are left out)."""
+    found = []
+    for logical_id, resource in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        props = resource.get("Properties", {})
+        if "MetricName" not in props:
+            continue
+        found.append(
+            AlarmSpec(
+                logical_id=logical_id,
+                namespace=str(props.get("Namespace", "")),
+                metric=str(props["MetricName"]),
+                dimensions={
+                    str(d["Name"]): str(d["Value"])
+                    for d in props.get("Dimensions", [])
+                    if isinstance(d.get("Value"), str)
+                },
+                statistic=str(props.get("Statistic", "Sum")),
+                period_seconds=int(props.get("Period", 60)),
+                threshold=float(props.get("Threshold", 0)),
+                comparison=str(props.get("ComparisonOperator", "GreaterThanOrEqualToThreshold")),
+            )
+        )
+    return found
+
+
+def find_function(template: dict[str, Any], name: str) -> FunctionSpec:
+    """The function ``name`` designates: its logical id (``PaymentApiFunction``), or a short form of it
+    in any case and separator style (``PaymentApi``, ``payment_api``, ``payment-api``), or the folder
+    of its code (``functions/payment_api``)."""
+
+    def normal(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    wanted = normal(name)
+    specs = functions(template)
+    for spec in specs:
+        folder = spec.code_uri.rstrip("/").rsplit("/", 1)[-1]
+        short = spec.logical_id.removesuffix("Function")
+        if wanted in {normal(spec.logical_id), normal(short), normal(folder)}:
+            return spec
+    known = ", ".join(spec.logical_id for spec in specs)
+    raise LookupError(f"no function {name!r} in the template; its functions: {known}")

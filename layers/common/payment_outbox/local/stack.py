@@ -1,0 +1,800 @@
+"""The local stack: the whole system live on one machine — no Docker, no AWS account.
+
+    payment-outbox local [--api-port 3000] [--emulator-port 5000] [--data-dir .local-stack] ...
+
+What runs, all in this process, all derived from template.yaml:
+
+- an AWS emulator (moto's server) on ``--emulator-port``, provisioned with the template's topics,
+  queues with their DLQs and redrive policies, raw-delivery subscriptions with filter policies, and
+  DynamoDB tables; ``AWS_ENDPOINT_URL`` points every boto3 client of the handlers at it;
+- the database: SQLite in the data directory, or MySQL at ``--database-url``; migrated on start;
+- the API: every ``Api`` event of the template served on ``--api-port``, each HTTP request turned into
+  the API Gateway proxy event its function gets, and the function's result back into HTTP;
+- every ``Schedule`` event, fired every ``--relay-interval`` seconds (instead of its rate);
+- every ``SQS`` event source: the queue polled and the function invoked with real SQS batch events,
+  with partial batch failures honoured — failed records come back after ``--visibility-timeout``
+  seconds and, past the queue's maxReceiveCount, the emulator's redrive moves them to the DLQ;
+- the template's single-metric alarms, evaluated on the metrics the handlers emit (EMF).
+
+Handlers are invoked one at a time (each Lambda would run in its own container; here they share a
+process, its environment and its caches, so invocations are serialised).
+
+Local-only controls live under ``/_local/`` on the API port — they are not in the template and do
+not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``POST /_local/faults``.
+
+On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
+the next start (see ``payment_outbox.local.snapshot``); the SQLite file is the database itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+
+from payment_outbox.local.emulator import EmulatorServer, Faults, SnsCall
+from payment_outbox.local.harness import REGION, Delivery, LocalFunctions
+from payment_outbox.local.provision import Provisioned, provision
+from payment_outbox.local.template import (
+    AlarmSpec,
+    Route,
+    ScheduleSource,
+    SqsEventSource,
+    alarms,
+    load_template,
+    resources_of_type,
+    schedules,
+    sqs_event_sources,
+)
+
+#: The webhook secret the local stack verifies callbacks with unless told otherwise.
+LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
+CONTROL_PREFIX = "/_local/"
+CONTROL_ROUTES = (
+    ("GET", "/_local/routes", "the API routes served, from template.yaml"),
+    ("GET", "/_local/state", "faults, metrics, alarms, resources and outbox rows"),
+    ("POST", "/_local/faults", 'set or clear a fault: {"sns": "outage" | "reject" | null}'),
+)
+SNAPSHOT_FILE = "emulator-state.json"
+DATABASE_FILE = "payment_outbox.db"
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+}
+
+
+@dataclass
+class StackConfig:
+    root: Path
+    host: str = "127.0.0.1"
+    api_port: int = 3000
+    emulator_port: int = 5000
+    #: Attach to an emulator that is already running instead of starting one (its state is its own).
+    emulator_url: str | None = None
+    data_dir: Path = Path(".local-stack")
+    database_url: str | None = None
+    relay_interval: float = 5.0
+    poll_interval: float = 1.0
+    visibility_timeout: int = 2
+    webhook_secret: str = LOCAL_WEBHOOK_SECRET
+    parameters: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
+
+
+class Narrator:
+    """One readable line per thing that happens, from any thread."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def say(self, kind: str, text: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        self.raw(f"{stamp} {kind:<6} {text}")
+
+    def raw(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+class HandlerOutput(io.TextIOBase):
+    """What handlers print (Powertools JSON logs, EMF metrics), cut into lines for the stack to read."""
+
+    def __init__(self, on_line: Any) -> None:
+        super().__init__()
+        self.current = "-"
+        self._on_line = on_line
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.strip():
+                self._on_line(self.current, line)
+        return len(text)
+
+
+class MetricsBoard:
+    """Totals of the metrics handlers emit, and the template's alarms evaluated on them."""
+
+    def __init__(self, specs: list[AlarmSpec]) -> None:
+        self._specs = specs
+        self._lock = threading.Lock()
+        self.totals: dict[str, float] = {}
+        self._samples: dict[str, deque[tuple[float, float]]] = {s.logical_id: deque() for s in specs}
+        self.states: dict[str, str] = {s.logical_id: "OK" for s in specs}
+
+    def record(self, document: dict[str, Any], now: float | None = None) -> list[tuple[AlarmSpec, float]]:
+        """Add one EMF document; returns the watched metrics it carried, with their values."""
+        now = time.monotonic() if now is None else now
+        watched = []
+        with self._lock:
+            for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
+                for metric in directive.get("Metrics", []):
+                    name = metric.get("Name")
+                    raw = document.get(name, 0)
+                    value = float(sum(raw) if isinstance(raw, list) else raw)
+                    self.totals[name] = self.totals.get(name, 0.0) + value
+                    for spec in self._specs:
+                        if (
+                            spec.metric == name
+                            and spec.namespace == directive.get("Namespace")
+                            and all(document.get(k) == v for k, v in spec.dimensions.items())
+                        ):
+                            self._samples[spec.logical_id].append((now, value))
+                            watched.append((spec, value))
+        return watched
+
+    def evaluate(self, now: float | None = None) -> list[tuple[AlarmSpec, str, float]]:
+        """Alarms whose state changed: (alarm, new state, the statistic over its period)."""
+        now = time.monotonic() if now is None else now
+        changed = []
+        with self._lock:
+            for spec in self._specs:
+                samples = self._samples[spec.logical_id]
+                while samples and samples[0][0] < now - spec.period_seconds:
+                    samples.popleft()
+                values = [v for _, v in samples]
+                statistic = _statistic(spec.statistic, values)
+                state = "ALARM" if values and spec.breached(statistic) else "OK"
+                if state != self.states[spec.logical_id]:
+                    self.states[spec.logical_id] = state
+                    changed.append((spec, state, statistic))
+        return changed
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"metrics": dict(self.totals), "alarms": dict(self.states)}
+
+
+def _statistic(name: str, values: list[float]) -> float:
+    if not values:
+        return 0.0
+    if name == "Maximum":
+        return max(values)
+    if name == "Minimum":
+        return min(values)
+    if name == "Average":
+        return sum(values) / len(values)
+    if name == "SampleCount":
+        return float(len(values))
+    return sum(values)
+
+
+class _SerialFunctions(LocalFunctions):
+    """The harness, invoking one function at a time with its output captured."""
+
+    def __init__(
+        self,
+        root: Path,
+        template: dict[str, Any],
+        environments: dict[str, dict[str, str]],
+        output: HandlerOutput,
+    ) -> None:
+        super().__init__(root, template, environments)
+        self._lock = threading.RLock()
+        self._output = output
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        with self._lock, contextlib.redirect_stdout(self._output):
+            self._output.current = logical_id
+            try:
+                return super().invoke(logical_id, event)
+            finally:
+                self._output.current = "-"
+
+    def preload(self) -> None:
+        """Import every handler now (a broken one fails the start, not the first request); the
+        Powertools loggers they create write to the captured output."""
+        with self._lock, contextlib.redirect_stdout(self._output):
+            for logical_id in self.specs:
+                self.handler(logical_id)
+
+
+class _NarratingLogHandler(logging.Handler):
+    """The library's own log records (``payment_outbox.*``), as narration lines."""
+
+    def __init__(self, narrator: Narrator) -> None:
+        super().__init__()
+        self._narrator = narrator
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._narrator.say(
+            "log", f"{record.levelname.lower()} {record.name.rsplit('.', 1)[-1]}: {record.getMessage()}"
+        )
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig, out: TextIO | None = None) -> None:
+        self.config = config
+        self.narrator = Narrator(out or sys.stdout)
+        self.template = load_template(config.root / "template.yaml")
+        self.faults = Faults()
+        self.metrics = MetricsBoard(alarms(self.template))
+        self.resources = Provisioned()
+        self.functions: _SerialFunctions | None = None
+        self.emulator: EmulatorServer | None = None
+        self.emulator_url = ""
+        self.api_url = ""
+        self._http: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._engine: Any = None
+        self._log_handler: logging.Handler | None = None
+        self._state_loaded = False
+        self._serving = False
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[Route]:
+        assert self.functions is not None, "start() first"
+        return self.functions.routes
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.config.data_dir / SNAPSHOT_FILE
+
+    def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Bind the API port first: a port in use fails the start before anything else runs.
+        self._http = ThreadingHTTPServer((config.host, config.api_port), _request_handler(self))
+        self._http.daemon_threads = True
+        self._configure_process()
+        if config.emulator_url:
+            self.emulator_url = config.emulator_url.rstrip("/")
+        else:
+            self.emulator = EmulatorServer(
+                config.host, config.emulator_port, faults=self.faults, observer=self._on_sns_call
+            )
+            self.emulator.start()
+            self.emulator_url = self.emulator.url
+        os.environ["AWS_ENDPOINT_URL"] = self.emulator_url
+        self.narrator.say(
+            "aws", f"emulator at {self.emulator_url}" + ("" if self.emulator else " (attached)")
+        )
+
+        self.resources = provision(self.template, region=REGION, parameters=config.parameters)
+        self._narrate_resources()
+        if self.emulator is not None:
+            self._restore_snapshot()
+            # From here on the emulator holds the saved state (or none was saved): stopping may save it.
+            self._state_loaded = True
+
+        from payment_outbox.adapters.db.engine import make_engine
+        from payment_outbox.migrations.runner import upgrade
+
+        database_url = config.resolved_database_url()
+        self._engine = make_engine(database_url)
+        upgrade(self._engine)
+        self.narrator.say("db", f"{self._engine.url.render_as_string()} (migrated to head)")
+
+        overrides = {
+            "DATABASE_URL": database_url,
+            "WEBHOOK_SECRET": config.webhook_secret,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        if not config.verbose:
+            overrides["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        output = HandlerOutput(self._on_handler_line)
+        self.functions = _SerialFunctions(
+            config.root, self.template, self.resources.environments(self.template, overrides), output
+        )
+        from payment_outbox import bootstrap
+
+        bootstrap.reset()
+        self.functions.preload()
+
+        host, port = self._http.server_address[:2]
+        self.api_url = f"http://{host!s}:{port}"
+        self._spawn("api", self._http.serve_forever)
+        self._serving = True
+        for schedule in schedules(self.template):
+            if schedule.enabled:
+                self._spawn(f"schedule-{schedule.function}", self._schedule_loop, schedule)
+        for source in sqs_event_sources(self.template):
+            self._spawn(f"poll-{source.queue}", self._poll_loop, source)
+        self._spawn("watch", self._watch_loop)
+        for route in self.routes:
+            self.narrator.say("api", f"{route.method:<6} {self.api_url}{route.path}  → {route.function}")
+        self.narrator.say(
+            "ready",
+            f"API {self.api_url} · emulator {self.emulator_url} · data {config.data_dir} · Ctrl-C stops",
+        )
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.narrator.say("stop", "stopping: API, schedules and pollers first")
+        if self._http is not None:
+            if self._serving:
+                self._http.shutdown()
+            self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self.emulator is not None:
+            if self._state_loaded:
+                try:
+                    self._save_snapshot()
+                except Exception as exc:
+                    self.narrator.say("error", f"emulator state not saved: {_describe(exc)}")
+            self.emulator.stop()
+        from payment_outbox import bootstrap
+
+        bootstrap.reset()
+        if self._engine is not None:
+            self._engine.dispose()
+        if self._log_handler is not None:
+            logging.getLogger("payment_outbox").removeHandler(self._log_handler)
+        self.narrator.say("stop", "stopped")
+
+    def run(self) -> int:
+        """Start, serve until SIGINT or SIGTERM, stop cleanly."""
+        requested = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self.narrator.say("stop", f"{signal.Signals(signum).name} received")
+            requested.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                self.start()
+            except OSError as exc:
+                self.narrator.say("error", f"cannot start: {exc}")
+                return 1
+            while not requested.wait(0.5):
+                pass
+            return 0
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _configure_process(self) -> None:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+            os.environ.pop(name, None)
+        os.environ.update(DUMMY_CREDENTIALS)
+        os.environ.update(
+            {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true"}
+        )
+        # Consumers emit no metric of their own; Powertools warns about that on every invocation.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        library = logging.getLogger("payment_outbox")
+        self._log_handler = _NarratingLogHandler(self.narrator)
+        library.addHandler(self._log_handler)
+        library.setLevel(logging.INFO if self.config.verbose else logging.WARNING)
+        library.propagate = False
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # --- emulator state ---------------------------------------------------------------------------
+
+    def _queues(self) -> dict[str, str]:
+        return {q: self.resources.refs[q] for q in resources_of_type(self.template, "AWS::SQS::Queue")}
+
+    def _tables(self) -> list[str]:
+        return [self.resources.refs[t] for t in resources_of_type(self.template, "AWS::DynamoDB::Table")]
+
+    def _restore_snapshot(self) -> None:
+        from payment_outbox.local import snapshot
+
+        state = snapshot.load(self.snapshot_path)
+        if state is None:
+            return
+        counts = snapshot.restore(boto3.client("dynamodb"), boto3.client("sqs"), state, self._queues())
+        self.narrator.say(
+            "aws",
+            f"restored {counts['items']} item(s) and {counts['messages']} message(s)"
+            f" from {self.snapshot_path}",
+        )
+
+    def _save_snapshot(self) -> None:
+        from payment_outbox.local import snapshot
+
+        state = snapshot.capture(
+            boto3.client("dynamodb"),
+            boto3.client("sqs"),
+            self._tables(),
+            self._queues(),
+            in_flight_wait_seconds=self.config.visibility_timeout + 1,
+        )
+        snapshot.save(self.snapshot_path, state)
+        items = sum(len(v) for v in state["dynamodb"].values())
+        messages = sum(len(v) for v in state["sqs"].values())
+        self.narrator.say("aws", f"saved {items} item(s) and {messages} message(s) to {self.snapshot_path}")
+
+    def _narrate_resources(self) -> None:
+        kinds = {"AWS::SNS::Topic": "topic", "AWS::SQS::Queue": "queue", "AWS::DynamoDB::Table": "table"}
+        for resource_type, kind in kinds.items():
+            names = ", ".join(resources_of_type(self.template, resource_type))
+            self.narrator.say("aws", f"{kind}s: {names}")
+
+    # --- API --------------------------------------------------------------------------------------
+
+    def serve_api(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert self.functions is not None
+        text = body.decode("utf-8", "replace") if body else None
+        try:
+            result = self.functions.api_result(
+                method, path, text, headers, query=query or None, default_content_type=False
+            )
+        except Exception as exc:
+            self.narrator.say("error", f"{method} {path}: the function raised {_describe(exc)}")
+            if self.config.verbose:
+                self.narrator.raw(traceback.format_exc())
+            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
+        response_headers = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            response_headers.extend((name, str(v)) for v in values)
+        raw = result.get("body") or ""
+        payload = _b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        return int(result.get("statusCode", 502)), response_headers, payload
+
+    def serve_control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        if (method, path) == ("GET", "/_local/routes"):
+            return 200, {
+                "routes": [{"method": r.method, "path": r.path, "function": r.function} for r in self.routes],
+                "control": [{"method": m, "path": p, "what": w} for m, p, w in CONTROL_ROUTES],
+            }
+        if (method, path) == ("GET", "/_local/state"):
+            return 200, self.state()
+        if (method, path) == ("POST", "/_local/faults"):
+            try:
+                requested = json.loads(body or b"{}")
+                if not isinstance(requested, dict):
+                    raise ValueError("expected a JSON object")
+                if "sns" in requested:
+                    self.faults.set_sns_publish(requested["sns"])
+            except ValueError as exc:
+                return 400, {"message": str(exc)}
+            current = self.faults.snapshot()
+            self.narrator.say("fault", f"SNS publish to topics: {current['sns'] or 'healthy'}")
+            return 200, {"faults": current}
+        return 404, {
+            "message": "no such local control",
+            "control": [f"{m} {p}" for m, p, _ in CONTROL_ROUTES],
+        }
+
+    def state(self) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT message_id, topic, business_key, status, retry_count, next_retry_at, last_error,"
+                    " sent_time, content FROM message_record ORDER BY id"
+                )
+            ).all()
+        outbox = [
+            {
+                "messageId": r.message_id,
+                "topic": r.topic,
+                "businessKey": r.business_key,
+                "status": r.status,
+                "retryCount": r.retry_count,
+                "nextRetryAt": _iso(r.next_retry_at),
+                "lastError": r.last_error,
+                "sentTime": _iso(r.sent_time),
+                "content": r.content,
+            }
+            for r in rows
+        ]
+        return {
+            "faults": self.faults.snapshot(),
+            **self.metrics.snapshot(),
+            "resources": dict(self.resources.refs),
+            "emulator": self.emulator_url,
+            "outbox": outbox,
+        }
+
+    # --- schedules, queues, alarms ----------------------------------------------------------------
+
+    def _schedule_loop(self, schedule: ScheduleSource) -> None:
+        assert self.functions is not None
+        while not self._stop.wait(self.config.relay_interval):
+            try:
+                result = self.functions.run_scheduled(schedule.function)
+            except Exception as exc:
+                self.narrator.say(
+                    "error", f"{schedule.function} ({schedule.expression}) raised {_describe(exc)}"
+                )
+                continue
+            if isinstance(result, dict) and result.get("claimed"):
+                failed = result.get("failed") or []
+                self.narrator.say(
+                    "relay",
+                    f"{schedule.function}: claimed {result['claimed']}"
+                    f" · published {result.get('published', 0)}"
+                    f" · retry later {result.get('retried', 0)} · FAILED {len(failed)}"
+                    + (f" {', '.join(failed)}" if failed else ""),
+                )
+
+    def _poll_loop(self, source: SqsEventSource) -> None:
+        assert self.functions is not None
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = self.resources.queue_url(source.queue)
+        arn = self.resources.attributes[(source.queue, "Arn")]
+        max_receives = self._max_receive_count(source.queue)
+        while not self._stop.is_set():
+            try:
+                delivery = self.functions.deliver(
+                    url,
+                    source.function,
+                    max_messages=source.batch_size,
+                    retry_failed_now=False,
+                    visibility_timeout=self.config.visibility_timeout,
+                    sqs_client=sqs,
+                    queue_arn=arn,
+                    reports_item_failures=source.reports_item_failures,
+                    handler_errors_fail_batch=True,
+                )
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self.narrator.say(
+                    "error",
+                    f"{source.queue} → {source.function}: {_describe(exc)}; polling again",
+                )
+                self._stop.wait(self.config.poll_interval)
+                continue
+            if delivery.received == 0:
+                self._stop.wait(self.config.poll_interval)
+                continue
+            self._narrate_delivery(source, delivery, max_receives)
+
+    def _narrate_delivery(self, source: SqsEventSource, delivery: Delivery, max_receives: int | None) -> None:
+        if delivery.error is not None:
+            self.narrator.say(
+                "error",
+                f"{source.queue} → {source.function} raised {_describe(delivery.error)}"
+                " (the whole batch failed)",
+            )
+        ok = [m for m in delivery.messages if m["MessageId"] not in delivery.failed_ids]
+        if ok:
+            keys = ", ".join(_describe_message(m) for m in ok)
+            self.narrator.say("sqs", f"{source.queue} → {source.function}: {len(ok)} record(s) done [{keys}]")
+        for message in delivery.messages:
+            if message["MessageId"] not in delivery.failed_ids:
+                continue
+            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            limit = f"{receives}/{max_receives}" if max_receives else str(receives)
+            then = (
+                "next receive moves it to the dead-letter queue"
+                if max_receives and receives >= max_receives
+                else f"back in {self.config.visibility_timeout} s"
+            )
+            self.narrator.say(
+                "retry",
+                f"{source.queue} → {source.function}: record [{_describe_message(message)}] failed"
+                f" (receive {limit}); {then}",
+            )
+
+    def _max_receive_count(self, queue: str) -> int | None:
+        redrive = (
+            resources_of_type(self.template, "AWS::SQS::Queue")[queue]
+            .get("Properties", {})
+            .get("RedrivePolicy")
+        )
+        return int(redrive["maxReceiveCount"]) if redrive else None
+
+    def _watch_loop(self) -> None:
+        """Dead-letter queues filling up, and alarms changing state."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        queues = resources_of_type(self.template, "AWS::SQS::Queue")
+        dlqs = {}
+        for props in (q.get("Properties", {}) for q in queues.values()):
+            target = props.get("RedrivePolicy", {}).get("deadLetterTargetArn")
+            if isinstance(target, dict) and "Fn::GetAtt" in target:
+                name = target["Fn::GetAtt"][0]
+                dlqs[name] = self.resources.queue_url(name)
+        depths = {name: self._depth(sqs, url) for name, url in dlqs.items()}
+        while not self._stop.wait(max(self.config.poll_interval, 0.5)):
+            for name, url in dlqs.items():
+                depth = self._depth(sqs, url)
+                if depth > depths[name]:
+                    self.narrator.say(
+                        "dlq",
+                        f"{name} now holds {depth} message(s) (+{depth - depths[name]}):"
+                        " inspect, fix, redrive",
+                    )
+                depths[name] = depth
+            self._narrate_alarms()
+
+    @staticmethod
+    def _depth(sqs: Any, url: str) -> int:
+        try:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
+        except Exception:
+            return 0
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    def _narrate_alarms(self) -> None:
+        for spec, state, statistic in self.metrics.evaluate():
+            if state == "ALARM":
+                self.narrator.say(
+                    "ALARM",
+                    f"{spec.logical_id}: {spec.metric} {spec.statistic} = {statistic:g}"
+                    f" over {spec.period_seconds} s"
+                    f" ({spec.comparison} {spec.threshold:g}) → its AlarmActions would be notified",
+                )
+            else:
+                self.narrator.say("alarm", f"{spec.logical_id} back to OK")
+
+    # --- what the handlers and the emulator report ------------------------------------------------
+
+    def _on_handler_line(self, function: str, line: str) -> None:
+        try:
+            document = json.loads(line)
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and "_aws" in document:
+            watched = self.metrics.record(document)
+            if self.config.verbose:
+                self.narrator.raw(line)
+            for spec, value in watched:
+                if value:
+                    self.narrator.say(
+                        "metric", f"{function}: {spec.metric} = {value:g} (watched by {spec.logical_id})"
+                    )
+            self._narrate_alarms()
+        elif self.config.verbose:
+            self.narrator.raw(line)
+        elif isinstance(document, dict) and "level" in document:
+            extras = {
+                k: v
+                for k, v in document.items()
+                if k in ("messageId", "status", "code", "claimed", "published", "retried", "failed")
+            }
+            detail = " ".join(f"{k}={v}" for k, v in extras.items())
+            self.narrator.say(
+                "log", f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"
+            )
+        else:
+            self.narrator.say("out", f"{function}: {line}")
+
+    def _on_sns_call(self, call: SnsCall) -> None:
+        if call.phone:
+            from payment_outbox.domain.sms import mask_phone
+
+            self.narrator.say("sms", f"SNS SMS to {mask_phone(call.phone)} (HTTP {call.status})")
+            return
+        topics = ", ".join(call.topics) or "-"
+        if call.fault:
+            self.narrator.say(
+                "sns",
+                f"{call.action} to {call.topic_name} [{topics}] REFUSED by local fault '{call.fault}'",
+            )
+        else:
+            self.narrator.say(
+                "sns", f"{call.action} to {call.topic_name}: {len(call.topics)} message(s) [{topics}]"
+            )
+
+
+def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "payment-outbox-local"
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """The stack narrates each request itself."""
+
+        def _serve(self) -> None:
+            started = time.monotonic()
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if url.path.startswith(CONTROL_PREFIX):
+                status, document = stack.serve_control(self.command, url.path, body)
+                headers = [("Content-Type", "application/json")]
+                payload = json.dumps(document, default=str).encode()
+            else:
+                query = parse_qs(url.query, keep_blank_values=True)
+                request_headers = {name: value for name, value in self.headers.items()}
+                status, headers, payload = stack.serve_api(
+                    self.command, url.path, query, request_headers, body
+                )
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            if not url.path.startswith(CONTROL_PREFIX):
+                elapsed = (time.monotonic() - started) * 1000
+                stack.narrator.say("http", f"{self.command} {url.path} → {status} ({elapsed:.0f} ms)")
+
+    return Handler
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _describe_message(message: dict[str, Any]) -> str:
+    """The envelope's topic and messageId when the body is one, else the SQS message id."""
+    try:
+        body = json.loads(message.get("Body", ""))
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "messageId" in body:
+        return f"{body.get('topic')} {body.get('businessKey')} {body['messageId']}"
+    return f"sqs:{message['MessageId']} (not an envelope)"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return str(value)
+
+
+def _b64decode(raw: str) -> bytes:
+    import base64
+
+    return base64.b64decode(raw)

@@ -1,0 +1,426 @@
+"""The local stack, live: `payment-outbox local` in a subprocess, driven only over HTTP and the AWS API of
+its emulator — and `payment-outbox invoke` for every function with its events/ file.
+
+The stack runs on SQLite in a temporary data directory and on free ports; every wait is a bounded
+poll. Subprocesses are stopped (SIGINT, then kill) whatever the test's outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+
+from payment_outbox import cli
+from payment_outbox.domain.signature import sign
+from payment_outbox.local.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox.local.template import api_routes, find_function, functions, load_template
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+DEADLINE_SECONDS = 20.0
+START_DEADLINE_SECONDS = 45.0
+MISSING = {"message": "Missing Authentication Token"}
+T = TypeVar("T")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], T | None], deadline: float = DEADLINE_SECONDS) -> T:
+    ends = time.monotonic() + deadline
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > ends:
+            raise AssertionError(f"not within {deadline:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[bytes]
+    api: str
+    emulator: str
+    log: Path
+
+    def http(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - a local http URL
+            self.api + path,
+            data=None if body is None else body.encode(),
+            method=method,
+            headers=headers or {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+                return int(response.status), json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return int(error.code), json.loads(error.read() or b"null")
+
+    def aws(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.emulator, region_name="us-east-1")
+
+    def resources(self) -> dict[str, str]:
+        status, state = self.http("GET", "/_local/state")
+        assert status == 200, state
+        refs: dict[str, str] = state["resources"]
+        return refs
+
+    def outbox_of(self, order_no: str) -> list[dict[str, Any]]:
+        _, state = self.http("GET", "/_local/state")
+        return [row for row in state["outbox"] if row["businessKey"] == order_no]
+
+    def create_order(self, user_id: int, amount: str) -> dict[str, Any]:
+        status, order = self.http(
+            "POST", "/orders", json.dumps({"userId": user_id, "phone": "+8613812345678", "amount": amount})
+        )
+        assert status == 201, order
+        created: dict[str, Any] = order
+        return created
+
+    def pay(self, order: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(
+            {
+                "orderNo": order["orderNo"],
+                "transactionId": f"txn-{order['orderNo']}",
+                "amount": order["amount"],
+                "paidAt": "2026-11-27T10:15:00Z",
+            }
+        )
+        signature = sign(body.encode(), LOCAL_WEBHOOK_SECRET, int(time.time()))
+        return self.http("POST", "/payments/notify", body, {"X-Signature": signature})
+
+    def balance(self, user_id: int) -> int:
+        item = (
+            self.aws("dynamodb")
+            .get_item(
+                TableName=self.resources()["PointsTable"],
+                Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "BALANCE"}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
+        return int(item["balance"]["N"]) if item else 0
+
+    def sms_deliveries(self, message_ids: list[str]) -> list[dict[str, Any]]:
+        table = self.resources()["SmsDeliveriesTable"]
+        items = self.aws("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+        return [item for item in items if item["messageId"]["S"] in message_ids]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, deadline: float = DEADLINE_SECONDS) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                return None
+        return self.process.returncode
+
+
+def start_stack(data_dir: Path, log: Path) -> RunningStack:
+    api_port, emulator_port = _free_port(), _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL")
+    }
+    command = [
+        sys.executable, "-m", "payment_outbox.cli", "--root", str(ROOT), "local",
+        "--api-port", str(api_port), "--emulator-port", str(emulator_port), "--data-dir", str(data_dir),
+        "--relay-interval", "1", "--poll-interval", "0.5", "--visibility-timeout", "1",
+    ]  # fmt: skip
+    with log.open("ab") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # noqa: S603
+    stack = RunningStack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{emulator_port}", log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the stack exited with {process.returncode}:\n{stack.output()}")
+        try:
+            return stack.http("GET", "/_local/routes")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for("the stack to answer", ready, START_DEADLINE_SECONDS)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    folder = tmp_path_factory.mktemp("local-stack")
+    running = start_stack(folder / "data", folder / "stack.log")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _user_id() -> int:
+    """A user no other test touched, so its balance starts at zero."""
+    return 1_000_000 + time.monotonic_ns() % 1_000_000
+
+
+# --- the paid order, live -----------------------------------------------------------------------------
+
+
+def test_a_paid_order_over_http_ends_with_points_credited_and_one_sms(stack: RunningStack) -> None:
+    # Given an order created over HTTP
+    user_id = _user_id()
+    order = stack.create_order(user_id, "128.50")
+
+    # When the provider's signed callback arrives
+    status, paid = stack.pay(order)
+
+    # Then the order is PAID at once, the relay/consumers credit the points and send one SMS
+    assert status == 200, paid
+    assert paid["status"] == "PAID"
+    wait_for("points credited", lambda: stack.balance(user_id) == int(Decimal("128.50")))
+    rows = stack.outbox_of(order["orderNo"])
+    assert sorted(row["topic"] for row in rows) == ["topic.points", "topic.sms"]
+    sms_ids = [row["messageId"] for row in rows if row["topic"] == "topic.sms"]
+    deliveries = wait_for("the SMS delivery record", lambda: stack.sms_deliveries(sms_ids))
+    assert len(deliveries) == 1
+    assert deliveries[0]["maskedPhone"]["S"] == "+86*******5678"
+    status, fetched = stack.http("GET", f"/orders/{order['orderId']}")
+    assert (status, fetched["status"]) == (200, "PAID")
+
+
+def test_a_duplicate_callback_answers_the_same_order_and_adds_no_message(stack: RunningStack) -> None:
+    # Given a paid order
+    order = stack.create_order(_user_id(), "10.00")
+    assert stack.pay(order)[0] == 200
+
+    # When the same callback arrives again
+    status, again = stack.pay(order)
+
+    # Then it answers the paid order and the outbox still holds the order's two messages only
+    assert (status, again["status"]) == (200, "PAID")
+    assert len(stack.outbox_of(order["orderNo"])) == 2
+
+
+def test_a_record_its_consumer_fails_is_received_again_and_finally_lands_in_the_dlq(
+    stack: RunningStack,
+) -> None:
+    # Given a message on the topic its points consumer cannot process
+    resources = stack.resources()
+    poison = f"not an envelope {time.monotonic_ns()}"
+    stack.aws("sns").publish(
+        TopicArn=resources["OrderEventsTopic"],
+        Message=poison,
+        MessageAttributes={"topic": {"DataType": "String", "StringValue": "topic.points"}},
+    )
+    max_receives = TEMPLATE["Resources"]["PointsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    sqs = stack.aws("sqs")
+
+    # When the consumer fails it on every receive
+    def dead_lettered() -> dict[str, Any] | None:
+        messages = sqs.receive_message(
+            QueueUrl=resources["PointsDeadLetterQueue"], AttributeNames=["All"], MaxNumberOfMessages=10
+        ).get("Messages", [])
+        return next((m for m in messages if m["Body"] == poison), None)
+
+    message = wait_for("the poison message in the points DLQ", dead_lettered, deadline=40)
+
+    # Then it was received maxReceiveCount times from the queue before the redrive moved it
+    assert int(message["Attributes"]["ApproximateReceiveCount"]) > max_receives
+    sqs.delete_message(QueueUrl=resources["PointsDeadLetterQueue"], ReceiptHandle=message["ReceiptHandle"])
+    assert "retry" in stack.output() and "PointsQueue" in stack.output()
+
+
+# --- the routes: exactly the template's ---------------------------------------------------------------
+
+
+def test_the_stack_serves_exactly_the_routes_of_the_template(stack: RunningStack) -> None:
+    # Given the template's API routes
+    expected = {(r.method, r.path, r.function) for r in api_routes(TEMPLATE)}
+
+    # When the stack is asked for its route table
+    status, table = stack.http("GET", "/_local/routes")
+
+    # Then it is the template's, no more, no less
+    assert status == 200
+    assert {(r["method"], r["path"], r["function"]) for r in table["routes"]} == expected
+
+
+def test_every_template_route_reaches_its_function_and_nothing_else_is_served(stack: RunningStack) -> None:
+    routes = api_routes(TEMPLATE)
+    for route in routes:
+        # Given a route of the template, When it is requested with its method
+        path = route.path.replace("{orderId}", "1").replace("{messageId}", "m-1")
+        status, body = stack.http(route.method, path, "{}" if route.method == "POST" else None)
+        # Then its function answers (not API Gateway's missing-route answer)
+        assert body != MISSING, (route, status)
+        assert status < 500, (route, status, body)
+
+    # And a known path with another method, or an unknown path, is refused like API Gateway does
+    templated = {r.path for r in routes}
+    assert stack.http("DELETE", "/orders") == (405, MISSING)
+    assert stack.http("GET", "/payments/notify") == (405, MISSING)
+    assert stack.http("PUT", "/orders/1") == (405, MISSING)
+    for unknown in ("/", "/nope", "/orders/1/extra", "/payments", "/dev/orders"):
+        assert unknown not in templated
+        assert stack.http("GET", unknown) == (404, MISSING), unknown
+
+
+def test_an_unsigned_callback_is_refused_by_the_function_not_by_the_stack(stack: RunningStack) -> None:
+    # Given a callback without its signature header
+    body = json.dumps(
+        {"orderNo": "PO1", "transactionId": "t", "amount": "1.00", "paidAt": "2026-11-27T10:15:00Z"}
+    )
+
+    # When it is posted
+    status, answer = stack.http("POST", "/payments/notify", body)
+
+    # Then the payment API's own error model answers 401
+    assert status == 401
+    assert answer["error"]["code"]
+
+
+# --- restart ------------------------------------------------------------------------------------------
+
+
+def test_committed_state_survives_a_stop_and_a_restart_with_the_same_data_dir(tmp_path: Path) -> None:
+    # Given a stack in which an order was paid and its points credited
+    data_dir, log = tmp_path / "data", tmp_path / "stack.log"
+    first = start_stack(data_dir, log)
+    user_id = _user_id()
+    try:
+        order = first.create_order(user_id, "42.90")
+        assert first.pay(order)[0] == 200
+        wait_for("points credited", lambda: first.balance(user_id) == 42)
+        sms_ids = [r["messageId"] for r in first.outbox_of(order["orderNo"]) if r["topic"] == "topic.sms"]
+        wait_for("the SMS delivery record", lambda: first.sms_deliveries(sms_ids))
+    finally:
+        # When it is stopped with Ctrl-C
+        code = first.stop()
+    assert code == 0, first.output()
+    assert "stopped" in first.output()
+
+    # And started again on the same data directory (new ports, a new emulator process)
+    second = start_stack(data_dir, log)
+    try:
+        # Then the order is still PAID, the balance kept, the SMS record kept
+        status, fetched = second.http("GET", f"/orders/{order['orderId']}")
+        assert (status, fetched["status"], fetched["orderNo"]) == (200, "PAID", order["orderNo"])
+        assert second.balance(user_id) == 42
+        assert len(second.sms_deliveries(sms_ids)) == 1
+        assert len(second.outbox_of(order["orderNo"])) == 2
+    finally:
+        assert second.stop() == 0, second.output()
+
+
+# --- invoke -------------------------------------------------------------------------------------------
+
+
+def _events_of(logical_id: str) -> list[Path]:
+    spec = find_function(TEMPLATE, logical_id)
+    folder = spec.code_uri.rstrip("/").rsplit("/", 1)[-1]
+    return sorted((ROOT / "events").glob(f"{folder}_*.json"))
+
+
+INVOCATIONS = [
+    (spec.logical_id, event) for spec in functions(TEMPLATE) for event in _events_of(spec.logical_id)
+]
+
+
+def _resigned(event_file: Path, scratch: Path) -> Path:
+    """The notify event with a fresh signature (its recorded one is outside the tolerance window)."""
+    event = json.loads(event_file.read_text())
+    signature = sign(event["body"].encode(), LOCAL_WEBHOOK_SECRET, int(time.time()))
+    event["headers"]["X-Signature"] = signature
+    event["multiValueHeaders"]["X-Signature"] = [signature]
+    copy = scratch / event_file.name
+    copy.write_text(json.dumps(event))
+    return copy
+
+
+def test_every_function_of_the_template_has_an_event_to_invoke() -> None:
+    # Given the template's functions, Then each named in this test has its events/ file
+    invoked = {logical_id for logical_id, _ in INVOCATIONS}
+    assert {
+        "PaymentApiFunction",
+        "OutboxRelayFunction",
+        "PointsConsumerFunction",
+        "SmsConsumerFunction",
+    } <= invoked
+
+
+@pytest.mark.parametrize(("logical_id", "event_file"), INVOCATIONS, ids=lambda v: getattr(v, "name", v))
+def test_invoke_runs_the_function_with_its_event(
+    logical_id: str, event_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the function's event (the callback re-signed now)
+    if event_file.name == "payment_api_notify.json":
+        event_file = _resigned(event_file, tmp_path)
+
+    # When it is invoked like `sam local invoke`, on a fresh database and emulator
+    code = cli.main(["--root", str(ROOT), "invoke", logical_id, "--event", str(event_file)])
+
+    # Then the handler's response is printed, well formed for its event source
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    response = json.loads(captured.out)
+    event = json.loads(event_file.read_text())
+    if "httpMethod" in event:
+        assert isinstance(response["statusCode"], int) and isinstance(response["body"], str)
+        assert response["statusCode"] < 500, response
+        expected = {
+            "payment_api_create_order.json": 201,
+            "payment_api_get_order.json": 404,  # the fresh database has no order 1
+            "payment_api_notify.json": 404,  # nor the order the callback pays
+        }.get(event_file.name)
+        if expected is not None:
+            assert response["statusCode"] == expected, response
+    elif "Records" in event:
+        assert response == {"batchItemFailures": []}
+    else:
+        assert isinstance(response, dict)
+    if logical_id == "OutboxRelayFunction":
+        assert response["claimed"] == 0
+
+
+def test_the_installed_console_script_invokes_by_short_name(tmp_path: Path) -> None:
+    # Given the console script installed with the package
+    script = Path(sys.executable).parent / "payment-outbox"
+    assert script.is_file()
+
+    # When a function is invoked by its folder name
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run(  # noqa: S603
+        [str(script), "invoke", "payment_api", "--event", str(ROOT / "events/payment_api_create_order.json")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+    # Then it answers 201 on stdout and its logs went to stderr
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["statusCode"] == 201
+    assert "PaymentApiFunction returned" in result.stderr
