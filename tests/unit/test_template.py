@@ -31,6 +31,9 @@ EVENT_PREFIXES = {
     "OutboxRelayFunction": "outbox_relay",
     "PointsConsumerFunction": "points_consumer",
     "SmsConsumerFunction": "sms_consumer",
+    "AdminApiFunction": "admin_api",
+    "ReconcilerFunction": "reconciler",
+    "OutboxJanitorFunction": "outbox_janitor",
 }
 
 LOCAL_WEBHOOK_SECRET = b"local-webhook-secret"
@@ -218,7 +221,7 @@ def test_alarm_fires_on_one_failed_message(template: dict[str, Any]) -> None:
     assert alarm["AlarmActions"] == [{"Ref": "OpsTopic"}]
 
 
-def test_api_routes_are_exactly_the_three_public_ones(template: dict[str, Any]) -> None:
+def test_api_routes_are_the_public_ones_and_the_iam_authorised_admin_ones(template: dict[str, Any]) -> None:
     # Given every Api event of every function
     routes = {
         (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
@@ -227,9 +230,25 @@ def test_api_routes_are_exactly_the_three_public_ones(template: dict[str, Any]) 
         if event["Type"] == "Api"
     }
     # When they are collected
-    # Then they are exactly the order and payment-callback routes
+    # Then they are exactly the order and payment-callback routes, plus the admin routes
     assert routes == {
         ("POST", "/orders"),
         ("GET", "/orders/{orderId}"),
         ("POST", "/payments/notify"),
+        ("GET", "/admin/messages"),
+        ("POST", "/admin/messages/requeue"),
+        ("POST", "/admin/messages/{messageId}/requeue"),
+        ("GET", "/admin/stats"),
+        ("GET", "/admin/orders/{orderId}/trace"),
+        ("GET", "/admin/idempotency/stuck"),
     }
+    # And every admin route is authorised by IAM
+    admin_events = [
+        event["Properties"]
+        for function in _functions(template).values()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "Api" and event["Properties"]["Path"].startswith("/admin/")
+    ]
+    assert len(admin_events) == 6
+    for properties in admin_events:
+        assert properties.get("Auth", {}).get("Authorizer") == "AWS_IAM", properties["Path"]

@@ -15,6 +15,8 @@ from payment_outbox.domain.sms import E164
 from payment_outbox.errors import (
     InvalidRequest,
     MalformedRequest,
+    MessageNotFound,
+    NotRequeueable,
     OrderNotFound,
     PaymentConflict,
     PaymentOutboxError,
@@ -29,7 +31,9 @@ STATUS_BY_ERROR: dict[type[PaymentOutboxError], int] = {
     MalformedRequest: 400,
     SignatureRejected: 401,
     OrderNotFound: 404,
+    MessageNotFound: 404,
     PaymentConflict: 409,
+    NotRequeueable: 409,
     RequestTooLarge: 413,
     InvalidRequest: 422,
 }

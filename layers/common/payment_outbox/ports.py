@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from payment_outbox.domain.orders import Order
 from payment_outbox.domain.outbox import OutboxMessage
@@ -114,3 +114,107 @@ class SmsDeliveryLog(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+# --- operations: admin API, reconciliation, retention ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which outbox rows an operator means: every field narrows the selection; None means any."""
+
+    statuses: tuple[int, ...] = ()
+    topic: str | None = None
+    business_key: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "status": list(self.statuses) or None,
+            "topic": self.topic,
+            "businessKey": self.business_key,
+            "from": self.created_from.isoformat() if self.created_from else None,
+            "to": self.created_to.isoformat() if self.created_to else None,
+        }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    filters: dict[str, object]
+    affected_count: int
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StatusCounts:
+    pending: int
+    sent: int
+    failed: int
+    #: Pending rows whose due time has passed (what the relay should be working on now).
+    due: int
+    oldest_due_at: datetime | None
+
+
+class OutboxAdminRepository(Protocol):
+    """What operators need from ``message_record`` beyond the relay's own queries."""
+
+    def list_messages(
+        self, where: MessageFilter, *, after_id: int | None, limit: int
+    ) -> list[OutboxMessage]: ...
+    def requeue_candidates(
+        self, where: MessageFilter, *, now: datetime, include_sent: bool, limit: int
+    ) -> list[OutboxMessage]: ...
+    def requeue(self, ids: Sequence[int], *, now: datetime, include_sent: bool) -> int: ...
+    def status_counts(self, *, now: datetime) -> StatusCounts: ...
+    def record_audit(self, entry: AuditEntry) -> int: ...
+    def paid_orders_without_messages(self, *, paid_since: datetime, limit: int) -> list[Order]: ...
+    def failed_messages(self, *, limit: int) -> tuple[int, list[OutboxMessage]]: ...
+    def sent_between(
+        self, *, sent_from: datetime, sent_to: datetime, topics: Sequence[str], limit: int
+    ) -> list[OutboxMessage]: ...
+    def sent_ids_before(self, cutoff: datetime, *, limit: int) -> list[int]: ...
+    def messages_by_ids(self, ids: Sequence[int]) -> list[OutboxMessage]: ...
+    def delete_sent(self, ids: Sequence[int], *, sent_before: datetime) -> int: ...
+
+
+class OperationsUnitOfWork(UnitOfWork, Protocol):
+    @property
+    def admin(self) -> OutboxAdminRepository: ...
+
+
+class OperationsUnitOfWorkFactory(Protocol):
+    def __call__(self) -> OperationsUnitOfWork: ...
+
+
+class PointsLedgerReader(Protocol):
+    def entries_for_order(self, user_id: int, order_id: int) -> list[dict[str, Any]]: ...
+
+
+class SmsDeliveryLookup(Protocol):
+    def find(self, message_id: str) -> SmsDelivery | None: ...
+
+
+@dataclass(frozen=True)
+class StuckIdempotencyRecord:
+    key: str
+    status: str
+    #: Epoch seconds at which the record itself expires.
+    expiration: int | None
+    #: Epoch milliseconds at which the in-progress lock ended (None when Powertools had no context).
+    in_progress_expiration: int | None
+
+
+class IdempotencyRecords(Protocol):
+    def stuck_in_progress(self, *, now_epoch_seconds: float, max_items: int) -> list[StuckIdempotencyRecord]:
+        """INPROGRESS records whose lock or record expiry has passed, reading at most ``max_items``."""
+        ...
+
+
+class MessageArchive(Protocol):
+    def store(self, key: str, lines: Sequence[str]) -> str:
+        """Write the JSON lines as one object; return where it went. Raises if it could not."""
+        ...

@@ -84,3 +84,20 @@ class MessageRecordRow(Base):
         # without touching sent rows, however many there are.
         Index("idx_status_next_retry_at", "status", "next_retry_at"),
     )
+
+
+class OutboxAuditRow(Base):
+    """One row per operator action on the outbox (requeues): who, what, on which rows, and why."""
+
+    __tablename__ = "outbox_audit"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(512), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The filters (or message id) the action was given, as JSON.
+    filters: Mapped[str] = mapped_column(Text, nullable=False)
+    affected_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+    __table_args__ = (Index("idx_outbox_audit_created_at", "created_at"),)

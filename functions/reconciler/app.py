@@ -1,0 +1,42 @@
+"""Reconciler: every 15 minutes, report what slipped through — PAID orders without outbox rows,
+messages that gave up, sent messages without their consumer effect, stuck idempotency records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from payment_outbox.bootstrap.operations import reconciler
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = reconciler().reconcile()
+    # Each of these has an alarm (template.yaml) and a runbook entry (docs/operations.md).
+    counts = {
+        "OrdersMissingOutbox": len(report.orders_missing_outbox),
+        "MessagesStuckFailed": report.failed_total,
+        "MessagesWithoutEffect": len(report.without_effect),
+        "StuckIdempotencyRecords": len(report.stuck_idempotency),
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    summary = {
+        "ordersMissingOutbox": report.orders_missing_outbox,
+        "messagesStuckFailed": report.failed_total,
+        "failedSample": report.failed_sample,
+        "sentChecked": report.sent_checked,
+        "messagesWithoutEffect": report.without_effect,
+        "stuckIdempotencyRecords": [r.key for r in report.stuck_idempotency],
+    }
+    logger.info("reconciliation finished", extra=summary)
+    return summary
