@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from payment_outbox.bootstrap.payments import payments, verify_payment_signature
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.errors import PaymentOutboxError
