@@ -138,6 +138,11 @@ class InMemoryOutbox:
             update_time=now,
         )
 
+    def oldest_due_at(self, now: datetime) -> datetime | None:
+        due = [m.next_retry_at for m in self._t.outbox.values()
+               if m.status is OutboxStatus.PENDING and m.next_retry_at <= now]
+        return min(due, default=None)
+
     def get(self, message_id: str) -> OutboxMessage | None:
         return self._t.outbox.get(message_id)
 

@@ -27,10 +27,12 @@ def signed_headers(body: str, *, secret: str = TEST_WEBHOOK_SECRET, at: int | No
     return {"X-Signature": sign(body.encode(), secret, int(time.time()) if at is None else at)}
 
 
-def notify_body(order_no: str, amount: str, transaction_id: str = "txn-1",
-                paid_at: str = "2026-11-27T10:15:00Z") -> str:
-    return json.dumps({"orderNo": order_no, "transactionId": transaction_id, "amount": amount,
-                       "paidAt": paid_at})
+def notify_body(
+    order_no: str, amount: str, transaction_id: str = "txn-1", paid_at: str = "2026-11-27T10:15:00Z"
+) -> str:
+    return json.dumps(
+        {"orderNo": order_no, "transactionId": transaction_id, "amount": amount, "paidAt": paid_at}
+    )
 
 
 @dataclass
@@ -43,8 +45,10 @@ class LocalSystem:
     def start(cls, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
         template = load_template(ROOT / "template.yaml")
         resources = provision(template)
-        overrides = {"DATABASE_URL": engine.url.render_as_string(hide_password=False),
-                     "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET}
+        overrides = {
+            "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        }
         environments = resources.environments(template, overrides)
         functions = LocalFunctions(ROOT, template, environments)
         # Tests also call use cases directly: give the test process every function's settings too.
@@ -56,18 +60,25 @@ class LocalSystem:
 
     # --- driving ----------------------------------------------------------------------------------
 
-    def api(self, method: str, path: str, body: str | None = None,
-            headers: dict[str, str] | None = None) -> ApiResponse:
+    def api(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> ApiResponse:
         return self.functions.call_api(method, path, body, headers)
 
-    def create_order(self, amount: str = "128.50", user_id: int = 42, phone: str = "+8613812345678") -> dict[str, Any]:
-        response = self.api("POST", "/orders", json.dumps({"userId": user_id, "phone": phone, "amount": amount}))
+    def create_order(
+        self, amount: str = "128.50", user_id: int = 42, phone: str = "+8613812345678"
+    ) -> dict[str, Any]:
+        response = self.api(
+            "POST", "/orders", json.dumps({"userId": user_id, "phone": phone, "amount": amount})
+        )
         assert response.status == 201, response.body
         created: dict[str, Any] = response.body
         return created
 
     def notify(self, body: str, headers: dict[str, str] | None = None) -> ApiResponse:
-        return self.api("POST", "/payments/notify", body, signed_headers(body) if headers is None else headers)
+        return self.api(
+            "POST", "/payments/notify", body, signed_headers(body) if headers is None else headers
+        )
 
     def pay(self, order: dict[str, Any], transaction_id: str = "txn-1") -> ApiResponse:
         return self.notify(notify_body(order["orderNo"], order["amount"], transaction_id))
@@ -113,7 +124,8 @@ class LocalSystem:
 
     def sms_deliveries(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = boto3.client("dynamodb").scan(
-            TableName=self.resources.refs["SmsDeliveriesTable"])["Items"]
+            TableName=self.resources.refs["SmsDeliveriesTable"]
+        )["Items"]
         return items
 
     def queue_depth(self, queue: str) -> int:
@@ -121,7 +133,9 @@ class LocalSystem:
             QueueUrl=self.resources.queue_url(queue),
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
 
 
 def bootstrap_points_balance(user_id: int) -> int:

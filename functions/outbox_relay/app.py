@@ -24,6 +24,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
     # The alarm watches this: each message here has used up its attempts and needs an operator.
     metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=len(report.gave_up))
+    metrics.add_metric(
+        name="OldestDueMessageAgeSeconds", unit=MetricUnit.Seconds, value=report.oldest_due_age_seconds
+    )
     for message_id in report.gave_up:
         logger.error("outbox message FAILED after its last attempt", extra={"messageId": message_id})
     logger.info(

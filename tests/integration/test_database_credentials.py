@@ -50,7 +50,9 @@ def test_engine_takes_credentials_from_the_secret_and_follows_a_rotation(
     # When the password is rotated in the database and in the secret, and the pooled connection is gone
     with db.begin() as conn:
         conn.execute(text(f"ALTER USER '{USER}'@'%' IDENTIFIED BY 'second-password'"))
-    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": USER, "password": "second-password"}))
+    secrets.put_secret_value(
+        SecretId=arn, SecretString=json.dumps({"username": USER, "password": "second-password"})
+    )
     engine.dispose()
 
     # Then the next connection is refused with the cached password, refreshes the secret, and succeeds

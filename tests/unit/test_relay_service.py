@@ -331,7 +331,7 @@ def test_the_relay_loops_over_batches_while_rows_are_due(
     assert (report.batches, report.claimed, report.published) == (3, 5, 5)
     assert all(m.status is OutboxStatus.SENT for m in db.messages())
     # And the short last batch told it nothing more was due: no extra, empty claim was made
-    assert db.opened == 1 + 3 * 2  # the seeding, then claim + deliver per batch
+    assert db.opened == 1 + 3 * 2 + 1  # the seeding, claim + deliver per batch, the backlog age read
 
 
 def test_the_relay_stops_when_a_full_batch_is_followed_by_no_rows(
@@ -342,7 +342,7 @@ def test_the_relay_stops_when_a_full_batch_is_followed_by_no_rows(
     db.opened = 0
     report = _relay(db, publisher, clock, batch_size=2).relay_due_messages()
     assert report.batches == 2 and report.published == 4
-    assert db.opened == 2 * 2 + 1  # claim + deliver per batch, then one empty claim
+    assert db.opened == 2 * 2 + 1 + 1  # claim + deliver per batch, one empty claim, the backlog age
 
 
 def test_the_relay_starts_no_batch_without_enough_time(
@@ -442,6 +442,23 @@ def test_the_immediate_publisher_records_a_failure_for_the_relay(
     assert db.message("p1").status is OutboxStatus.SENT
     assert db.message("p2").status is OutboxStatus.PENDING
     assert db.message("p2").retry_count == 1
+
+
+def test_a_run_reports_how_long_the_oldest_due_row_has_waited(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given a row that cannot be published and has been due for a while, and one due later
+    _seed(db, "stuck", due_at=START)
+    _seed(db, "later", due_at=START + timedelta(hours=1))
+    publisher.fail_always("stuck")
+    clock.advance(seconds=90)
+    # When the relay runs (the failure pushes the stuck row's due time forward)
+    report = _relay(db, publisher, clock).relay_due_messages()
+    # Then nothing is due any more at the end of the run
+    assert report.oldest_due_age_seconds == 0.0
+    # And once its retry time has passed by 30 s, the backlog age says so
+    clock.set(db.message("stuck").next_retry_at + timedelta(seconds=30))
+    assert _relay(db, publisher, clock).oldest_due_age_seconds() == 30.0
 
 
 def test_the_immediate_publisher_never_gives_up_so_every_give_up_reaches_the_alarm(

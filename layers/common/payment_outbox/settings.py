@@ -25,6 +25,8 @@ class DatabaseSettings(_Settings):
     db_port: int = 3306
     db_name: str | None = None
     db_secret_arn: str | None = None
+    #: Verify the server's certificate (RDS Proxy and Aurora present publicly trusted ones).
+    db_tls: bool = False
 
     def required_secret_arn(self) -> str:
         if not self.db_secret_arn:

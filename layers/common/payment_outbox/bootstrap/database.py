@@ -33,7 +33,7 @@ def engine() -> Engine:
         database=settings.db_name,
         query={"charset": "utf8mb4"},
     )
-    return make_engine(url.render_as_string(), current_credentials)
+    return make_engine(url.render_as_string(), current_credentials, tls=settings.db_tls)
 
 
 @once

@@ -27,6 +27,8 @@ class RelayReport:
     retried: int = 0
     gave_up: list[str] = field(default_factory=list)
     batches: int = 0
+    #: How long the longest-waiting due row has waited when the run ends (0 when none is due).
+    oldest_due_age_seconds: float = 0.0
 
     def merge(self, other: RelayReport) -> None:
         self.claimed += other.claimed
@@ -71,7 +73,15 @@ class OutboxRelay:
             slowest_ms = max(slowest_ms, (time.monotonic() - started) * 1000)
             if len(claimed) < self._batch_size:
                 break
+        report.oldest_due_age_seconds = self.oldest_due_age_seconds()
         return report
+
+    def oldest_due_age_seconds(self) -> float:
+        """The backlog's age: what an alarm watches to see the relay falling behind or stopped."""
+        now = self._clock.now()
+        with self._uow() as tx:
+            oldest = tx.outbox.oldest_due_at(now)
+        return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
 
     def claim_due(self) -> list[OutboxMessage]:
         """Short transaction, no network call inside: lock due rows, lease them, commit."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,12 @@ ER_ACCESS_DENIED = 1045
 CredentialsProvider = Callable[[bool], tuple[str, str]]
 
 
-def make_engine(url: str, credentials: CredentialsProvider | None = None) -> Engine:
+def make_engine(url: str, credentials: CredentialsProvider | None = None, *, tls: bool = False) -> Engine:
     """An engine for ``url``. With ``credentials``, every new connection asks for the current
     username and password, and one refused with "access denied" is retried once with a refreshed
-    secret — so a rotated database password is picked up without a cold start."""
+    secret — so a rotated database password is picked up without a cold start. With ``tls`` the
+    connection is encrypted and the server's certificate and host name are verified against the
+    system's trusted authorities."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url)
@@ -36,11 +39,18 @@ def make_engine(url: str, credentials: CredentialsProvider | None = None) -> Eng
         pool_pre_ping=True,
         pool_recycle=300,
         isolation_level="READ COMMITTED",
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, **_tls_arguments(tls)},
     )
     if credentials is not None:
         event.listen(engine, "do_connect", _connect_with(credentials))
     return engine
+
+
+def _tls_arguments(tls: bool) -> dict[str, Any]:
+    if not tls:
+        return {}
+    paths = ssl.get_default_verify_paths()
+    return {"ssl": {"ca": paths.cafile or paths.openssl_cafile, "check_hostname": True}}
 
 
 def _connect_with(credentials: CredentialsProvider) -> Callable[..., Any]:

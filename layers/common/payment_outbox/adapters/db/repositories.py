@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import Row, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -107,7 +108,9 @@ class SqlOutboxRepository:
         transaction commits; a relay that dies simply lets the lease run out. With ``ordered_by_key``
         a row waits while an older row of its business key is still pending (FIFO topics).
         """
-        query = select(MessageRecordRow).where(
+        # Plain columns, not ORM entities: the relay only reads them, and skipping the identity map
+        # takes a good share of the claim's own time (see docs/benchmarks.md).
+        query = select(*MessageRecordRow.__table__.columns).where(
             MessageRecordRow.status == int(OutboxStatus.PENDING),
             MessageRecordRow.next_retry_at <= now,
         )
@@ -120,7 +123,7 @@ class SqlOutboxRepository:
                     earlier.id < MessageRecordRow.id,
                 )
             )
-        rows = self._session.scalars(
+        rows = self._session.execute(
             query.order_by(MessageRecordRow.next_retry_at, MessageRecordRow.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -169,6 +172,16 @@ class SqlOutboxRepository:
             update_time=now,
         )
 
+    def oldest_due_at(self, now: datetime) -> datetime | None:
+        """Due time of the longest-waiting pending row (an index lookup on (status, next_retry_at))."""
+        oldest: datetime | None = self._session.scalar(
+            select(func.min(MessageRecordRow.next_retry_at)).where(
+                MessageRecordRow.status == int(OutboxStatus.PENDING),
+                MessageRecordRow.next_retry_at <= now,
+            )
+        )
+        return oldest
+
     def get(self, message_id: str) -> OutboxMessage | None:
         row = self._session.scalars(
             select(MessageRecordRow).where(MessageRecordRow.message_id == message_id)
@@ -213,7 +226,7 @@ def _order(row: OrderRow) -> Order:
     )
 
 
-def _message(row: MessageRecordRow) -> OutboxMessage:
+def _message(row: MessageRecordRow | Row[Any]) -> OutboxMessage:
     return OutboxMessage(
         id=row.id,
         message_id=row.message_id,
