@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -149,3 +153,28 @@ def floor_points(amount: str) -> int:
 
 
 __all__ = ["bootstrap"]
+
+
+@contextmanager
+def cfn_response_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A loopback stand-in for CloudFormation's pre-signed response URL: (url, answers received)."""
+    received: list[dict[str, Any]] = []
+
+    class Answers(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cfn-response", received
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,9 +10,7 @@ variable is read by the code (and each one the code needs is set).
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from payment_outbox.domain.signature import sign
 from payment_outbox.local.harness import LocalFunctions, current_function
 from payment_outbox.local.provision import provision
 from payment_outbox.local.template import FunctionSpec, load_template
-from tests.support import ROOT
+from tests.support import ROOT, cfn_response_server
 from tests.template_truth import (
     POWERTOOLS_VARIABLES,
     CallRecorder,
@@ -59,26 +57,10 @@ class TruthRun:
     engine: Engine
 
 
-class _CfnResponses(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []  # noqa: RUF012 - shared by the test server's handler instances
-
-    def do_PUT(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def cfn_response_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CfnResponses)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/cfn-response"
-    server.shutdown()
+def cfn_responses() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    with cfn_response_server() as server:
+        yield server
 
 
 def _events_for(spec: FunctionSpec) -> list[Path]:
@@ -87,7 +69,7 @@ def _events_for(spec: FunctionSpec) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def truth_run(mariadb_url: str, cfn_response_url: str) -> Iterator[TruthRun]:
+def truth_run(mariadb_url: str, cfn_responses: tuple[str, list[dict[str, Any]]]) -> Iterator[TruthRun]:
     """One run for the whole module: it is slow, and every check reads the same records."""
     from moto import mock_aws
 
@@ -97,7 +79,7 @@ def truth_run(mariadb_url: str, cfn_response_url: str) -> Iterator[TruthRun]:
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
     bootstrap.reset()
     with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
-        yield _record_a_run(engine, monkeypatch, cfn_response_url)
+        yield _record_a_run(engine, monkeypatch, cfn_responses[0])
         bootstrap.reset()
     engine.dispose()
 
@@ -244,7 +226,9 @@ def test_every_handler_resolves_to_a_callable(truth_run: TruthRun) -> None:
         assert callable(truth_run.functions.handler(logical_id)), logical_id
 
 
-def test_every_function_succeeds_with_each_of_its_events(truth_run: TruthRun) -> None:
+def test_every_function_succeeds_with_each_of_its_events(
+    truth_run: TruthRun, cfn_responses: tuple[str, list[dict[str, Any]]]
+) -> None:
     # Then every function was invoked with at least one events/ file, and each invocation succeeded
     for logical_id, spec in truth_run.functions.specs.items():
         assert _events_for(spec), f"{logical_id} has no event in events/"
@@ -253,7 +237,7 @@ def test_every_function_succeeds_with_each_of_its_events(truth_run: TruthRun) ->
         failures = [(name, result) for name, result in outcomes if not _succeeded(result)]
         assert not failures, f"{logical_id}: {failures}"
     # And the deploy-time migration answered CloudFormation with success and the schema's revision
-    answers = [a for a in _CfnResponses.received if a["LogicalResourceId"] == "SchemaMigration"]
+    answers = [a for a in cfn_responses[1] if a["LogicalResourceId"] == "SchemaMigration"]
     assert answers and answers[-1]["Status"] == "SUCCESS", answers
     assert (
         answers[-1]["Data"]["Revision"]

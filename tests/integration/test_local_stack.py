@@ -29,6 +29,7 @@ from payment_outbox import cli
 from payment_outbox.domain.signature import sign
 from payment_outbox.local.stack import LOCAL_WEBHOOK_SECRET
 from payment_outbox.local.template import api_routes, find_function, functions, load_template
+from tests.support import cfn_response_server
 
 pytestmark = pytest.mark.integration
 
@@ -363,6 +364,14 @@ def _resigned(event_file: Path, scratch: Path) -> Path:
     return copy
 
 
+def _answered_locally(event_file: Path, scratch: Path, answer_url: str) -> Path:
+    event = json.loads(event_file.read_text())
+    event["ResponseURL"] = answer_url
+    copy = scratch / event_file.name
+    copy.write_text(json.dumps(event))
+    return copy
+
+
 def test_every_function_of_the_template_has_an_event_to_invoke() -> None:
     # Given the template's functions, Then each named in this test has its events/ file
     invoked = {logical_id for logical_id, _ in INVOCATIONS}
@@ -378,12 +387,17 @@ def test_every_function_of_the_template_has_an_event_to_invoke() -> None:
 def test_invoke_runs_the_function_with_its_event(
     logical_id: str, event_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given the function's event (the callback re-signed now)
+    # Given the function's event (the callback re-signed now; CloudFormation's answer URL on loopback)
     if event_file.name == "payment_api_notify.json":
         event_file = _resigned(event_file, tmp_path)
 
     # When it is invoked like `sam local invoke`, on a fresh database and emulator
-    code = cli.main(["--root", str(ROOT), "invoke", logical_id, "--event", str(event_file)])
+    with cfn_response_server() as (answer_url, answers):
+        if "ResponseURL" in json.loads(event_file.read_text()):
+            event_file = _answered_locally(event_file, tmp_path, answer_url)
+        code = cli.main(["--root", str(ROOT), "invoke", logical_id, "--event", str(event_file)])
+    if answers:
+        assert [a["Status"] for a in answers] == ["SUCCESS"], answers
 
     # Then the handler's response is printed, well formed for its event source
     captured = capsys.readouterr()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape  # nosec B406 - escapes output; nothing is parsed
 
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 FAULT_MODES = ("outage", "reject")
@@ -215,7 +215,8 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() first"
+        if self._server is None:
+            raise RuntimeError("start() first")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 

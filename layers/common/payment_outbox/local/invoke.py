@@ -54,8 +54,8 @@ def invoke(
             os.environ.pop(name, None)
         os.environ.update(
             {
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_ACCESS_KEY_ID": "local",  # emulator credentials  # nosec B105
+                "AWS_SECRET_ACCESS_KEY": "local",  # nosec B105
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "POWERTOOLS_TRACE_DISABLED": "true",

@@ -53,7 +53,7 @@ class StackClient:
             headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - checked scheme
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - checked scheme  # nosec B310
                 return int(response.status), json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return int(error.code), json.loads(error.read() or b"null")

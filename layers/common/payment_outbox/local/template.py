@@ -210,11 +210,18 @@ def alarms(template: dict[str, Any]) -> list[AlarmSpec]:
                 },
                 statistic=str(props.get("Statistic", "Sum")),
                 period_seconds=int(props.get("Period", 60)),
-                threshold=float(props.get("Threshold", 0)),
+                threshold=float(_parameter_default(template, props.get("Threshold", 0))),
                 comparison=str(props.get("ComparisonOperator", "GreaterThanOrEqualToThreshold")),
             )
         )
     return found
+
+
+def _parameter_default(template: dict[str, Any], value: Any) -> Any:
+    """A literal as it is; ``!Ref Parameter`` as that parameter's default (what a local run uses)."""
+    if isinstance(value, dict) and "Ref" in value:
+        return template.get("Parameters", {}).get(value["Ref"], {}).get("Default", 0)
+    return value
 
 
 def find_function(template: dict[str, Any], name: str) -> FunctionSpec:
