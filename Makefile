@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint migrate build validate clean
+.PHONY: install demo test lint migrate build validate clean sam-cli
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ local: install
 	$(BIN)/payment-outbox local $(ARGS)
 
 ## The tests: unit, integration (MariaDB/MySQL at TEST_DATABASE_URL, default root@127.0.0.1:3306) and e2e.
-test: install
+test: install sam-cli
 	$(BIN)/pytest
 
 ## Benchmarks against MariaDB (BENCH_SERVER_URL, default root@127.0.0.1:3306) and moto on loopback:
@@ -46,12 +46,24 @@ lint: install
 migrate: install
 	$(BIN)/python -m payment_outbox.migrations
 
-## Needs the AWS SAM CLI (pip install aws-sam-cli); no container is used.
-build:
-	sam build
+## The AWS SAM CLI lives in its own venv: its pins must not move the application's dependencies.
+SAM_VENV := .venv-sam
+SAM      := $(SAM_VENV)/bin/sam
+export SAM_CLI_TELEMETRY := 0
 
-validate:
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} sam validate --lint
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+
+sam-cli: $(SAM)
+
+## sam build without a container: it needs python3.13 on PATH (with pyenv: PYENV_VERSION=3.13.0).
+build: $(SAM)
+	$(SAM) build
+
+validate: $(SAM)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
