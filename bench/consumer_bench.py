@@ -1,0 +1,171 @@
+"""Consumer cost: DynamoDB calls per first delivery and per duplicate (counted by botocore hooks on
+the consumers' own client), and records per second through a batch of 10."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from bench.env import BenchWorld
+from bench.relay_bench import publish_batch_limit
+from bench.stats import Section, Target, median, table
+from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
+
+CONSUMERS = {
+    "points": ("PointsQueue", "PointsConsumerFunction", TOPIC_POINTS),
+    "sms": ("SmsQueue", "SmsConsumerFunction", TOPIC_SMS),
+}
+BATCH = 10
+
+
+class CallCounter:
+    """Counts DynamoDB API calls by operation, via ``before-call.dynamodb`` on one client."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: Counter[str] = Counter()
+        self._client = client
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        self.calls[event_name.rsplit(".", 1)[-1]] += 1
+
+    def __enter__(self) -> CallCounter:
+        self._client.meta.events.register("before-call.dynamodb", self._count)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._client.meta.events.unregister("before-call.dynamodb", self._count)
+
+    def take(self) -> Counter[str]:
+        taken = Counter(self.calls)
+        self.calls.clear()
+        return taken
+
+
+def _receive_batch(sqs: Any, queue_url: str, size: int) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = []
+    for _ in range(20):
+        if len(received) >= size:
+            break
+        received += sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=size - len(received),
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+        ).get("Messages", [])
+    return received
+
+
+def consumer_cost(
+    world: BenchWorld, *, batches: int, rounds: int, progress: Callable[[str], None]
+) -> Section:
+    import boto3
+
+    from bench.data import due_messages
+    from payment_outbox.adapters import aws
+    from payment_outbox.local.harness import sqs_event
+
+    sqs: Any = boto3.client("sqs")
+    figures: dict[str, Any] = {}
+    rows = []
+    targets = []
+    counter = CallCounter(aws.client("dynamodb"))
+    first_order = 1
+    for name, (queue, function, topic) in CONSUMERS.items():
+        queue_url = world.queue_url(queue)
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        world.functions.handler(function)  # load the module before anything is timed
+        first_calls: Counter[str] = Counter()
+        duplicate_calls: Counter[str] = Counter()
+        first_records = duplicate_records = 0
+        rates: list[float] = []
+        duplicate_rates: list[float] = []
+        with counter:
+            for round_no in range(rounds + 1):  # round 0 warms the handler, clients and tables up
+                sqs.purge_queue(QueueUrl=queue_url)
+                generated = due_messages(2 * BATCH * batches, first_order=first_order)
+                messages = [m for m in generated if m.topic == topic]
+                first_order += BATCH * batches
+                publish_batch_limit(messages, world.topic_arn)
+                elapsed = duplicate_elapsed = 0.0
+                handled = 0
+                for _ in range(batches):
+                    received = _receive_batch(sqs, queue_url, BATCH)
+                    event = sqs_event(received, queue_arn)
+                    counter.take()
+                    started = time.perf_counter()
+                    response = world.functions.invoke(function, event)
+                    elapsed += time.perf_counter() - started
+                    first = counter.take()
+                    started = time.perf_counter()
+                    again = world.functions.invoke(function, event)  # the same records delivered again
+                    duplicate_elapsed += time.perf_counter() - started
+                    duplicate = counter.take()
+                    if response["batchItemFailures"] or again["batchItemFailures"]:
+                        raise RuntimeError(f"{function} failed records: {response} / {again}")
+                    for start in range(0, len(received), 10):
+                        sqs.delete_message_batch(
+                            QueueUrl=queue_url,
+                            Entries=[
+                                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                for i, m in enumerate(received[start : start + 10])
+                            ],
+                        )
+                    handled += len(received)
+                    if round_no:
+                        first_calls += first
+                        duplicate_calls += duplicate
+                        first_records += len(received)
+                        duplicate_records += len(received)
+                if round_no:
+                    rates.append(handled / elapsed)
+                    duplicate_rates.append(handled / duplicate_elapsed)
+                    progress(f"{name} consumer round {round_no}/{rounds}: {rates[-1]:.0f} records/s")
+        per_first = sum(first_calls.values()) / first_records
+        per_duplicate = sum(duplicate_calls.values()) / duplicate_records
+        figures[name] = {
+            "records": first_records,
+            "dynamodb_calls_per_first_delivery": per_first,
+            "dynamodb_calls_per_duplicate": per_duplicate,
+            "first_delivery_calls_by_operation": {
+                k: v / first_records for k, v in sorted(first_calls.items())
+            },
+            "duplicate_calls_by_operation": {
+                k: v / duplicate_records for k, v in sorted(duplicate_calls.items())
+            },
+            "records_per_second_median": median(rates),
+            "duplicate_records_per_second_median": median(duplicate_rates),
+            "records_per_second_rounds": rates,
+        }
+        rows.append([
+            name,
+            per_first,
+            ", ".join(f"{k} {v / first_records:g}" for k, v in sorted(first_calls.items())),
+            per_duplicate,
+            ", ".join(f"{k} {v / duplicate_records:g}" for k, v in sorted(duplicate_calls.items())),
+            median(rates),
+            median(duplicate_rates),
+        ])
+        targets += [
+            Target(f"{name} consumer: DynamoDB calls per first delivery", per_first, "<=", 3),
+            Target(f"{name} consumer: DynamoDB calls per duplicate", per_duplicate, "<=", 1),
+        ]
+    section = Section("consumer_cost", "6. Consumer cost")
+    section.figures = figures
+    section.markdown = [
+        f"Each consumer handler invoked in-process with SQS batch events of {BATCH} records really received "
+        f"from its queue (published by SNS from real envelopes), then the same event again (a duplicate "
+        f"delivery). DynamoDB calls are counted with a `before-call.dynamodb` hook on the consumers' "
+        f"own client, not timed. {batches} batches per round, {rounds} rounds after a warm-up round.",
+        "",
+        *table(
+            ["Consumer", "calls / first delivery", "by operation", "calls / duplicate", "by operation",
+             "records/s (first)", "records/s (duplicate)"],
+            rows,
+        ),
+    ]
+    section.targets = targets
+    return section

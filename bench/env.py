@@ -1,0 +1,162 @@
+"""The benchmark's world: its own MariaDB database, moto on a loopback port, the template provisioned
+in it, and every Lambda function loadable in-process with its own environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/?charset=utf8mb4"
+DATABASE_NAME = "payment_outbox_bench"
+WEBHOOK_SECRET = "bench-webhook-secret"  # noqa: S105 - signs the benchmark's own callbacks
+QUEUES = ("PointsQueue", "SmsQueue")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
+        # The relay and the handlers log at INFO per message batch; keep the terminal readable.
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto in a child process on a free loopback port; yields its endpoint URL."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "bench.moto_server", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        # Real SQS allows one purge a minute; the benchmark empties its queues between rounds.
+        env={**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"},
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("moto server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class BenchWorld:
+    endpoint: str
+    database_url: str
+    environments: dict[str, dict[str, str]]
+    refs: dict[str, str]
+    functions: Any  # payment_outbox.local.harness.LocalFunctions
+
+    @property
+    def topic_arn(self) -> str:
+        return self.refs["OrderEventsTopic"]
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.refs[logical_id]
+
+    def drain_queues(self) -> None:
+        """moto's SQS slows as a queue grows: empty both queues between rounds."""
+        import boto3
+
+        sqs: Any = boto3.client("sqs")
+        for queue in QUEUES:
+            sqs.purge_queue(QueueUrl=self.queue_url(queue))
+
+    def queue_depth(self, logical_id: str) -> int:
+        import boto3
+
+        sqs: Any = boto3.client("sqs")
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=self.queue_url(logical_id),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+
+@contextmanager
+def database(server_url: str) -> Iterator[str]:
+    """Create ``payment_outbox_bench`` (migrated to head), yield its URL, drop it afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from payment_outbox.migrations.runner import upgrade
+
+    server = make_url(server_url)
+    url = server.set(database=DATABASE_NAME).render_as_string(hide_password=False)
+    admin = create_engine(server.set(database=""))
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{DATABASE_NAME}`"))
+        conn.execute(text(f"CREATE DATABASE `{DATABASE_NAME}` CHARACTER SET utf8mb4"))
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{DATABASE_NAME}`"))
+        admin.dispose()
+
+
+@contextmanager
+def world(server_url: str) -> Iterator[BenchWorld]:
+    with moto_server() as endpoint, database(server_url) as url:
+        os.environ.update(aws_environment(endpoint))
+        from payment_outbox import bootstrap
+        from payment_outbox.local.harness import LocalFunctions
+        from payment_outbox.local.provision import provision
+        from payment_outbox.local.template import load_template
+
+        template = load_template(ROOT / "template.yaml")
+        resources = provision(template)
+        overrides = {"DATABASE_URL": url, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        environments = resources.environments(template, overrides)
+        # The benchmark also builds use cases directly: give this process every function's settings.
+        for environment in environments.values():
+            os.environ.update(environment)
+        bootstrap.reset()
+        functions = LocalFunctions(ROOT, template, environments)
+        try:
+            yield BenchWorld(endpoint, url, environments, dict(resources.refs), functions)
+        finally:
+            bootstrap.reset()
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False

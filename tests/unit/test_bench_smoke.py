@@ -1,0 +1,128 @@
+"""The benchmark's bookkeeping: medians, percentiles, ratios, targets, the report files and the
+MemorySize rule. No timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.cold_start import memory_for_cpu, memory_size_for
+from bench.stats import Report, Section, Target, fmt, median, median_ratio, percentile, ratio, table
+
+pytestmark = pytest.mark.unit
+
+
+def test_median_of_odd_and_even_counts() -> None:
+    # Given rounds in no particular order / Then the median is the middle one, or the mean of the two
+    assert median([5.0, 1.0, 3.0]) == 3.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_median_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        median([])
+
+
+def test_percentile_is_nearest_rank_and_an_observed_value() -> None:
+    # Given 1..100 / Then p50 and p99 are observed values, p100 is the maximum and p0 the minimum
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile(values, 0) == 1.0
+    # And with few samples p99 is the largest one, never an interpolation
+    assert percentile([1.0, 2.0, 10.0], 99) == 10.0
+
+
+def test_percentile_outside_0_to_100_is_refused() -> None:
+    with pytest.raises(ValueError, match="within"):
+        percentile([1.0], 101)
+
+
+def test_ratio_handles_a_zero_denominator() -> None:
+    assert ratio(6.0, 3.0) == 2.0
+    assert ratio(1.0, 0.0) == math.inf
+    assert math.isnan(ratio(0.0, 0.0))
+
+
+def test_median_ratio_pairs_each_round_with_its_own_baseline() -> None:
+    # Given per-round figures where the baseline drifts but the ratio stays 2x in most rounds
+    system = [20.0, 40.0, 90.0]
+    baseline = [10.0, 20.0, 30.0]
+    # Then the median of per-round ratios is 2.0 (the ratio of medians would say 2.0 only by chance)
+    assert median_ratio(system, baseline) == 2.0
+    with pytest.raises(ValueError, match="one denominator"):
+        median_ratio([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("value", "op", "bound", "met"),
+    [(5.0, ">=", 5.0, True), (4.99, ">=", 5.0, False), (1.5, "<=", 1.5, True), (1.6, "<=", 1.5, False)],
+)
+def test_a_target_is_met_on_the_right_side_of_its_bound(
+    value: float, op: str, bound: float, met: bool
+) -> None:
+    assert Target("t", value, op, bound).met is met
+
+
+def test_a_target_with_an_unknown_comparison_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown comparison"):
+        _ = Target("t", 1.0, "==", 1.0).met
+
+
+def test_fmt_keeps_three_significant_figures() -> None:
+    assert fmt(1234.5) == "1,234"  # whole numbers from 100 up, with separators
+    assert fmt(12.345) == "12.3"
+    assert fmt(0.012345) == "0.0123"
+    assert fmt(0) == "0"
+    assert fmt(math.inf) == "inf"
+    assert fmt(True) == "True"
+
+
+def test_table_formats_numbers_and_leaves_text_alone() -> None:
+    assert table(["a", "b"], [["x", 2.3456]]) == ["| a | b |", "|---|---|", "| x | 2.35 |"]
+
+
+def test_the_report_writes_markdown_and_json_with_the_same_figures(tmp_path: Path) -> None:
+    # Given a report with one section, one met and one missed target
+    section = Section("relay", "1. Relay", figures={"ratio": 5.5}, markdown=["body text"])
+    section.targets = [Target("vs naive", 5.5, ">=", 5.0), Target("vs limit", 0.5, ">=", 0.7)]
+    report = Report(
+        machine={"cpus": 2}, settings={"rounds": 5}, method=["medians of rounds"], sections=[section]
+    )
+    # When it is written
+    report.write(tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "benchmarks.json")
+    # Then the JSON holds the figures and each target's verdict
+    data = json.loads((tmp_path / "docs" / "benchmarks.json").read_text())
+    assert data["sections"]["relay"]["figures"] == {"ratio": 5.5}
+    assert [t["met"] for t in data["sections"]["relay"]["targets"]] == [True, False]
+    assert data["machine"] == {"cpus": 2} and data["settings"] == {"rounds": 5}
+    # And the Markdown shows the targets table, the machine, the method and the section body
+    markdown = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "| vs naive | 5.50 | >= 5.00 | yes |" in markdown
+    assert "| vs limit | 0.500 | >= 0.700 | **no** |" in markdown
+    assert "- cpus: 2" in markdown and "- medians of rounds" in markdown
+    assert "## 1. Relay" in markdown and "body text" in markdown
+
+
+@pytest.mark.parametrize(("peak", "size"), [(60.0, 256), (127.0, 256), (130.0, 384), (200.0, 512)])
+def test_memory_size_is_twice_the_peak_in_128_mb_steps_and_at_least_256(peak: float, size: int) -> None:
+    assert memory_size_for(peak) == size
+
+
+def test_memory_size_needs_a_measured_peak() -> None:
+    with pytest.raises(ValueError, match="measured peak"):
+        memory_size_for(float("nan"))
+
+
+def test_memory_for_cpu_scales_one_core_of_cpu_to_lambdas_share() -> None:
+    # Given 600 ms of one core's CPU and a 1,500 ms budget: 600 x 1769 / 1500 = 707.6 MB -> 768 MB
+    assert memory_for_cpu(600.0, 1500.0) == 768
+    # And the result stays within Lambda's 128..10,240 MB
+    assert memory_for_cpu(1.0, 1000.0) == 128
+    assert memory_for_cpu(100_000.0, 1.0) == 10_240
+    with pytest.raises(ValueError, match="positive"):
+        memory_for_cpu(0.0, 1.0)
