@@ -21,7 +21,7 @@ from payment_outbox.domain.orders import (
     new_order,
 )
 from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
-from payment_outbox.errors import OrderNotFound, TransactionAlreadyUsed
+from payment_outbox.errors import OrderNotFound
 from payment_outbox.ports import Clock, UnitOfWorkFactory
 
 logger = logging.getLogger(__name__)
@@ -100,10 +100,8 @@ class PaymentService:
                 raise OrderNotFound(f"order {notice.order_no} not found")
             if decide_payment(order, notice) is PaymentDecision.ALREADY_APPLIED:
                 return order
-            if tx.orders.find_by_transaction(notice.transaction_id) is not None:
-                raise TransactionAlreadyUsed(
-                    f"transaction {notice.transaction_id} already paid another order"
-                )
+            # A transaction id already used by another order is refused by the unique key on
+            # payment_txn_id: save_payment raises TransactionAlreadyUsed (one round trip fewer).
             paid = mark_paid(
                 order,
                 PaymentNotice(

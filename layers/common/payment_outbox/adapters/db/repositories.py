@@ -48,12 +48,6 @@ class SqlOrderRepository:
         ).one_or_none()
         return _order(row) if row else None
 
-    def find_by_transaction(self, transaction_id: str) -> Order | None:
-        row = self._session.scalars(
-            select(OrderRow).where(OrderRow.payment_txn_id == transaction_id)
-        ).one_or_none()
-        return _order(row) if row else None
-
     def save_payment(self, order: Order) -> None:
         try:
             self._session.execute(
