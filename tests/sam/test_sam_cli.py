@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import ROOT
 
-pytestmark = pytest.mark.build
+pytestmark = pytest.mark.sam
 
 SAM = Path(os.environ.get("SAM_CLI", ROOT / ".venv-sam" / "bin" / "sam"))
 
