@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, text
 
+from payment_outbox.adapters.db.repositories import message_record_values
 from payment_outbox.adapters.db.schema import MessageRecordRow
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.orders import Order, OrderStatus
@@ -53,21 +54,7 @@ def reset_outbox(engine: Engine) -> None:
 
 
 def insert_messages(engine: Engine, messages: list[OutboxMessage]) -> None:
-    rows = [
-        {
-            "message_id": m.message_id,
-            "topic": m.topic,
-            "content": m.content,
-            "status": int(m.status),
-            "retry_count": m.retry_count,
-            "create_time": m.create_time,
-            "update_time": m.update_time,
-            "business_key": m.business_key,
-            "business_type": m.business_type,
-            "next_retry_at": m.next_retry_at,
-        }
-        for m in messages
-    ]
+    rows = [message_record_values(m) for m in messages]
     with engine.begin() as conn:
         for start in range(0, len(rows), _INSERT_CHUNK):
             conn.execute(insert(MessageRecordRow), rows[start : start + _INSERT_CHUNK])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -22,7 +22,7 @@ from payment_outbox.admin_http import (
 )
 from payment_outbox.bootstrap.admin import outbox_operations
 from payment_outbox.errors import OrderNotFound, PaymentOutboxError
-from payment_outbox.http import error_view, parse_body, status_for
+from payment_outbox.http import error_response, json_response, parse_body, status_for
 from payment_outbox.services.operations import RequeueRequest
 
 logger = Logger()
@@ -36,7 +36,7 @@ app = APIGatewayRestResolver()
 def list_messages() -> Response[dict[str, Any]]:
     query = parse_query(app.current_event.query_string_parameters)
     page = outbox_operations().list_messages(query.to_filter(), after_id=query.after_id(), limit=query.limit)
-    return _json(200, page_view(page, query.limit))
+    return json_response(200, page_view(page, query.limit))
 
 
 @app.post("/admin/messages/requeue")
@@ -52,7 +52,7 @@ def requeue_messages() -> Response[dict[str, Any]]:
             include_sent=body.include_sent,
         )
     )
-    return _json(200, requeue_view(result))
+    return json_response(200, requeue_view(result))
 
 
 @app.post("/admin/messages/<message_id>/requeue")
@@ -62,13 +62,13 @@ def requeue_message(message_id: str) -> Response[dict[str, Any]]:
     result = outbox_operations().requeue_message(
         message_id, reason=body.reason, actor=_actor(), dry_run=body.dry_run, include_sent=body.include_sent
     )
-    return _json(200, requeue_view(result))
+    return json_response(200, requeue_view(result))
 
 
 @app.get("/admin/stats")
 @tracer.capture_method
 def stats() -> Response[dict[str, Any]]:
-    return _json(200, stats_view(outbox_operations().stats()))
+    return json_response(200, stats_view(outbox_operations().stats()))
 
 
 @app.get("/admin/orders/<order_id>/trace")
@@ -76,29 +76,26 @@ def stats() -> Response[dict[str, Any]]:
 def trace_order(order_id: str) -> Response[dict[str, Any]]:
     if not order_id.isdigit():
         raise OrderNotFound("order not found")
-    return _json(200, trace_view(outbox_operations().trace(int(order_id))))
+    return json_response(200, trace_view(outbox_operations().trace(int(order_id))))
 
 
 @app.get("/admin/idempotency/stuck")
 @tracer.capture_method
 def stuck_idempotency_records() -> Response[dict[str, Any]]:
-    return _json(200, stuck_view(outbox_operations().stuck_idempotency_records()))
+    return json_response(200, stuck_view(outbox_operations().stuck_idempotency_records()))
 
 
 @app.exception_handler(PaymentOutboxError)  # type: ignore[untyped-decorator]
 def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, Any]]:
     status = status_for(error)
     logger.info("admin request refused", extra={"status": status, "code": error.code})
-    return _json(status, error_view(error))
+    return error_response(error)
 
 
 def _actor() -> str:
     """The IAM caller API Gateway authorised; "local" when there is none (local runs)."""
     return app.current_event.request_context.identity.user_arn or "local"
 
-
-def _json(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

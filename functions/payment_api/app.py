@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.bootstrap.payments import payments, verify_payment_signature
 from payment_outbox.domain.orders import PaymentNotice
-from payment_outbox.errors import PaymentOutboxError
+from payment_outbox.errors import OrderNotFound, PaymentOutboxError
 from payment_outbox.http import (
     CreateOrderRequest,
     PaymentNotifyRequest,
-    error_view,
+    error_response,
+    json_response,
     order_view,
     parse_body,
     status_for,
@@ -35,15 +36,15 @@ def create_order() -> Response[dict[str, Any]]:
     order = payments().create_order(
         NewOrder(request.user_id, request.phone, request.amount, request.currency)
     )
-    return _json(201, order_view(order))
+    return json_response(201, order_view(order))
 
 
 @app.get("/orders/<order_id>")
 @tracer.capture_method
 def get_order(order_id: str) -> Response[dict[str, Any]]:
     if not order_id.isdigit():
-        return _json(404, {"error": {"code": "order_not_found", "message": "order not found"}})
-    return _json(200, order_view(payments().get_order(int(order_id))))
+        raise OrderNotFound("order not found")
+    return json_response(200, order_view(payments().get_order(int(order_id))))
 
 
 @app.post("/payments/notify")
@@ -55,18 +56,15 @@ def payment_notify() -> Response[dict[str, Any]]:
     order = payments().pay_order(
         PaymentNotice(request.order_no, request.transaction_id, request.amount, request.paid_at)
     )
-    return _json(200, order_view(order))
+    return json_response(200, order_view(order))
 
 
 @app.exception_handler(PaymentOutboxError)  # type: ignore[untyped-decorator]
 def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, Any]]:
     status = status_for(error)
     logger.info("request refused", extra={"status": status, "code": error.code})
-    return _json(status, error_view(error))
+    return error_response(error)
 
-
-def _json(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

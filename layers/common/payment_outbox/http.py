@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from payment_outbox.domain.orders import MAX_AMOUNT, Order
@@ -125,6 +126,15 @@ def order_view(order: Order) -> dict[str, Any]:
         "createdAt": _iso(order.created_at),
         "updatedAt": _iso(order.updated_at),
     }
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def error_response(error: PaymentOutboxError) -> Response[dict[str, Any]]:
+    """The one place an application error becomes an HTTP answer: mapped status, error body model."""
+    return json_response(status_for(error), error_view(error))
 
 
 def error_view(error: PaymentOutboxError) -> dict[str, Any]:

@@ -74,24 +74,7 @@ class SqlOutboxRepository:
     def add_all(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
-        self._session.execute(
-            insert(MessageRecordRow),
-            [
-                {
-                    "message_id": m.message_id,
-                    "topic": m.topic,
-                    "content": m.content,
-                    "status": int(m.status),
-                    "retry_count": m.retry_count,
-                    "create_time": m.create_time,
-                    "update_time": m.update_time,
-                    "business_key": m.business_key,
-                    "business_type": m.business_type,
-                    "next_retry_at": m.next_retry_at,
-                }
-                for m in messages
-            ],
-        )
+        self._session.execute(insert(MessageRecordRow), [message_record_values(m) for m in messages])
 
     def claim_due(
         self, *, now: datetime, limit: int, lease_until: datetime, ordered_by_key: bool = False
@@ -202,6 +185,22 @@ class SqlOutboxRepository:
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def message_record_values(message: OutboxMessage) -> dict[str, Any]:
+    """The columns of a new ``message_record`` row (for single and bulk inserts alike)."""
+    return {
+        "message_id": message.message_id,
+        "topic": message.topic,
+        "content": message.content,
+        "status": int(message.status),
+        "retry_count": message.retry_count,
+        "create_time": message.create_time,
+        "update_time": message.update_time,
+        "business_key": message.business_key,
+        "business_type": message.business_type,
+        "next_retry_at": message.next_retry_at,
+    }
 
 
 def _order(row: OrderRow) -> Order:
