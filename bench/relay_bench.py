@@ -201,24 +201,14 @@ class _RecordingPublisher:
 
 def _relay_worker(ready: Any, start: Any, results: Any) -> None:
     """One relay process: build the real relay, wait for the start signal, drain until nothing is due."""
-    from datetime import timedelta
 
     from payment_outbox.adapters import aws
-    from payment_outbox.bootstrap import clock
     from payment_outbox.bootstrap.database import unit_of_work
-    from payment_outbox.bootstrap.outbox import outbox_settings
-    from payment_outbox.services.relay import OutboxRelay
+    from payment_outbox.bootstrap.outbox import outbox_settings, relay_publishing_to
 
     settings = outbox_settings()
     publisher = _RecordingPublisher(SnsPublisher(lambda: aws.client("sns"), settings.order_events_topic_arn))
-    relay = OutboxRelay(
-        unit_of_work,
-        publisher,
-        clock,
-        policy=settings.retry_policy(),
-        batch_size=settings.outbox_batch_size,
-        lease=timedelta(seconds=settings.outbox_lease_seconds),
-    )
+    relay = relay_publishing_to(settings, publisher)
     with unit_of_work() as tx:  # connect before the clock starts; claims nothing
         tx.outbox.get("warm-up")
     aws.client("sns")

@@ -143,7 +143,7 @@ class LocalSystem:
 
 
 def bootstrap_points_balance(user_id: int) -> int:
-    from payment_outbox.bootstrap.consumers import points_ledger
+    from payment_outbox.bootstrap.dynamodb import points_ledger
 
     return points_ledger().balance(user_id)
 

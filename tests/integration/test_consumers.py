@@ -17,7 +17,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from sqlalchemy import text
 
-from payment_outbox.bootstrap.consumers import points_ledger
+from payment_outbox.bootstrap.dynamodb import points_ledger
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.local.harness import ACCOUNT, REGION, sqs_event
 from payment_outbox.local.template import load_template

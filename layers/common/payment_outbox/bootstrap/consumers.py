@@ -6,28 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from payment_outbox.adapters import aws
-from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.adapters.idempotency import IdempotentEnvelopeHandler
-from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog, SnsSmsSender
+from payment_outbox.adapters.sms import SnsSmsSender
 from payment_outbox.bootstrap import clock, once
+from payment_outbox.bootstrap.dynamodb import dynamodb, points_ledger, sms_deliveries
 from payment_outbox.domain.envelope import Envelope
 from payment_outbox.services.points import credit_points
 from payment_outbox.services.sms import send_sms
-from payment_outbox.settings import IdempotencySettings, PointsSettings, SmsSettings
-
-
-def _dynamodb() -> Any:
-    return aws.client("dynamodb")
-
-
-@once
-def points_ledger() -> DynamoDbPointsLedger:
-    return DynamoDbPointsLedger(_dynamodb, PointsSettings().points_table_name)
-
-
-@once
-def sms_deliveries() -> DynamoDbSmsDeliveryLog:
-    return DynamoDbSmsDeliveryLog(_dynamodb, SmsSettings().sms_deliveries_table_name)
+from payment_outbox.settings import IdempotencySettings
 
 
 @once
@@ -48,6 +34,6 @@ def _idempotent(handle: Callable[[Envelope], dict[str, Any]], key_prefix: str) -
         handle,
         table_name=settings.idempotency_table_name,
         ttl_seconds=settings.idempotency_ttl_seconds,
-        dynamodb_client=_dynamodb(),
+        dynamodb_client=dynamodb(),
         key_prefix=key_prefix,
     )

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from payment_outbox.adapters import aws
 from payment_outbox.adapters.db.admin import SqlOperationsUnitOfWork
-from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.adapters.idempotency_records import DynamoDbIdempotencyRecords
 from payment_outbox.adapters.s3_archive import S3MessageArchive
-from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
 from payment_outbox.bootstrap import clock, once
 from payment_outbox.bootstrap.database import session_factory
+from payment_outbox.bootstrap.dynamodb import dynamodb, points_ledger, sms_deliveries
 from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
 from payment_outbox.services.retention import OutboxJanitor
 from payment_outbox.settings import (
     IdempotencySettings,
-    PointsSettings,
     ReconcileSettings,
     RetentionSettings,
-    SmsSettings,
 )
-
-
-def _dynamodb() -> Any:
-    return aws.client("dynamodb")
 
 
 def operations_unit_of_work() -> SqlOperationsUnitOfWork:
@@ -33,18 +25,8 @@ def operations_unit_of_work() -> SqlOperationsUnitOfWork:
 
 
 @once
-def points_reader() -> DynamoDbPointsLedger:
-    return DynamoDbPointsLedger(_dynamodb, PointsSettings().points_table_name)
-
-
-@once
-def sms_lookup() -> DynamoDbSmsDeliveryLog:
-    return DynamoDbSmsDeliveryLog(_dynamodb, SmsSettings().sms_deliveries_table_name)
-
-
-@once
 def idempotency_records() -> DynamoDbIdempotencyRecords:
-    return DynamoDbIdempotencyRecords(_dynamodb, IdempotencySettings().idempotency_table_name)
+    return DynamoDbIdempotencyRecords(dynamodb, IdempotencySettings().idempotency_table_name)
 
 
 @once
@@ -58,8 +40,8 @@ def reconciler() -> Reconciler:
     return Reconciler(
         operations_unit_of_work,
         clock,
-        points=points_reader(),
-        sms=sms_lookup(),
+        points=points_ledger(),
+        sms=sms_deliveries(),
         idempotency=idempotency_records(),
         limits=ReconcileLimits(
             effect_grace=timedelta(minutes=settings.reconcile_effect_grace_minutes),

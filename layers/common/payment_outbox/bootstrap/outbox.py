@@ -8,6 +8,7 @@ from payment_outbox.adapters import aws
 from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.bootstrap import clock, once
 from payment_outbox.bootstrap.database import unit_of_work
+from payment_outbox.ports import MessagePublisher
 from payment_outbox.services.relay import OutboxRelay
 from payment_outbox.settings import OutboxSettings
 
@@ -21,7 +22,8 @@ def outbox_settings() -> OutboxSettings:
 def outbox_relay() -> OutboxRelay:
     """The scheduled relay: botocore's standard retries, since it has a whole minute."""
     settings = outbox_settings()
-    return _relay(settings, SnsPublisher(lambda: aws.client("sns"), settings.order_events_topic_arn))
+    publisher = SnsPublisher(lambda: aws.client("sns"), settings.order_events_topic_arn)
+    return relay_publishing_to(settings, publisher)
 
 
 @once
@@ -33,10 +35,11 @@ def immediate_relay() -> OutboxRelay:
     def client() -> object:
         return aws.client("sns", timeout_seconds=timeout, max_attempts=1)
 
-    return _relay(settings, SnsPublisher(client, settings.order_events_topic_arn))
+    return relay_publishing_to(settings, SnsPublisher(client, settings.order_events_topic_arn))
 
 
-def _relay(settings: OutboxSettings, publisher: SnsPublisher) -> OutboxRelay:
+def relay_publishing_to(settings: OutboxSettings, publisher: MessagePublisher) -> OutboxRelay:
+    """The relay as configured, publishing through ``publisher`` (the two relays here; benchmarks)."""
     return OutboxRelay(
         unit_of_work,
         publisher,

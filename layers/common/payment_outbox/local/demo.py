@@ -60,8 +60,8 @@ def _run(root: Path, database_url: str, amount: str) -> None:
     from sqlalchemy import text
 
     from payment_outbox import bootstrap
-    from payment_outbox.bootstrap.consumers import points_ledger, sms_deliveries
     from payment_outbox.bootstrap.database import engine
+    from payment_outbox.bootstrap.dynamodb import points_ledger, sms_deliveries
     from payment_outbox.domain.signature import sign
     from payment_outbox.local.harness import ACCOUNT, REGION, LocalFunctions
     from payment_outbox.local.provision import provision
