@@ -26,6 +26,7 @@ os.environ.update(
 )
 
 import json  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -38,12 +39,15 @@ from payment_outbox.migrations.runner import upgrade  # noqa: E402
 from tests.support import ROOT, TEST_WEBHOOK_SECRET, LocalSystem  # noqa: E402
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/payment_outbox_test?charset=utf8mb4"
+# Several runs may share one server: each run works in a database (and users) of its own.
+RUN_SUFFIX = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
-    """A fresh database on the real server, migrated to head once per run."""
-    url = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    """A fresh database on the real server, unique to this run, migrated to head once, dropped at the end."""
+    configured = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    url = configured.set(database=f"{configured.database}_{RUN_SUFFIX}")
     server = create_engine(url.set(database=""))
     try:
         with server.connect() as conn:
@@ -54,12 +58,16 @@ def mariadb_url() -> Iterator[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " (CI requires it: start the server)")
         pytest.skip(message)
-    finally:
-        server.dispose()
     engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url.render_as_string(hide_password=False)
+    try:
+        upgrade(engine)
+        engine.dispose()
+        yield url.render_as_string(hide_password=False)
+    finally:
+        engine.dispose()
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{url.database}`"))
+        server.dispose()
 
 
 @pytest.fixture

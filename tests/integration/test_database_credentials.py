@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import boto3
@@ -14,7 +15,8 @@ from payment_outbox.bootstrap.database import engine as configured_engine
 
 pytestmark = pytest.mark.integration
 
-USER = "po_rotation_test"
+# Unique to the run: two runs on one server must never share (or drop) each other's user.
+USER = f"po_rot_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
