@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: the whole flow on SQLite and an in-process AWS emulator (DATABASE_URL=... for MySQL).
 demo: install
-	$(BIN)/python -m payment_outbox.local.demo
+	$(BIN)/python -m payment_outbox_dev.embedded_demo
 
 ## The whole system live on one machine, no Docker, no AWS account: API on :3000, AWS emulator on
 ## :5000, relay schedule, queue pollers (docs/local-stack.md). Options: make local ARGS="--verbose".
@@ -39,7 +39,7 @@ bench: install
 ## (docs/reliability.md). Options: make chaos ARGS="--orders 200 --seed 3 --database-url mysql+pymysql://..."
 .PHONY: chaos
 chaos: install
-	$(BIN)/python -m payment_outbox.local.chaos $(ARGS)
+	$(BIN)/python -m payment_outbox_dev.chaos $(ARGS)
 
 ## Static checks: ruff, mypy (strict), cfn-lint on the template, bandit security scan.
 lint: install
@@ -47,7 +47,7 @@ lint: install
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
-	$(BIN)/bandit --quiet --recursive layers functions
+	$(BIN)/bandit --quiet --recursive layers functions payment_outbox_dev
 
 ## Bring the database at DATABASE_URL (or DB_HOST/DB_NAME/DB_SECRET_ARN) to the newest schema.
 migrate: install

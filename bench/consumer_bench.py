@@ -64,7 +64,7 @@ def consumer_cost(
 
     from bench.data import due_messages
     from payment_outbox.adapters import aws
-    from payment_outbox.local.harness import sqs_event
+    from payment_outbox_dev.harness import sqs_event
 
     sqs: Any = boto3.client("sqs")
     figures: dict[str, Any] = {}

@@ -74,7 +74,7 @@ class BenchWorld:
     database_url: str
     environments: dict[str, dict[str, str]]
     refs: dict[str, str]
-    functions: Any  # payment_outbox.local.harness.LocalFunctions
+    functions: Any  # payment_outbox_dev.harness.LocalFunctions
 
     @property
     def topic_arn(self) -> str:
@@ -134,9 +134,9 @@ def world(server_url: str) -> Iterator[BenchWorld]:
     with moto_server() as endpoint, database(server_url) as url:
         os.environ.update(aws_environment(endpoint))
         from payment_outbox import bootstrap
-        from payment_outbox.local.harness import LocalFunctions
-        from payment_outbox.local.provision import provision
-        from payment_outbox.local.template import load_template
+        from payment_outbox_dev.harness import LocalFunctions
+        from payment_outbox_dev.provision import provision
+        from payment_outbox_dev.template import load_template
 
         template = load_template(ROOT / "template.yaml")
         resources = provision(template)

@@ -19,9 +19,9 @@ from sqlalchemy import Engine, text
 
 from payment_outbox import bootstrap
 from payment_outbox.domain.signature import sign
-from payment_outbox.local.harness import ApiResponse, Delivery, LocalFunctions
-from payment_outbox.local.provision import Provisioned, provision
-from payment_outbox.local.template import load_template
+from payment_outbox_dev.harness import ApiResponse, Delivery, LocalFunctions
+from payment_outbox_dev.provision import Provisioned, provision
+from payment_outbox_dev.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WEBHOOK_SECRET = "test-webhook-secret"

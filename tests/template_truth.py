@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
-from payment_outbox.local.harness import ACCOUNT, REGION, current_function
-from payment_outbox.local.provision import Provisioned
+from payment_outbox_dev.harness import ACCOUNT, REGION, current_function
+from payment_outbox_dev.provision import Provisioned
 
 #: Environment variables Powertools itself reads (service name, metrics namespace, log level).
 POWERTOOLS_VARIABLES = frozenset(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from payment_outbox.local.harness import sqs_event
+from payment_outbox_dev.harness import sqs_event
 from tests.support import LocalSystem, signed_headers
 
 pytestmark = pytest.mark.e2e

@@ -25,9 +25,9 @@ from sqlalchemy import Engine, create_engine, text
 
 from payment_outbox import bootstrap, settings
 from payment_outbox.domain.signature import sign
-from payment_outbox.local.harness import LocalFunctions, current_function
-from payment_outbox.local.provision import provision
-from payment_outbox.local.template import FunctionSpec, load_template
+from payment_outbox_dev.harness import LocalFunctions, current_function
+from payment_outbox_dev.provision import provision
+from payment_outbox_dev.template import FunctionSpec, load_template
 from tests.support import ROOT, cfn_response_server
 from tests.template_truth import (
     POWERTOOLS_VARIABLES,

@@ -5,7 +5,7 @@ record and one SMS sent; and the queues (and, unless the case expects it, the de
 empty.
 
 Faults are injected where AWS or the network would inject them: the boto3 clients the adapters use
-(``payment_outbox.local.faults``) and a TCP proxy between the application and MariaDB
+(``payment_outbox_dev.faults``) and a TCP proxy between the application and MariaDB
 (``tests.faults``). The cases already covered elsewhere are listed in docs/reliability.md.
 """
 
@@ -38,7 +38,10 @@ from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import Order, OrderStatus
 from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
-from payment_outbox.local.faults import (
+from payment_outbox.ports import PointsCredit, PublishOutcome
+from payment_outbox.services.points import credit_points
+from payment_outbox.services.relay import OutboxRelay
+from payment_outbox_dev.faults import (
     Call,
     FailCall,
     FailEntries,
@@ -48,10 +51,7 @@ from payment_outbox.local.faults import (
     RunFirst,
     entry_message_id,
 )
-from payment_outbox.local.harness import ACCOUNT, REGION
-from payment_outbox.ports import PointsCredit, PublishOutcome
-from payment_outbox.services.points import credit_points
-from payment_outbox.services.relay import OutboxRelay
+from payment_outbox_dev.harness import ACCOUNT, REGION
 from tests.faults import TcpProxy
 from tests.support import LocalSystem, floor_points
 

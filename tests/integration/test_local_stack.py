@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 
-from payment_outbox import cli
 from payment_outbox.domain.signature import sign
-from payment_outbox.local.stack import LOCAL_WEBHOOK_SECRET
-from payment_outbox.local.template import api_routes, find_function, functions, load_template
+from payment_outbox_dev import cli
+from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox_dev.template import api_routes, find_function, functions, load_template
 from tests.support import cfn_response_server
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def start_stack(data_dir: Path, log: Path) -> RunningStack:
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL")
     }
     command = [
-        sys.executable, "-m", "payment_outbox.cli", "--root", str(ROOT), "local",
+        sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(ROOT), "local",
         "--api-port", str(api_port), "--emulator-port", str(emulator_port), "--data-dir", str(data_dir),
         "--relay-interval", "1", "--poll-interval", "0.5", "--visibility-timeout", "1",
     ]  # fmt: skip

@@ -24,9 +24,9 @@ from payment_outbox.bootstrap.outbox import outbox_settings
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import PaymentConflict
-from payment_outbox.local.harness import ApiResponse
 from payment_outbox.services.payments import PaymentService
 from payment_outbox.services.relay import ImmediatePublisher
+from payment_outbox_dev.harness import ApiResponse
 from tests.support import LocalSystem, notify_body, signed_headers
 
 pytestmark = pytest.mark.integration

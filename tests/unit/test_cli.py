@@ -13,14 +13,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from payment_outbox import cli
 from payment_outbox.domain.signature import verify
 from payment_outbox.errors import SignatureRejected
-from payment_outbox.local import snapshot
-from payment_outbox.local.emulator import FaultInjectingApp, Faults, SnsCall, parse_sns_call
-from payment_outbox.local.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
-from payment_outbox.local.stack import LOCAL_WEBHOOK_SECRET, MetricsBoard, StackConfig
-from payment_outbox.local.template import (
+from payment_outbox_dev import cli, snapshot
+from payment_outbox_dev.emulator import FaultInjectingApp, Faults, SnsCall, parse_sns_call
+from payment_outbox_dev.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
+from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET, MetricsBoard, StackConfig
+from payment_outbox_dev.template import (
     alarms,
     api_routes,
     find_function,

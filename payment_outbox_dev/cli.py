@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from payment_outbox.local.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
 
 
 def find_root(start: Path) -> Path:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sign":
         return _sign(args)
     if args.command == "demo":
-        from payment_outbox.local.stack_demo import run_demo
+        from payment_outbox_dev.stack_demo import run_demo
 
         return run_demo(args.api_url, args.secret, timeout=args.timeout)
     root = (args.root or find_root(Path.cwd())).resolve()
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local(root: Path, args: argparse.Namespace) -> int:
-    from payment_outbox.local.stack import LocalStack, StackConfig
+    from payment_outbox_dev.stack import LocalStack, StackConfig
 
     config = StackConfig(
         root=root,
@@ -174,7 +174,7 @@ def _local(root: Path, args: argparse.Namespace) -> int:
 
 
 def _invoke(root: Path, args: argparse.Namespace) -> int:
-    from payment_outbox.local.invoke import invoke
+    from payment_outbox_dev.invoke import invoke
 
     if args.event is None:
         event: Any = {}

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from payment_outbox.local.template import find_function, load_template
+from payment_outbox_dev.template import find_function, load_template
 
 
 @contextlib.contextmanager
@@ -43,9 +43,9 @@ def invoke(
 
     from payment_outbox import bootstrap
     from payment_outbox.adapters.db.engine import make_engine
-    from payment_outbox.local.harness import REGION, LocalFunctions
-    from payment_outbox.local.provision import provision
     from payment_outbox.migrations.runner import upgrade
+    from payment_outbox_dev.harness import REGION, LocalFunctions
+    from payment_outbox_dev.provision import provision
 
     template = load_template(root / "template.yaml")
     logical_id = find_function(template, function).logical_id

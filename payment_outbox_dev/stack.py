@@ -23,7 +23,7 @@ Local-only controls live under ``/_local/`` on the API port — they are not in 
 not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``POST /_local/faults``.
 
 On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
-the next start (see ``payment_outbox.local.snapshot``); the SQLite file is the database itself.
+the next start (see ``payment_outbox_dev.snapshot``); the SQLite file is the database itself.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from payment_outbox.local.emulator import EmulatorServer, Faults, SnsCall
-from payment_outbox.local.harness import REGION, Delivery, LocalFunctions
-from payment_outbox.local.provision import Provisioned, provision
-from payment_outbox.local.template import (
+from payment_outbox_dev.emulator import EmulatorServer, Faults, SnsCall
+from payment_outbox_dev.harness import REGION, Delivery, LocalFunctions
+from payment_outbox_dev.provision import Provisioned, provision
+from payment_outbox_dev.template import (
     AlarmSpec,
     Route,
     ScheduleSource,
@@ -430,7 +430,7 @@ class LocalStack:
         return [self.resources.refs[t] for t in resources_of_type(self.template, "AWS::DynamoDB::Table")]
 
     def _restore_snapshot(self) -> None:
-        from payment_outbox.local import snapshot
+        from payment_outbox_dev import snapshot
 
         state = snapshot.load(self.snapshot_path)
         if state is None:
@@ -443,7 +443,7 @@ class LocalStack:
         )
 
     def _save_snapshot(self) -> None:
-        from payment_outbox.local import snapshot
+        from payment_outbox_dev import snapshot
 
         state = snapshot.capture(
             boto3.client("dynamodb"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from payment_outbox.local.template import FunctionSpec, functions, resources_of_type
+from payment_outbox_dev.template import FunctionSpec, functions, resources_of_type
 
 _KNOWN_PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
 

@@ -1,1 +1,0 @@
-"""Running the system without AWS: template-driven provisioning into an emulator, and the demo."""
