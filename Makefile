@@ -51,7 +51,7 @@ lint: install
 
 ## Bring the database at DATABASE_URL (or DB_HOST/DB_NAME/DB_SECRET_ARN) to the newest schema.
 migrate: install
-	$(BIN)/python -m payment_outbox.migrations
+	$(BIN)/payment-outbox migrate
 
 ## The AWS SAM CLI lives in its own venv: its pins must not move the application's dependencies.
 SAM_VENV := .venv-sam

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             "sqlalchemy": "sqlalchemy" in sys.modules,
             "idempotency": any(
                 name.startswith("aws_lambda_powertools.utilities.idempotency")
-                or name == "payment_outbox.adapters.idempotency"
+                or name == "payment_outbox.adapters.idempotent_record_handler"
                 for name in sys.modules
             ),
         }

@@ -4,6 +4,7 @@
     payment-outbox invoke FUNCTION --event events/x.json      one handler, like `sam local invoke`
     payment-outbox sign --body '{...}'                        the X-Signature header for a callback
     payment-outbox demo                                       a narrated scenario against `local`
+    payment-outbox migrate                                    the configured database to the newest schema
 
 Run it from the project folder (the one holding template.yaml), or pass --root.
 """
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the stack's webhook secret",
     )
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each outcome (60)")
+
+    commands.add_parser(
+        "migrate",
+        help="bring the configured database to the newest schema",
+        description="Run the migrations the SchemaMigrator function runs on deploy, against the database "
+        "at DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME and DB_SECRET_ARN).",
+    )
     return parser
 
 
@@ -146,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         from payment_outbox_dev.stack_demo import run_demo
 
         return run_demo(args.api_url, args.secret, timeout=args.timeout)
+    if args.command == "migrate":
+        return _migrate()
     root = (args.root or find_root(Path.cwd())).resolve()
     if args.command == "invoke":
         return _invoke(root, args)
@@ -199,6 +209,15 @@ def _invoke(root: Path, args: argparse.Namespace) -> int:
         return 1
     print(f"{logical_id} returned:", file=sys.stderr)
     print(json.dumps(response, indent=2, default=str))
+    return 0
+
+
+def _migrate() -> int:
+    from payment_outbox.bootstrap.database import engine, schema_migrations
+    from payment_outbox.services.migration import migrate_schema
+
+    revision = migrate_schema(schema_migrations())
+    print(f"schema is at {revision} on {engine().url.render_as_string()}")
     return 0
 
 

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.admin_http import (
+from payment_outbox.api.admin import (
     BulkRequeueBody,
     RequeueMessageBody,
     page_view,
@@ -20,9 +20,9 @@ from payment_outbox.admin_http import (
     stuck_view,
     trace_view,
 )
+from payment_outbox.api.payments import error_response, json_response, parse_body, status_for
 from payment_outbox.bootstrap.admin import outbox_operations
 from payment_outbox.errors import OrderNotFound, PaymentOutboxError
-from payment_outbox.http import error_response, json_response, parse_body, status_for
 from payment_outbox.services.operations import RequeueRequest
 
 logger = Logger()

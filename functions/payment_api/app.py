@@ -9,10 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.bootstrap.payments import payments, verify_payment_signature
-from payment_outbox.domain.orders import PaymentNotice
-from payment_outbox.errors import OrderNotFound, PaymentOutboxError
-from payment_outbox.http import (
+from payment_outbox.api.payments import (
     CreateOrderRequest,
     PaymentNotifyRequest,
     error_response,
@@ -21,6 +18,9 @@ from payment_outbox.http import (
     parse_body,
     status_for,
 )
+from payment_outbox.bootstrap.payments import payments, verify_payment_signature
+from payment_outbox.domain.orders import PaymentNotice
+from payment_outbox.errors import OrderNotFound, PaymentOutboxError
 from payment_outbox.services.payments import NewOrder
 
 logger = Logger()

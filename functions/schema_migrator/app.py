@@ -9,8 +9,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.adapters import cfn_response
-from payment_outbox.bootstrap.database import engine
-from payment_outbox.services.schema import migrate_schema
+from payment_outbox.bootstrap.database import schema_migrations
+from payment_outbox.services.migration import migrate_schema
 
 logger = Logger()
 PHYSICAL_ID = "payment-outbox-schema"
@@ -19,12 +19,12 @@ PHYSICAL_ID = "payment-outbox-schema"
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     if "ResponseURL" not in event:  # invoked by hand
-        return {"revision": migrate_schema(engine())}
+        return {"revision": migrate_schema(schema_migrations())}
     revision, success, reason = "", True, "schema is at head"
     try:
         # Deleting the stack leaves the data alone: the schema outlives the stack on purpose.
         if event["RequestType"] in ("Create", "Update"):
-            revision = migrate_schema(engine())
+            revision = migrate_schema(schema_migrations())
     except Exception:
         logger.exception("schema migration failed")
         success, reason = False, "schema migration failed; see the function's log"

@@ -20,7 +20,7 @@ from payment_outbox.adapters.db.schema import MessageRecordRow
 from payment_outbox.bootstrap.operations import operations_unit_of_work
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS
-from payment_outbox.services.retention import OutboxJanitor
+from payment_outbox.services.janitor import OutboxJanitor
 from payment_outbox.settings import RetentionSettings
 from tests.fakes import FakeClock
 from tests.support import LocalSystem

@@ -132,6 +132,38 @@ def test_sign_uses_the_webhook_secret_of_the_environment_by_default(
     verify(capsys.readouterr().out.strip(), b"{}", ["from-env"], now=time.time())
 
 
+# --- migrate ------------------------------------------------------------------------------------------
+
+
+def test_migrate_brings_the_configured_database_to_the_newest_schema_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given DATABASE_URL naming an empty SQLite file
+    from sqlalchemy import create_engine, inspect
+
+    from payment_outbox import bootstrap
+    from payment_outbox.migrations.runner import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    bootstrap.reset()
+    try:
+        # When `migrate` runs, twice (the second run has nothing to do)
+        assert cli.main(["migrate"]) == 0
+        assert cli.main(["migrate"]) == 0
+    finally:
+        bootstrap.reset()
+
+    # Then the tables exist and both runs report the head revision
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = create_engine(url)
+    assert {"orders", "message_record", "outbox_audit"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert capsys.readouterr().out.splitlines() == [f"schema is at {head} on {url}"] * 2
+
+
 # --- function names -----------------------------------------------------------------------------------
 
 

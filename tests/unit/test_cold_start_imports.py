@@ -57,5 +57,5 @@ def test_the_payment_api_handler_does_not_import_the_idempotency_layer() -> None
     # Then its own composition root is loaded, but neither our idempotency adapter nor Powertools'
     # idempotency utility is
     assert "payment_outbox.bootstrap.payments" in modules
-    assert "payment_outbox.adapters.idempotency" not in modules
+    assert "payment_outbox.adapters.idempotent_record_handler" not in modules
     assert not any(name.startswith("aws_lambda_powertools.utilities.idempotency") for name in modules)

@@ -9,6 +9,14 @@ from typing import Any
 
 import pytest
 
+from payment_outbox.api.payments import (
+    MAX_BODY_BYTES,
+    CreateOrderRequest,
+    PaymentNotifyRequest,
+    error_view,
+    parse_body,
+    status_for,
+)
 from payment_outbox.errors import (
     AlreadyPaid,
     AmountMismatch,
@@ -21,14 +29,6 @@ from payment_outbox.errors import (
     RequestTooLarge,
     SignatureRejected,
     TransactionAlreadyUsed,
-)
-from payment_outbox.http import (
-    MAX_BODY_BYTES,
-    CreateOrderRequest,
-    PaymentNotifyRequest,
-    error_view,
-    parse_body,
-    status_for,
 )
 
 pytestmark = pytest.mark.unit

@@ -13,3 +13,8 @@ class SystemClock:
 def to_naive_utc(moment: datetime) -> datetime:
     """Normalise an aware datetime to naive UTC; a naive one is taken to be UTC already."""
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def epoch_seconds(naive_utc: datetime) -> float:
+    """Unix seconds of a naive-UTC moment (DynamoDB stores expiry times this way)."""
+    return naive_utc.replace(tzinfo=UTC).timestamp()

@@ -159,7 +159,7 @@ class StatusCounts:
     oldest_due_at: datetime | None
 
 
-class OutboxAdminRepository(Protocol):
+class OutboxOperationsRepository(Protocol):
     """What operators need from ``message_record`` beyond the relay's own queries."""
 
     def list_messages(
@@ -183,7 +183,7 @@ class OutboxAdminRepository(Protocol):
 
 class OperationsUnitOfWork(UnitOfWork, Protocol):
     @property
-    def admin(self) -> OutboxAdminRepository: ...
+    def operations(self) -> OutboxOperationsRepository: ...
 
 
 class OperationsUnitOfWorkFactory(Protocol):
@@ -217,4 +217,14 @@ class IdempotencyRecords(Protocol):
 class MessageArchive(Protocol):
     def store(self, key: str, lines: Sequence[str]) -> str:
         """Write the JSON lines as one object; return where it went. Raises if it could not."""
+        ...
+
+
+class SchemaMigrations(Protocol):
+    def upgrade_to_head(self) -> None:
+        """Apply every pending migration; a no-op when the schema is already at the newest revision."""
+        ...
+
+    def current_revision(self) -> str | None:
+        """The revision the database is at, or None before its first migration."""
         ...

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from payment_outbox.adapters import aws
-from payment_outbox.adapters.idempotency import IdempotentEnvelopeHandler
+from payment_outbox.adapters.idempotent_record_handler import IdempotentEnvelopeHandler
 from payment_outbox.adapters.sms import SnsSmsSender
 from payment_outbox.bootstrap import clock, once
 from payment_outbox.bootstrap.dynamodb import dynamodb, points_ledger, sms_deliveries

@@ -6,6 +6,7 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
+from payment_outbox.adapters.db.migration import AlembicSchemaMigrations
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.adapters.secrets import database_credentials
 from payment_outbox.bootstrap import on_reset, once
@@ -43,6 +44,10 @@ def session_factory() -> sessionmaker[Session]:
 
 def unit_of_work() -> SqlUnitOfWork:
     return SqlUnitOfWork(session_factory())
+
+
+def schema_migrations() -> AlembicSchemaMigrations:
+    return AlembicSchemaMigrations(engine())
 
 
 def _dispose() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from payment_outbox.adapters import aws
-from payment_outbox.adapters.db.admin import SqlOperationsUnitOfWork
+from payment_outbox.adapters.db.operations import SqlOperationsUnitOfWork
 from payment_outbox.adapters.idempotency_records import DynamoDbIdempotencyRecords
 from payment_outbox.adapters.s3_archive import S3MessageArchive
 from payment_outbox.bootstrap import clock, once
 from payment_outbox.bootstrap.database import session_factory
 from payment_outbox.bootstrap.dynamodb import dynamodb, points_ledger, sms_deliveries
+from payment_outbox.services.janitor import OutboxJanitor
 from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
-from payment_outbox.services.retention import OutboxJanitor
 from payment_outbox.settings import (
     IdempotencySettings,
     ReconcileSettings,

@@ -1,1 +1,1 @@
-"""Alembic migrations. Run them with ``python -m payment_outbox.migrations`` (or ``make migrate``)."""
+"""Alembic migrations, run by the SchemaMigrator function on each deploy (by hand: ``make migrate``)."""

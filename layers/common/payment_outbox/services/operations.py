@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from payment_outbox.clock import epoch_seconds
 from payment_outbox.domain.envelope import TOPIC_SMS
 from payment_outbox.domain.orders import Order
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
@@ -107,7 +108,7 @@ class OutboxOperations:
     def list_messages(self, where: MessageFilter, *, after_id: int | None, limit: int) -> MessagePage:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         with self._uow() as tx:
-            rows = tx.admin.list_messages(where, after_id=after_id, limit=limit + 1)
+            rows = tx.operations.list_messages(where, after_id=after_id, limit=limit + 1)
         if len(rows) > limit:
             rows = rows[:limit]
             return MessagePage(rows, rows[-1].id)
@@ -120,7 +121,7 @@ class OutboxOperations:
             raise NotRequeueable("requeueing sent messages needs includeSent: true")
         now = self._clock.now()
         with self._uow() as tx:
-            candidates = tx.admin.requeue_candidates(
+            candidates = tx.operations.requeue_candidates(
                 request.where, now=now, include_sent=request.include_sent, limit=self._requeue_max_rows + 1
             )
             more = len(candidates) > self._requeue_max_rows
@@ -128,10 +129,10 @@ class OutboxOperations:
             sample = [c.message_id for c in candidates[:SAMPLE_SIZE]]
             if request.dry_run:
                 return RequeueResult(True, len(candidates), sample, self._requeue_max_rows, more)
-            changed = tx.admin.requeue(
+            changed = tx.operations.requeue(
                 [c.id for c in candidates if c.id is not None], now=now, include_sent=request.include_sent
             )
-            audit_id = tx.admin.record_audit(
+            audit_id = tx.operations.record_audit(
                 AuditEntry(
                     actor=request.actor,
                     action="requeue",
@@ -162,8 +163,8 @@ class OutboxOperations:
             _check_requeueable(message, now=now, include_sent=include_sent)
             if dry_run:
                 return RequeueResult(True, 1, [message_id], 1, False)
-            changed = tx.admin.requeue([message.id], now=now, include_sent=include_sent)
-            audit_id = tx.admin.record_audit(
+            changed = tx.operations.requeue([message.id], now=now, include_sent=include_sent)
+            audit_id = tx.operations.record_audit(
                 AuditEntry(
                     actor=actor,
                     action="requeue_message",
@@ -180,7 +181,7 @@ class OutboxOperations:
     def stats(self) -> OutboxStats:
         now = self._clock.now()
         with self._uow() as tx:
-            counts = tx.admin.status_counts(now=now)
+            counts = tx.operations.status_counts(now=now)
         return OutboxStats(counts, now)
 
     def trace(self, order_id: int) -> OrderTrace:
@@ -198,10 +199,6 @@ class OutboxOperations:
         return self._idempotency.stuck_in_progress(
             now_epoch_seconds=epoch_seconds(self._clock.now()), max_items=self._idempotency_scan_limit
         )
-
-
-def epoch_seconds(naive_utc: datetime) -> float:
-    return naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 def _check_requeueable(message: OutboxMessage, *, now: datetime, include_sent: bool) -> None:

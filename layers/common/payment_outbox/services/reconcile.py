@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from payment_outbox.clock import epoch_seconds
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS, Envelope, PointsPayload, parse_payload
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import InvalidEnvelope
@@ -21,7 +22,6 @@ from payment_outbox.ports import (
     SmsDeliveryLookup,
     StuckIdempotencyRecord,
 )
-from payment_outbox.services.operations import epoch_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ class Reconciler:
         limits = self._limits
         report = ReconcileReport()
         with self._uow() as tx:
-            missing = tx.admin.paid_orders_without_messages(
+            missing = tx.operations.paid_orders_without_messages(
                 paid_since=now - limits.orders_lookback, limit=MAX_ORDERS_CHECKED
             )
-            report.failed_total, failed = tx.admin.failed_messages(limit=SAMPLE_SIZE)
+            report.failed_total, failed = tx.operations.failed_messages(limit=SAMPLE_SIZE)
             # Sent at least the grace period ago, at most grace + window ago: newest first, bounded.
-            sent = tx.admin.sent_between(
+            sent = tx.operations.sent_between(
                 sent_from=now - limits.effect_grace - limits.effect_window,
                 sent_to=now - limits.effect_grace,
                 topics=[TOPIC_POINTS, TOPIC_SMS],

@@ -35,18 +35,18 @@ class SqlOrderRepository:
         )
         self._session.add(row)
         self._session.flush()
-        return _order(row)
+        return order_from_row(row)
 
     def get(self, order_id: int) -> Order | None:
         row = self._session.get(OrderRow, order_id)
-        return _order(row) if row else None
+        return order_from_row(row) if row else None
 
     def get_by_order_no_for_update(self, order_no: str) -> Order | None:
         # The row lock serialises concurrent callbacks for one order until the transaction ends.
         row = self._session.scalars(
             select(OrderRow).where(OrderRow.order_no == order_no).with_for_update()
         ).one_or_none()
-        return _order(row) if row else None
+        return order_from_row(row) if row else None
 
     def save_payment(self, order: Order) -> None:
         try:
@@ -113,7 +113,7 @@ class SqlOutboxRepository:
             .values(next_retry_at=lease_until, update_time=now),
             execution_options={"synchronize_session": False},
         )
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int:
         if not message_ids:
@@ -163,7 +163,7 @@ class SqlOutboxRepository:
         row = self._session.scalars(
             select(MessageRecordRow).where(MessageRecordRow.message_id == message_id)
         ).one_or_none()
-        return _message(row) if row else None
+        return message_from_row(row) if row else None
 
     def list_for_business_key(self, business_key: str) -> list[OutboxMessage]:
         rows = self._session.scalars(
@@ -171,7 +171,7 @@ class SqlOutboxRepository:
             .where(MessageRecordRow.business_key == business_key)
             .order_by(MessageRecordRow.id)
         ).all()
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def _update_pending(self, message_id: str, **values: object) -> bool:
         # Only a row still pending changes: if another relay already sent it, that outcome stands.
@@ -203,7 +203,7 @@ def message_record_values(message: OutboxMessage) -> dict[str, Any]:
     }
 
 
-def _order(row: OrderRow) -> Order:
+def order_from_row(row: OrderRow) -> Order:
     return Order(
         id=row.id,
         order_no=row.order_no,
@@ -219,7 +219,7 @@ def _order(row: OrderRow) -> Order:
     )
 
 
-def _message(row: MessageRecordRow | Row[Any]) -> OutboxMessage:
+def message_from_row(row: MessageRecordRow | Row[Any]) -> OutboxMessage:
     return OutboxMessage(
         id=row.id,
         message_id=row.message_id,

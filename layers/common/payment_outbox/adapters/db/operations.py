@@ -11,7 +11,7 @@ from typing import Any, Self
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from payment_outbox.adapters.db.repositories import _message, _order
+from payment_outbox.adapters.db.repositories import message_from_row, order_from_row
 from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow, OutboxAuditRow
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.domain.orders import Order, OrderStatus
@@ -21,7 +21,7 @@ from payment_outbox.ports import AuditEntry, MessageFilter, StatusCounts
 _PENDING, _SENT, _FAILED = int(OutboxStatus.PENDING), int(OutboxStatus.SENT), int(OutboxStatus.FAILED)
 
 
-class SqlOutboxAdminRepository:
+class SqlOperationsRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
@@ -33,7 +33,7 @@ class SqlOutboxAdminRepository:
         if after_id is not None:
             query = query.where(MessageRecordRow.id > after_id)
         rows = self._session.scalars(query.order_by(MessageRecordRow.id).limit(limit)).all()
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def requeue_candidates(
         self, where: MessageFilter, *, now: datetime, include_sent: bool, limit: int
@@ -44,7 +44,7 @@ class SqlOutboxAdminRepository:
             .order_by(MessageRecordRow.id)
             .limit(limit)
         ).all()
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def requeue(self, ids: Sequence[int], *, now: datetime, include_sent: bool) -> int:
         """Make the rows due now with a fresh attempt budget; ``last_error`` stays for history.
@@ -109,7 +109,7 @@ class SqlOutboxAdminRepository:
             .order_by(OrderRow.id)
             .limit(limit)
         ).all()
-        return [_order(r) for r in rows]
+        return [order_from_row(r) for r in rows]
 
     def failed_messages(self, *, limit: int) -> tuple[int, list[OutboxMessage]]:
         total = self._session.scalar(
@@ -121,7 +121,7 @@ class SqlOutboxAdminRepository:
             .order_by(MessageRecordRow.id)
             .limit(limit)
         ).all()
-        return int(total or 0), [_message(r) for r in rows]
+        return int(total or 0), [message_from_row(r) for r in rows]
 
     def sent_between(
         self, *, sent_from: datetime, sent_to: datetime, topics: Sequence[str], limit: int
@@ -138,7 +138,7 @@ class SqlOutboxAdminRepository:
             .order_by(MessageRecordRow.sent_time.desc(), MessageRecordRow.id.desc())
             .limit(limit)
         ).all()
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     # --- retention --------------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class SqlOutboxAdminRepository:
         rows = self._session.scalars(
             select(MessageRecordRow).where(MessageRecordRow.id.in_(list(ids))).order_by(MessageRecordRow.id)
         ).all()
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def delete_sent(self, ids: Sequence[int], *, sent_before: datetime) -> int:
         """Delete these rows by primary key, only while they are still SENT before the cutoff."""
@@ -184,11 +184,11 @@ class SqlOutboxAdminRepository:
 class SqlOperationsUnitOfWork(SqlUnitOfWork):
     """The ordinary unit of work plus the operators' repository, on the same transaction."""
 
-    admin: SqlOutboxAdminRepository
+    operations: SqlOperationsRepository
 
     def __enter__(self) -> Self:
         super().__enter__()
-        self.admin = SqlOutboxAdminRepository(self._session)
+        self.operations = SqlOperationsRepository(self._session)
         return self
 
 

@@ -59,8 +59,8 @@ class OutboxJanitor:
                 break
             started = time.monotonic()
             with self._uow() as tx:
-                ids = tx.admin.sent_ids_before(cutoff, limit=self._batch_size)
-                rows = tx.admin.messages_by_ids(ids) if ids and self._archive is not None else []
+                ids = tx.operations.sent_ids_before(cutoff, limit=self._batch_size)
+                rows = tx.operations.messages_by_ids(ids) if ids and self._archive is not None else []
             if not ids:
                 break
             if self._archive is not None:
@@ -69,7 +69,7 @@ class OutboxJanitor:
                 report.archive_objects.append(self._archive.store(key, [_archive_line(r) for r in rows]))
                 report.archived += len(rows)
             with self._uow() as tx:
-                report.purged += tx.admin.delete_sent(ids, sent_before=cutoff)
+                report.purged += tx.operations.delete_sent(ids, sent_before=cutoff)
                 tx.commit()
             report.batches += 1
             slowest_ms = max(slowest_ms, (time.monotonic() - started) * 1000)

@@ -1,6 +1,6 @@
 """The admin API's HTTP contract: query and body models, the opaque paging cursor, and the views.
 
-Errors go through the same table as the payment API (``payment_outbox.http.status_for``). Message
+Errors go through the same table as the payment API (``payment_outbox.api.payments.status_for``). Message
 content is never returned: it carries the customer's phone number.
 """
 
@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from payment_outbox.api.payments import order_view
 from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
 from payment_outbox.errors import InvalidRequest
-from payment_outbox.http import order_view
 from payment_outbox.ports import MessageFilter, StuckIdempotencyRecord
 from payment_outbox.services.operations import (
     MAX_PAGE_SIZE,
