@@ -1,7 +1,7 @@
 """``python -m bench``: run every benchmark against MariaDB and moto and write the report.
 
-    python -m bench              # the full run (make bench), about 5-8 minutes on 2 cores
-    python -m bench --quick      # a smoke run in well under a minute
+python -m bench              # the full run (make bench), about 5-8 minutes on 2 cores
+python -m bench --quick      # a smoke run in well under a minute
 """
 
 from __future__ import annotations
@@ -20,22 +20,27 @@ SECTIONS = ("relay", "claim", "relays", "callback", "consumer", "cold")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     parser.add_argument("--rounds", type=int, help="repeated rounds per benchmark (default 5; quick 1)")
     parser.add_argument("--relay-rows", type=int, help="due rows per relay throughput run (default 600)")
     parser.add_argument("--big-rows", type=int, help="sent rows in the large claim table (default 1,000,000)")
     parser.add_argument("--claims", type=int, help="claims per round and table (default 100)")
-    parser.add_argument("--concurrent-rows", type=int,
-                        help="backlog for the several-relays runs (default 2,000)")
+    parser.add_argument(
+        "--concurrent-rows", type=int, help="backlog for the several-relays runs (default 2,000)"
+    )
     parser.add_argument("--relays", default="1,2,4", help="relay counts to compare (default 1,2,4)")
     parser.add_argument("--callbacks", type=int, help="payment callbacks per variant (default 300)")
     parser.add_argument("--consumer-batches", type=int, help="batches of 10 per consumer round (default 5)")
     parser.add_argument("--import-runs", type=int, help="fresh processes per import figure (default 7)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--server-url", default=os.environ.get("BENCH_SERVER_URL"),
-                        help="MariaDB/MySQL server URL without a database (default root@127.0.0.1:3306)")
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get("BENCH_SERVER_URL"),
+        help="MariaDB/MySQL server URL without a database (default root@127.0.0.1:3306)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where benchmarks.md/.json go")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -116,24 +121,55 @@ def main(argv: list[str] | None = None) -> int:
         from bench import api_bench, claim_bench, cold_start, consumer_bench, relay_bench
 
         runs = [
-            ("relay", lambda: relay_bench.relay_throughput(
-                bench_world, rows=args.relay_rows, rounds=args.rounds, progress=progress)),
-            ("claim", lambda: claim_bench.claim_cost(
-                bench_world.database_url, big_rows=args.big_rows, claims=args.claims, rounds=args.rounds,
-                progress=progress)),
-            ("relays", lambda: relay_bench.concurrent_relays(
-                bench_world, rows=args.concurrent_rows, rounds=max(1, min(args.rounds, 3)),
-                relays=args.relay_counts, progress=progress)),
-            ("callback", lambda: api_bench.callback_latency(
-                bench_world, samples=args.callbacks, rounds=args.rounds, progress=progress)),
-            ("consumer", lambda: consumer_bench.consumer_cost(
-                bench_world, batches=args.consumer_batches, rounds=args.rounds, progress=progress)),
-            ("cold", lambda: cold_start.cold_start(
-                bench_world, runs=args.import_runs, progress=progress,
-                relay_figures=next(
-                    (s.figures for s in report.sections if s.key == "relay_throughput"), None
+            (
+                "relay",
+                lambda: relay_bench.relay_throughput(
+                    bench_world, rows=args.relay_rows, rounds=args.rounds, progress=progress
                 ),
-            )),
+            ),
+            (
+                "claim",
+                lambda: claim_bench.claim_cost(
+                    bench_world.database_url,
+                    big_rows=args.big_rows,
+                    claims=args.claims,
+                    rounds=args.rounds,
+                    progress=progress,
+                ),
+            ),
+            (
+                "relays",
+                lambda: relay_bench.concurrent_relays(
+                    bench_world,
+                    rows=args.concurrent_rows,
+                    rounds=max(1, min(args.rounds, 3)),
+                    relays=args.relay_counts,
+                    progress=progress,
+                ),
+            ),
+            (
+                "callback",
+                lambda: api_bench.callback_latency(
+                    bench_world, samples=args.callbacks, rounds=args.rounds, progress=progress
+                ),
+            ),
+            (
+                "consumer",
+                lambda: consumer_bench.consumer_cost(
+                    bench_world, batches=args.consumer_batches, rounds=args.rounds, progress=progress
+                ),
+            ),
+            (
+                "cold",
+                lambda: cold_start.cold_start(
+                    bench_world,
+                    runs=args.import_runs,
+                    progress=progress,
+                    relay_figures=next(
+                        (s.figures for s in report.sections if s.key == "relay_throughput"), None
+                    ),
+                ),
+            ),
         ]
         for name, run in runs:
             if name not in args.sections:
@@ -153,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     report.write(markdown_path, json_path)
     for section in report.sections:
         for target in section.targets:
-            progress(f"{'MET ' if target.met else 'MISS'} {target.description}: {target.value:.3g} "
-                     f"{target.op} {target.bound:g}")
+            progress(
+                f"{'MET ' if target.met else 'MISS'} {target.description}: {target.value:.3g} "
+                f"{target.op} {target.bound:g}"
+            )
     progress(f"wrote {markdown_path} and {json_path}")
     return 0
 

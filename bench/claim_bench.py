@@ -148,7 +148,7 @@ def claim_cost(
             timings: dict[str, list[float]] = {"small": [], "big": []}
             for i in range(claims):
                 # Claim by claim, alternating which table goes first: drift hits both alike.
-                for name in (("small", "big") if i % 2 == 0 else ("big", "small")):
+                for name in ("small", "big") if i % 2 == 0 else ("big", "small"):
                     seconds, claimed = probes[name].claim_once()
                     if claimed != CLAIM_BATCH:
                         raise RuntimeError(f"claim on the {name} table returned {claimed} rows")
@@ -197,10 +197,22 @@ def claim_cost(
         *table(
             ["Sent rows", "claim ms (median)", "claim ms (p99)", "index", "access", "rows read"],
             [
-                [f"{small_sent:,}", median(samples["small"]), percentile(samples["small"], 99),
-                 plans["small"]["index_used"], plans["small"]["access_type"], plans["small"]["rows_read"]],
-                [f"{big_rows:,}", median(samples["big"]), percentile(samples["big"], 99),
-                 plans["big"]["index_used"], plans["big"]["access_type"], plans["big"]["rows_read"]],
+                [
+                    f"{small_sent:,}",
+                    median(samples["small"]),
+                    percentile(samples["small"], 99),
+                    plans["small"]["index_used"],
+                    plans["small"]["access_type"],
+                    plans["small"]["rows_read"],
+                ],
+                [
+                    f"{big_rows:,}",
+                    median(samples["big"]),
+                    percentile(samples["big"], 99),
+                    plans["big"]["index_used"],
+                    plans["big"]["access_type"],
+                    plans["big"]["rows_read"],
+                ],
             ],
         ),
         "",

@@ -128,12 +128,20 @@ def cold_start(
             "memory_size_mb": size,
             "memory_size_rule": rule,
         }
-        rows.append([
-            logical_id, median(handler_s), median(deps_s), f"{own_share:.2f}x",
-            ", ".join(figures[logical_id]["third_party_top_level"]),
-            "yes" if found["sqlalchemy"] else "no", peak if memory else "-",
-            memory_size_for(peak) if memory else "-", size if size else "-", rule,
-        ])
+        rows.append(
+            [
+                logical_id,
+                median(handler_s),
+                median(deps_s),
+                f"{own_share:.2f}x",
+                ", ".join(figures[logical_id]["third_party_top_level"]),
+                "yes" if found["sqlalchemy"] else "no",
+                peak if memory else "-",
+                memory_size_for(peak) if memory else "-",
+                size if size else "-",
+                rule,
+            ]
+        )
         progress(f"cold start {logical_id}: import {median(handler_s):.0f} ms, peak {peak:.0f} MiB")
         if logical_id in CONSUMERS:
             targets.append(
@@ -164,8 +172,18 @@ def cold_start(
         "(POWERTOOLS_TRACE_DISABLED: no segments are sent), but the X-Ray SDK is still imported.",
         "",
         *table(
-            ["Function", "import ms", "third-party only ms", "handler / third-party", "third-party packages",
-             "imports SQLAlchemy", "peak RSS MiB", "memory rule MB", "MemorySize MB", "deciding rule"],
+            [
+                "Function",
+                "import ms",
+                "third-party only ms",
+                "handler / third-party",
+                "third-party packages",
+                "imports SQLAlchemy",
+                "peak RSS MiB",
+                "memory rule MB",
+                "MemorySize MB",
+                "deciding rule",
+            ],
             rows,
         ),
         "",
@@ -222,5 +240,3 @@ def memory_size_for(peak_rss_mib: float) -> int:
     needed = 2 * peak_rss_mib
     steps = -(-int(needed) // 128)
     return max(256, steps * 128)
-
-

@@ -140,15 +140,17 @@ def consumer_cost(
             "duplicate_records_per_second_median": median(duplicate_rates),
             "records_per_second_rounds": rates,
         }
-        rows.append([
-            name,
-            per_first,
-            ", ".join(f"{k} {v / first_records:g}" for k, v in sorted(first_calls.items())),
-            per_duplicate,
-            ", ".join(f"{k} {v / duplicate_records:g}" for k, v in sorted(duplicate_calls.items())),
-            median(rates),
-            median(duplicate_rates),
-        ])
+        rows.append(
+            [
+                name,
+                per_first,
+                ", ".join(f"{k} {v / first_records:g}" for k, v in sorted(first_calls.items())),
+                per_duplicate,
+                ", ".join(f"{k} {v / duplicate_records:g}" for k, v in sorted(duplicate_calls.items())),
+                median(rates),
+                median(duplicate_rates),
+            ]
+        )
         targets += [
             Target(f"{name} consumer: DynamoDB calls per first delivery", per_first, "<=", 3),
             Target(f"{name} consumer: DynamoDB calls per duplicate", per_duplicate, "<=", 1),
@@ -162,8 +164,15 @@ def consumer_cost(
         f"own client, not timed. {batches} batches per round, {rounds} rounds after a warm-up round.",
         "",
         *table(
-            ["Consumer", "calls / first delivery", "by operation", "calls / duplicate", "by operation",
-             "records/s (first)", "records/s (duplicate)"],
+            [
+                "Consumer",
+                "calls / first delivery",
+                "by operation",
+                "calls / duplicate",
+                "by operation",
+                "records/s (first)",
+                "records/s (duplicate)",
+            ],
             rows,
         ),
     ]

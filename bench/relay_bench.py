@@ -46,10 +46,16 @@ def naive_relay_drain(engine: Engine, topic_arn: str, batch: int = 100) -> int:
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(MessageRecordRow.id, MessageRecordRow.message_id, MessageRecordRow.topic,
-                       MessageRecordRow.content)
-                .where(MessageRecordRow.status == int(OutboxStatus.PENDING),
-                       MessageRecordRow.next_retry_at <= clock.now())
+                select(
+                    MessageRecordRow.id,
+                    MessageRecordRow.message_id,
+                    MessageRecordRow.topic,
+                    MessageRecordRow.content,
+                )
+                .where(
+                    MessageRecordRow.status == int(OutboxStatus.PENDING),
+                    MessageRecordRow.next_retry_at <= clock.now(),
+                )
                 .order_by(MessageRecordRow.id)
                 .limit(batch)
             ).all()
@@ -155,12 +161,21 @@ def relay_throughput(
         *table(
             ["Variant", "messages/s (median)", "rounds"],
             [
-                ["real relay (OutboxRelay + SqlUnitOfWork + SnsPublisher, batch 50)",
-                 median(rates["real"]), ", ".join(f"{r:.0f}" for r in rates["real"])],
-                ["naive relay (Publish + UPDATE/commit per row)",
-                 median(rates["naive"]), ", ".join(f"{r:.0f}" for r in rates["naive"])],
-                ["limit (bare PublishBatch loop, no database)",
-                 median(rates["limit"]), ", ".join(f"{r:.0f}" for r in rates["limit"])],
+                [
+                    "real relay (OutboxRelay + SqlUnitOfWork + SnsPublisher, batch 50)",
+                    median(rates["real"]),
+                    ", ".join(f"{r:.0f}" for r in rates["real"]),
+                ],
+                [
+                    "naive relay (Publish + UPDATE/commit per row)",
+                    median(rates["naive"]),
+                    ", ".join(f"{r:.0f}" for r in rates["naive"]),
+                ],
+                [
+                    "limit (bare PublishBatch loop, no database)",
+                    median(rates["limit"]),
+                    ", ".join(f"{r:.0f}" for r in rates["limit"]),
+                ],
             ],
         ),
         "",

@@ -96,8 +96,14 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return not self.problems and not any(
-            (self.duplicate_effects, self.lost_messages, self.rows_pending, self.rows_failed,
-             self.dead_letters, self.left_on_queues)
+            (
+                self.duplicate_effects,
+                self.lost_messages,
+                self.rows_pending,
+                self.rows_failed,
+                self.dead_letters,
+                self.left_on_queues,
+            )
         )
 
     def render(self) -> str:
@@ -226,14 +232,20 @@ class _ChaosRun:
         sns_faults: list[tuple[Any, dict[str, Any]]] = [
             (FailCall("Throttling", 400, "Rate exceeded", kind="sns throttling"), {"when": attempts_allowed}),
             (FailCall("InternalError", 500, kind="sns internal error"), {"when": attempts_allowed}),
-            (FailEntries(select=lambda _i, _e: rng.random() < 0.5, kind="sns batch entries failed"),
-             {"when": attempts_allowed}),
+            (
+                FailEntries(select=lambda _i, _e: rng.random() < 0.5, kind="sns batch entries failed"),
+                {"when": attempts_allowed},
+            ),
             (LoseResponse(kind="sns answer lost after publishing"), {"when": attempts_allowed}),
-            (Kill(kind="crash after commit, before immediate publish"),
-             {"when": lambda c: payment_api(c) and kill_allowed(c)}),
+            (
+                Kill(kind="crash after commit, before immediate publish"),
+                {"when": lambda c: payment_api(c) and kill_allowed(c)},
+            ),
             (Kill(after=True, kind="crash after publish, before mark sent"), {"when": kill_allowed}),
-            (RunFirst(self._relay_overlapping, kind="relay run overlapping the immediate publish"),
-             {"when": payment_api}),
+            (
+                RunFirst(self._relay_overlapping, kind="relay run overlapping the immediate publish"),
+                {"when": payment_api},
+            ),
         ]
         rate = self.config.fault_rate / len(sns_faults)
         for fault, options in sns_faults:
@@ -248,20 +260,50 @@ class _ChaosRun:
             return lambda call: self.consumer_faults_allowed and call.table == name
 
         consumer_faults: list[tuple[Any, str, str, Any]] = [
-            (FailCall("ThrottlingException", 400, kind="dynamodb ledger throttled"), "dynamodb",
-             "transact_write_items", consumer),
-            (FailCall("InternalServerError", 500, kind="dynamodb ledger internal error"), "dynamodb",
-             "transact_write_items", consumer),
-            (Kill(after=True, kind="points consumer killed after crediting (INPROGRESS left)"), "dynamodb",
-             "transact_write_items", consumer),
-            (FailCall("ProvisionedThroughputExceededException", 400, kind="dynamodb idempotency put failed"),
-             "dynamodb", "put_item", table("IdempotencyTable")),
-            (FailCall("InternalServerError", 500, kind="dynamodb idempotency completion failed"),
-             "dynamodb", "update_item", table("IdempotencyTable")),
-            (FailCall("InternalServerError", 500, kind="dynamodb SMS delivery lookup failed"), "dynamodb",
-             "get_item", table("SmsDeliveriesTable")),
-            (Kill(after=True, kind="SMS consumer killed after recording the SMS"), "dynamodb", "put_item",
-             table("SmsDeliveriesTable")),
+            (
+                FailCall("ThrottlingException", 400, kind="dynamodb ledger throttled"),
+                "dynamodb",
+                "transact_write_items",
+                consumer,
+            ),
+            (
+                FailCall("InternalServerError", 500, kind="dynamodb ledger internal error"),
+                "dynamodb",
+                "transact_write_items",
+                consumer,
+            ),
+            (
+                Kill(after=True, kind="points consumer killed after crediting (INPROGRESS left)"),
+                "dynamodb",
+                "transact_write_items",
+                consumer,
+            ),
+            (
+                FailCall(
+                    "ProvisionedThroughputExceededException", 400, kind="dynamodb idempotency put failed"
+                ),
+                "dynamodb",
+                "put_item",
+                table("IdempotencyTable"),
+            ),
+            (
+                FailCall("InternalServerError", 500, kind="dynamodb idempotency completion failed"),
+                "dynamodb",
+                "update_item",
+                table("IdempotencyTable"),
+            ),
+            (
+                FailCall("InternalServerError", 500, kind="dynamodb SMS delivery lookup failed"),
+                "dynamodb",
+                "get_item",
+                table("SmsDeliveriesTable"),
+            ),
+            (
+                Kill(after=True, kind="SMS consumer killed after recording the SMS"),
+                "dynamodb",
+                "put_item",
+                table("SmsDeliveriesTable"),
+            ),
             (FailCall("Throttling", 400, kind="SMS provider throttled"), "sns", "publish", consumer),
         ]
         rate = self.config.fault_rate / 3
@@ -350,8 +392,12 @@ class _ChaosRun:
         from payment_outbox_dev.faults import ProcessKilled
 
         body = json.dumps(
-            {"orderNo": order.order_no, "transactionId": f"txn-{order.order_no}", "amount": order.amount,
-             "paidAt": "2026-11-27T10:15:00Z"}
+            {
+                "orderNo": order.order_no,
+                "transactionId": f"txn-{order.order_no}",
+                "amount": order.amount,
+                "paidAt": "2026-11-27T10:15:00Z",
+            }
         )
         for _attempt in range(6):
             self.report.callbacks += 1
@@ -468,10 +514,12 @@ class _ChaosRun:
             )
         table = self.resources.refs["IdempotencyTable"]
         past = str(int(time.time() * 1000) - 1000)
-        for item in _scan(self.dynamodb, table, "#s = :inprogress", {"#s": "status"},
-                          {":inprogress": {"S": "INPROGRESS"}}):
+        for item in _scan(
+            self.dynamodb, table, "#s = :inprogress", {"#s": "status"}, {":inprogress": {"S": "INPROGRESS"}}
+        ):
             self.dynamodb.update_item(
-                TableName=table, Key={"id": item["id"]},
+                TableName=table,
+                Key={"id": item["id"]},
                 UpdateExpression="SET in_progress_expiration = :past",
                 ExpressionAttributeValues={":past": {"N": past}},
             )
@@ -523,16 +571,19 @@ class _ChaosRun:
         order_nos = [o.order_no for o in self.orders]
         with self.db.connect() as conn:
             for start in range(0, len(order_nos), 500):
-                chunk = order_nos[start:start + 500]
+                chunk = order_nos[start : start + 500]
                 for row in conn.execute(
-                    text("SELECT message_id, topic, status, business_key FROM message_record"
-                         " WHERE business_key IN :keys").bindparams(bindparam("keys", expanding=True)),
+                    text(
+                        "SELECT message_id, topic, status, business_key FROM message_record"
+                        " WHERE business_key IN :keys"
+                    ).bindparams(bindparam("keys", expanding=True)),
                     {"keys": chunk},
                 ):
                     rows[row.business_key].append(row)
                 for order_id, status in conn.execute(
                     text("SELECT id, status FROM orders WHERE order_no IN :keys").bindparams(
-                        bindparam("keys", expanding=True)),
+                        bindparam("keys", expanding=True)
+                    ),
                     {"keys": chunk},
                 ):
                     statuses[int(order_id)] = str(status)
@@ -606,8 +657,11 @@ def _scan(
 ) -> Iterator[dict[str, Any]]:
     request: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
     if filter_expression:
-        request.update(FilterExpression=filter_expression, ExpressionAttributeNames=names,
-                       ExpressionAttributeValues=values)
+        request.update(
+            FilterExpression=filter_expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
     while True:
         page = dynamodb.scan(**request)
         yield from page.get("Items", [])
@@ -675,14 +729,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave-size", type=int, default=ChaosConfig.wave_size)
     parser.add_argument("--duplicate-rate", type=float, default=ChaosConfig.duplicate_rate)
     parser.add_argument(
-        "--overlap-rate", type=float, default=ChaosConfig.overlap_rate,
+        "--overlap-rate",
+        type=float,
+        default=ChaosConfig.overlap_rate,
         help="chance of a relay looping in a thread during a wave; 0 makes a seed replay exactly",
     )
     args = parser.parse_args(argv)
     report = run_chaos(
-        ChaosConfig(orders=args.orders, seed=args.seed, database_url=args.database_url, root=args.root,
-                    fault_rate=args.fault_rate, wave_size=args.wave_size,
-                    duplicate_rate=args.duplicate_rate, overlap_rate=args.overlap_rate)
+        ChaosConfig(
+            orders=args.orders,
+            seed=args.seed,
+            database_url=args.database_url,
+            root=args.root,
+            fault_rate=args.fault_rate,
+            wave_size=args.wave_size,
+            duplicate_rate=args.duplicate_rate,
+            overlap_rate=args.overlap_rate,
+        )
     )
     print(report.render(), flush=True)
     return 0 if report.ok else 1

@@ -75,8 +75,11 @@ class Call:
                     return str(put["Item"]["messageId"]["S"])
         for key in ("Item", "Key"):
             if key in self.params:
-                return "|".join(f"{k}={v.get('S', v.get('N'))}" for k, v in sorted(self.params[key].items())
-                                if k in ("id", "messageId", "pk", "sk"))
+                return "|".join(
+                    f"{k}={v.get('S', v.get('N'))}"
+                    for k, v in sorted(self.params[key].items())
+                    if k in ("id", "messageId", "pk", "sk")
+                )
         if self.operation == "publish" and "Message" in self.params:
             return str(self.params["Message"])
         return ",".join(self.message_ids)

@@ -139,8 +139,11 @@ class InMemoryOutbox:
         )
 
     def oldest_due_at(self, now: datetime) -> datetime | None:
-        due = [m.next_retry_at for m in self._t.outbox.values()
-               if m.status is OutboxStatus.PENDING and m.next_retry_at <= now]
+        due = [
+            m.next_retry_at
+            for m in self._t.outbox.values()
+            if m.status is OutboxStatus.PENDING and m.next_retry_at <= now
+        ]
         return min(due, default=None)
 
     def get(self, message_id: str) -> OutboxMessage | None:

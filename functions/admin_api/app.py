@@ -97,7 +97,6 @@ def _actor() -> str:
     return app.current_event.request_context.identity.user_arn or "local"
 
 
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

@@ -66,7 +66,6 @@ def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, An
     return error_response(error)
 
 
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

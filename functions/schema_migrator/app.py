@@ -28,6 +28,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
     except Exception:
         logger.exception("schema migration failed")
         success, reason = False, "schema migration failed; see the function's log"
-    cfn_response.send(event, success=success, reason=reason, physical_resource_id=PHYSICAL_ID,
-                      data={"Revision": revision}, log_stream_name=context.log_stream_name)
+    cfn_response.send(
+        event,
+        success=success,
+        reason=reason,
+        physical_resource_id=PHYSICAL_ID,
+        data={"Revision": revision},
+        log_stream_name=context.log_stream_name,
+    )
     return {"revision": revision}

@@ -86,9 +86,16 @@ def test_the_chaos_run_catches_a_consumer_that_credits_a_message_twice(
     original_credit = DynamoDbPointsLedger.credit
 
     def credit_without_dedup(self: DynamoDbPointsLedger, credit: PointsCredit) -> bool:
-        return original_credit(self, PointsCredit(f"{credit.message_id}-{uuid.uuid4().hex[:6]}",
-                                                  credit.user_id, credit.order_id, credit.points,
-                                                  credit.credited_at))
+        return original_credit(
+            self,
+            PointsCredit(
+                f"{credit.message_id}-{uuid.uuid4().hex[:6]}",
+                credit.user_id,
+                credit.order_id,
+                credit.points,
+                credit.credited_at,
+            ),
+        )
 
     monkeypatch.setattr(DynamoDbPointsLedger, "credit", credit_without_dedup)
 

@@ -53,8 +53,9 @@ def take_messages(system: LocalSystem, queue: str) -> list[dict[str, Any]]:
     sqs, url = boto3.client("sqs"), system.resources.queue_url(queue)
     taken: list[dict[str, Any]] = []
     while True:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                    AttributeNames=["All"]).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+        ).get("Messages", [])
         if not batch:
             return taken
         for message in batch:
@@ -111,6 +112,7 @@ def test_seed_bug_consumers_receive_the_message_id(
 ) -> None:
     # Given a paid order whose rows were published by the scheduled relay or right after commit
     if published_by == "relay":
+
         def skip(self: ImmediatePublisher, messages: Sequence[OutboxMessage]) -> None:
             return None
 
@@ -119,8 +121,10 @@ def test_seed_bug_consumers_receive_the_message_id(
     if published_by == "relay":
         assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
         with system.engine.begin() as conn:
-            conn.execute(text("UPDATE message_record SET next_retry_at = :due"),
-                         {"due": utc_now() - timedelta(seconds=1)})
+            conn.execute(
+                text("UPDATE message_record SET next_retry_at = :due"),
+                {"due": utc_now() - timedelta(seconds=1)},
+            )
         assert system.run_relay()["published"] == 2
 
     # When each queue is read
@@ -200,7 +204,8 @@ def test_duplicates_after_the_idempotency_record_expired_still_apply_once(system
     assert clear_idempotency_records(system) == 2
     for queue, batch in messages.items():
         response = system.functions.invoke(
-            CONSUMER_OF_QUEUE[queue], sqs_event([copy_with_new_sqs_id(batch[0])], queue_arn(system, queue)))
+            CONSUMER_OF_QUEUE[queue], sqs_event([copy_with_new_sqs_id(batch[0])], queue_arn(system, queue))
+        )
         assert response == {"batchItemFailures": []}
 
     # Then the ledger entry and the delivery record still make them no-ops
@@ -234,12 +239,26 @@ POISON_BODIES = {
     "not-json": "this is not json",
     "json-array": "[1, 2, 3]",
     "envelope-without-fields": json.dumps({"messageId": "poison-1"}),
-    "wrong-topic": json.dumps({"messageId": "poison-2", "topic": "topic.sms", "businessKey": "PO1",
-                               "businessType": "ORDER_PAID", "occurredAt": "2026-11-27T10:15:00Z",
-                               "payload": {"userId": 42, "orderId": 1, "points": 5}}),
-    "invalid-payload": json.dumps({"messageId": "poison-3", "topic": "topic.points", "businessKey": "PO1",
-                                   "businessType": "ORDER_PAID", "occurredAt": "2026-11-27T10:15:00Z",
-                                   "payload": {"userId": "someone", "points": -1}}),
+    "wrong-topic": json.dumps(
+        {
+            "messageId": "poison-2",
+            "topic": "topic.sms",
+            "businessKey": "PO1",
+            "businessType": "ORDER_PAID",
+            "occurredAt": "2026-11-27T10:15:00Z",
+            "payload": {"userId": 42, "orderId": 1, "points": 5},
+        }
+    ),
+    "invalid-payload": json.dumps(
+        {
+            "messageId": "poison-3",
+            "topic": "topic.points",
+            "businessKey": "PO1",
+            "businessType": "ORDER_PAID",
+            "occurredAt": "2026-11-27T10:15:00Z",
+            "payload": {"userId": "someone", "points": -1},
+        }
+    ),
 }
 
 
@@ -249,8 +268,10 @@ def test_poison_records_fail_alone_and_end_in_the_dead_letter_queue(system: Loca
     paid_order(system)
     take_messages(system, "SmsQueue")
     sqs, url = boto3.client("sqs"), system.resources.queue_url("PointsQueue")
-    poison_ids = {sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]: kind
-                  for kind, body in POISON_BODIES.items()}
+    poison_ids = {
+        sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]: kind
+        for kind, body in POISON_BODIES.items()
+    }
 
     # When the consumer gets them all in one batch
     first = system.functions.deliver(url, "PointsConsumerFunction")
@@ -316,12 +337,18 @@ def test_sms_consumer_never_logs_the_full_phone_number(
     assert PHONE not in json.dumps(record)
 
 
-
 def invalid_sms_envelope(message_id: str) -> str:
     """An SMS message whose payload lacks its params: it can never be sent, yet it holds a phone."""
-    return json.dumps({"messageId": message_id, "topic": "topic.sms", "businessKey": "PO1",
-                       "businessType": "ORDER_PAID", "occurredAt": "2026-11-27T10:15:00Z",
-                       "payload": {"phone": PHONE, "templateId": "ORDER_PAY_SUCCESS"}})
+    return json.dumps(
+        {
+            "messageId": message_id,
+            "topic": "topic.sms",
+            "businessKey": "PO1",
+            "businessType": "ORDER_PAID",
+            "occurredAt": "2026-11-27T10:15:00Z",
+            "payload": {"phone": PHONE, "templateId": "ORDER_PAY_SUCCESS"},
+        }
+    )
 
 
 @pytest.mark.parametrize("batch", ["poison-alone", "poison-with-a-good-message"])
@@ -330,8 +357,12 @@ def test_sms_consumer_does_not_log_the_phone_of_a_poison_message(
 ) -> None:
     # Given an invalid SMS message carrying a phone number, alone or next to a good SMS message
     good = [one_published_message(system, "SmsQueue")] if batch == "poison-with-a-good-message" else []
-    poison = {"MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex,
-              "Body": invalid_sms_envelope("poison-sms"), "MessageAttributes": {}}
+    poison = {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": uuid.uuid4().hex,
+        "Body": invalid_sms_envelope("poison-sms"),
+        "MessageAttributes": {},
+    }
     capfd.readouterr()
     caplog.clear()
     caplog.set_level(logging.INFO)
@@ -355,7 +386,8 @@ def test_sms_consumer_does_not_log_the_phone_of_a_poison_message(
         assert "SmsPayload" in reported
     # And neither the log records, nor stdout/stderr, nor the reported error quote the phone number
     captured = capfd.readouterr()
-    logged = "\n".join([caplog.text, *(r.getMessage() for r in caplog.records), captured.out, captured.err,
-                        reported])
+    logged = "\n".join(
+        [caplog.text, *(r.getMessage() for r in caplog.records), captured.out, captured.err, reported]
+    )
     assert PHONE not in logged
     assert PHONE[1:] not in logged

@@ -96,8 +96,10 @@ def pay_all(system: LocalSystem, orders: Sequence[dict[str, Any]], user_id: int 
 def make_pending_due(system: LocalSystem) -> None:
     """Stands in for waiting: every pending row's retry time (or lease) has come."""
     with system.engine.begin() as conn:
-        conn.execute(text("UPDATE message_record SET next_retry_at = :due WHERE status = 0"),
-                     {"due": utc_now() - timedelta(seconds=1)})
+        conn.execute(
+            text("UPDATE message_record SET next_retry_at = :due WHERE status = 0"),
+            {"due": utc_now() - timedelta(seconds=1)},
+        )
 
 
 def expire_in_progress_locks(system: LocalSystem) -> int:
@@ -108,9 +110,12 @@ def expire_in_progress_locks(system: LocalSystem) -> int:
     expired = 0
     for item in dynamodb.scan(TableName=table)["Items"]:
         if item.get("status", {}).get("S") == "INPROGRESS":
-            dynamodb.update_item(TableName=table, Key={"id": item["id"]},
-                                 UpdateExpression="SET in_progress_expiration = :past",
-                                 ExpressionAttributeValues={":past": {"N": past}})
+            dynamodb.update_item(
+                TableName=table,
+                Key={"id": item["id"]},
+                UpdateExpression="SET in_progress_expiration = :past",
+                ExpressionAttributeValues={":past": {"N": past}},
+            )
             expired += 1
     return expired
 
@@ -161,8 +166,9 @@ def assert_each_paid_order_applied_once(
         assert [r["status"] for r in rows] == [1, 1], (order, rows)
         by_topic = {r["topic"]: r["message_id"] for r in rows}
         # one ledger entry for the order, and it is the points row's message
-        entries = [e for e in system.ledger_entries(order.user_id)
-                   if int(e["orderId"]["N"]) == order.order_id]
+        entries = [
+            e for e in system.ledger_entries(order.user_id) if int(e["orderId"]["N"]) == order.order_id
+        ]
         assert [e["messageId"]["S"] for e in entries] == [by_topic[TOPIC_POINTS]], order
         assert int(entries[0]["points"]["N"]) == floor_points(order.amount)
         # one SMS delivery record for the SMS row, and one SMS actually sent for the order
@@ -225,8 +231,9 @@ def test_crashes_after_commit_before_the_immediate_publish_leave_every_order_to_
     system: LocalSystem, faults: FaultInjector
 ) -> None:
     # Given five orders, and the payment function dying right after its commit for three of them
-    faults.add(Kill(kind="killed before immediate publish"), "sns", "publish_batch", when=on(PAYMENT_API),
-               times=3)
+    faults.add(
+        Kill(kind="killed before immediate publish"), "sns", "publish_batch", when=on(PAYMENT_API), times=3
+    )
     orders = new_orders(system, ["10.00", "20.50", "30.99", "40.01", "50.00"])
 
     # When each callback is processed, and the provider retries the ones that got no answer
@@ -266,14 +273,20 @@ def test_a_relay_run_overlapping_a_slow_immediate_publish_publishes_twice_and_ap
     def scheduled_run_meanwhile(call: Call) -> None:
         with system.engine.begin() as conn:
             for message_id in call.message_ids:
-                conn.execute(text("UPDATE message_record SET next_retry_at = :due WHERE message_id = :id"),
-                             {"due": utc_now() - timedelta(seconds=1), "id": message_id})
+                conn.execute(
+                    text("UPDATE message_record SET next_retry_at = :due WHERE message_id = :id"),
+                    {"due": utc_now() - timedelta(seconds=1), "id": message_id},
+                )
         worker = threading.Thread(target=lambda: relay_results.append(system.run_relay()))
         worker.start()
         worker.join(timeout=30)
 
-    faults.add(RunFirst(scheduled_run_meanwhile, kind="relay overlapping immediate publish"),
-               "sns", "publish_batch", when=on(PAYMENT_API))
+    faults.add(
+        RunFirst(scheduled_run_meanwhile, kind="relay overlapping immediate publish"),
+        "sns",
+        "publish_batch",
+        when=on(PAYMENT_API),
+    )
     publishes = Publishes(faults)
     orders = new_orders(system, ["12.00", "34.50", "56.70"])
 
@@ -316,9 +329,13 @@ def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_imme
     from payment_outbox.adapters import aws
 
     client = aws.client("sns")  # wrapped by the injector, so its publishes are counted too
-    relay = OutboxRelay(lambda: SqlUnitOfWork(sessions),
-                        SnsPublisher(lambda: client, system.resources.refs["OrderEventsTopic"]),
-                        AheadClock(timedelta(minutes=5)), policy=RetryPolicy(), batch_size=10)
+    relay = OutboxRelay(
+        lambda: SqlUnitOfWork(sessions),
+        SnsPublisher(lambda: client, system.resources.refs["OrderEventsTopic"]),
+        AheadClock(timedelta(minutes=5)),
+        policy=RetryPolicy(),
+        batch_size=10,
+    )
     stop = threading.Event()
     claimed: list[int] = []
     errors: list[BaseException] = []
@@ -449,8 +466,14 @@ def test_one_record_failing_mid_batch_is_retried_alone_and_credited_once(
     # Given five paid orders whose points messages wait on the queue, and the ledger failing for the third
     orders = pay_all(system, new_orders(system, ["1.50", "2.50", "3.50", "4.50", "5.50"]))
     victim = points_message_ids(system)[2]
-    faults.add(FailCall("InternalServerError", 500), "dynamodb", "transact_write_items",
-               when=for_message(victim), times=1, kind="ledger failed for one record")
+    faults.add(
+        FailCall("InternalServerError", 500),
+        "dynamodb",
+        "transact_write_items",
+        when=for_message(victim),
+        times=1,
+        kind="ledger failed for one record",
+    )
 
     # When the consumer gets the batch
     first = system.functions.deliver(system.resources.queue_url("PointsQueue"), "PointsConsumerFunction")
@@ -476,8 +499,13 @@ def test_a_consumer_dying_mid_batch_leaves_its_record_in_progress_until_the_lock
     # after the ledger took the second credit, before the idempotency record says COMPLETED
     orders = pay_all(system, new_orders(system, ["10.00", "20.00", "30.00"]))
     victim = points_message_ids(system)[1]
-    faults.add(Kill(after=True, kind="consumer killed after its effect"), "dynamodb", "transact_write_items",
-               when=for_message(victim), times=1)
+    faults.add(
+        Kill(after=True, kind="consumer killed after its effect"),
+        "dynamodb",
+        "transact_write_items",
+        when=for_message(victim),
+        times=1,
+    )
     url = system.resources.queue_url("PointsQueue")
     dynamodb, table = boto3.client("dynamodb"), system.resources.refs["IdempotencyTable"]
 
@@ -511,20 +539,33 @@ def test_a_consumer_dying_mid_batch_leaves_its_record_in_progress_until_the_lock
 
 # --- 7. DynamoDB errors in the consumers ------------------------------------------------------------
 
+
 def _table(logical_id: str) -> Callable[[LocalSystem], Callable[[Call], bool]]:
     return lambda system: lambda call: call.table == system.resources.refs[logical_id]
 
 
 DYNAMODB_FAULTS: dict[str, tuple[FailCall, str, Callable[[LocalSystem], Callable[[Call], bool]]]] = {
     "ledger-throttled": (FailCall("ThrottlingException", 400), "transact_write_items", _table("PointsTable")),
-    "ledger-internal-error": (FailCall("InternalServerError", 500), "transact_write_items",
-                              _table("PointsTable")),
-    "idempotency-put-throttled": (FailCall("ProvisionedThroughputExceededException", 400), "put_item",
-                                  _table("IdempotencyTable")),
-    "idempotency-completion-lost": (FailCall("InternalServerError", 500), "update_item",
-                                    _table("IdempotencyTable")),
-    "sms-delivery-lookup-failed": (FailCall("InternalServerError", 500), "get_item",
-                                   _table("SmsDeliveriesTable")),
+    "ledger-internal-error": (
+        FailCall("InternalServerError", 500),
+        "transact_write_items",
+        _table("PointsTable"),
+    ),
+    "idempotency-put-throttled": (
+        FailCall("ProvisionedThroughputExceededException", 400),
+        "put_item",
+        _table("IdempotencyTable"),
+    ),
+    "idempotency-completion-lost": (
+        FailCall("InternalServerError", 500),
+        "update_item",
+        _table("IdempotencyTable"),
+    ),
+    "sms-delivery-lookup-failed": (
+        FailCall("InternalServerError", 500),
+        "get_item",
+        _table("SmsDeliveriesTable"),
+    ),
 }
 
 
@@ -539,8 +580,10 @@ def test_dynamodb_errors_fail_the_record_which_is_redelivered_and_applied_once(
     rule = faults.add(failure, "dynamodb", operation, when=where(system), times=3, kind=fault)
 
     # When each consumer gets its batch once
-    first = [system.functions.deliver(system.resources.queue_url(q), f, handler_errors_fail_batch=True)
-             for q, f in (("PointsQueue", "PointsConsumerFunction"), ("SmsQueue", "SmsConsumerFunction"))]
+    first = [
+        system.functions.deliver(system.resources.queue_url(q), f, handler_errors_fail_batch=True)
+        for q, f in (("PointsQueue", "PointsConsumerFunction"), ("SmsQueue", "SmsConsumerFunction"))
+    ]
 
     # Then the records the fault hit are reported failed, not lost and not half-applied
     assert rule.injected >= 1
@@ -669,9 +712,14 @@ def test_a_poison_message_and_an_unpublishable_row_do_not_block_the_other_orders
     faults.add(FailCall("InternalError", 500), "sns", "publish_batch", when=on(PAYMENT_API))
     orders = pay_all(system, new_orders(system, ["8.00", "9.00", "10.00", "11.00"]))
     now = utc_now()
-    too_large = Envelope(message_id=uuid.uuid4().hex, topic=TOPIC_POINTS, business_key="PO-TOO-LARGE",
-                         business_type=BUSINESS_TYPE_ORDER_PAID, occurred_at=now,
-                         payload={"userId": 9, "orderId": 9, "points": 1, "note": "x" * (257 * 1024)})
+    too_large = Envelope(
+        message_id=uuid.uuid4().hex,
+        topic=TOPIC_POINTS,
+        business_key="PO-TOO-LARGE",
+        business_type=BUSINESS_TYPE_ORDER_PAID,
+        occurred_at=now,
+        payload={"userId": 9, "orderId": 9, "points": 1, "note": "x" * (257 * 1024)},
+    )
     with SqlUnitOfWork(make_session_factory(system.engine)) as tx:
         tx.outbox.add_all([pending_message(too_large, now=now, due_at=now)])
         tx.commit()
@@ -688,8 +736,9 @@ def test_a_poison_message_and_an_unpublishable_row_do_not_block_the_other_orders
 
     # When the consumers drain their queues (the poison fails on every receive)
     for _ in range(20):
-        delivery = system.functions.deliver(points_url, "PointsConsumerFunction", visibility_timeout=0,
-                                            handler_errors_fail_batch=True)
+        delivery = system.functions.deliver(
+            points_url, "PointsConsumerFunction", visibility_timeout=0, handler_errors_fail_batch=True
+        )
         if delivery.received == 0:
             break
     system.drain("SmsQueue", "SmsConsumerFunction")
@@ -718,13 +767,19 @@ def bulk_insert(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
     )
     for start in range(0, len(rows), INSERT_CHUNK):
         with engine.begin() as conn:
-            conn.execute(statement, list(rows[start:start + INSERT_CHUNK]))
+            conn.execute(statement, list(rows[start : start + INSERT_CHUNK]))
 
 
 def row_of(envelope: Envelope, now: datetime) -> dict[str, Any]:
-    return {"message_id": envelope.message_id, "topic": envelope.topic, "content": envelope.to_json(),
-            "now": now, "business_key": envelope.business_key, "business_type": envelope.business_type,
-            "due": now - timedelta(minutes=1)}
+    return {
+        "message_id": envelope.message_id,
+        "topic": envelope.topic,
+        "content": envelope.to_json(),
+        "now": now,
+        "business_key": envelope.business_key,
+        "business_type": envelope.business_type,
+        "due": now - timedelta(minutes=1),
+    }
 
 
 class MemoryLedger:
@@ -741,8 +796,11 @@ class MemoryLedger:
         with self._lock:
             if key in self.items:
                 return False
-            self.items[key] = {"messageId": credit.message_id, "orderId": credit.order_id,
-                               "points": credit.points}
+            self.items[key] = {
+                "messageId": credit.message_id,
+                "orderId": credit.order_id,
+                "points": credit.points,
+            }
             self.balances[credit.user_id] += credit.points
         return True
 
@@ -808,9 +866,14 @@ def test_a_large_backlog_drains_with_no_loss_and_no_duplicate_effect(
     started = time.monotonic()
     now = utc_now()
     envelopes = [
-        Envelope(message_id=uuid.uuid4().hex, topic=TOPIC_POINTS, business_key=f"PO{i:012d}",
-                 business_type=BUSINESS_TYPE_ORDER_PAID, occurred_at=now,
-                 payload={"userId": 1 + i % 997, "orderId": i + 1, "points": i % 50})
+        Envelope(
+            message_id=uuid.uuid4().hex,
+            topic=TOPIC_POINTS,
+            business_key=f"PO{i:012d}",
+            business_type=BUSINESS_TYPE_ORDER_PAID,
+            occurred_at=now,
+            payload={"userId": 1 + i % 997, "orderId": i + 1, "points": i % 50},
+        )
         for i in range(BACKLOG_ROWS)
     ]
     bulk_insert(db, [row_of(e, now) for e in envelopes])
@@ -819,8 +882,10 @@ def test_a_large_backlog_drains_with_no_loss_and_no_duplicate_effect(
     # ~1% of entries and loses the answer of another ~1%, and the real credit_points on a memory ledger
     bus, ledger, clock = InProcessBus(seed=11), MemoryLedger(), SteppingClock()
     engines = [make_engine(db.url.render_as_string(hide_password=False)) for _ in range(4)]
-    relays = [OutboxRelay(unit_of_work_on(engine), bus, clock, policy=RetryPolicy(max_attempts=10),
-                          batch_size=200) for engine in engines]
+    relays = [
+        OutboxRelay(unit_of_work_on(engine), bus, clock, policy=RetryPolicy(max_attempts=10), batch_size=200)
+        for engine in engines
+    ]
 
     # When the relays drain the backlog together, round after round, skipping ahead to each retry time,
     # and the consumer takes everything the bus received
@@ -870,9 +935,19 @@ def test_a_backlog_drains_through_sns_and_sqs_with_every_effect_once(system: Loc
     # half as many paid orders, inserted in bulk
     now = utc_now()
     orders = [
-        Order(id=i + 1, order_no=f"PO{i:012d}", user_id=1 + i % 37, user_phone="+8613812345678",
-              amount=Decimal(f"{1 + i % 300}.{i % 100:02d}"), currency="CNY", status=OrderStatus.PAID,
-              created_at=now, updated_at=now, pay_time=now, payment_txn_id=f"txn-{i}")
+        Order(
+            id=i + 1,
+            order_no=f"PO{i:012d}",
+            user_id=1 + i % 37,
+            user_phone="+8613812345678",
+            amount=Decimal(f"{1 + i % 300}.{i % 100:02d}"),
+            currency="CNY",
+            status=OrderStatus.PAID,
+            created_at=now,
+            updated_at=now,
+            pay_time=now,
+            payment_txn_id=f"txn-{i}",
+        )
         for i in range(MOTO_BACKLOG_ROWS // 2)
     ]
     envelopes = [e for o in orders for e in order_paid_envelopes(o, now=now, new_id=lambda: uuid.uuid4().hex)]

@@ -346,7 +346,10 @@ def test_schedule_retry_and_mark_failed_update_a_pending_row(sessions: sessionma
     assert (retried, failed) == (True, True)
     row = get(sessions, retrying.message_id)
     assert (row.status, row.retry_count, row.next_retry_at, row.last_error) == (
-        OutboxStatus.PENDING, 1, T0 + timedelta(seconds=4), "Throttled"
+        OutboxStatus.PENDING,
+        1,
+        T0 + timedelta(seconds=4),
+        "Throttled",
     )
     # And the given-up row is FAILED with its error cut to the column's size
     row = get(sessions, failing.message_id)
@@ -375,7 +378,10 @@ def test_a_late_failure_report_does_not_undo_a_send(sessions: sessionmaker[Sessi
     assert (retried, failed) == (False, False)
     stored = get(sessions, row.message_id)
     assert (stored.status, stored.retry_count, stored.last_error, stored.sent_time) == (
-        OutboxStatus.SENT, 0, None, T0
+        OutboxStatus.SENT,
+        0,
+        None,
+        T0,
     )
 
 

@@ -69,8 +69,9 @@ def assert_still_unpaid(system: LocalSystem, order: dict[str, Any]) -> None:
 
 def make_outbox_due(system: LocalSystem) -> None:
     with system.engine.begin() as conn:
-        conn.execute(text("UPDATE message_record SET next_retry_at = :due"),
-                     {"due": utc_now() - timedelta(seconds=1)})
+        conn.execute(
+            text("UPDATE message_record SET next_retry_at = :due"), {"due": utc_now() - timedelta(seconds=1)}
+        )
 
 
 def take_messages(queue_url: str) -> list[dict[str, Any]]:
@@ -78,8 +79,9 @@ def take_messages(queue_url: str) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs")
     taken: list[dict[str, Any]] = []
     while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                    MessageAttributeNames=["All"]).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
         if not batch:
             return taken
         for message in batch:
@@ -92,8 +94,9 @@ def tables(system: LocalSystem) -> set[str]:
         return {row[0] for row in conn.execute(text("SHOW TABLES"))}
 
 
-def set_function_env(system: LocalSystem, monkeypatch: pytest.MonkeyPatch, function: str, name: str,
-                     value: str) -> None:
+def set_function_env(
+    system: LocalSystem, monkeypatch: pytest.MonkeyPatch, function: str, name: str, value: str
+) -> None:
     """Change one variable of a function's environment (the harness applies it on every invocation)."""
     monkeypatch.setitem(system.functions._environments[function], name, value)
     monkeypatch.setenv(name, value)
@@ -287,8 +290,13 @@ Builder = Callable[[dict[str, Any]], tuple[str, dict[str, str]]]
 
 
 def callback(order: dict[str, Any], **changes: Any) -> str:
-    document = {"orderNo": order["orderNo"], "transactionId": "txn-1", "amount": order["amount"],
-                "paidAt": "2026-11-27T10:15:00Z", **changes}
+    document = {
+        "orderNo": order["orderNo"],
+        "transactionId": "txn-1",
+        "amount": order["amount"],
+        "paidAt": "2026-11-27T10:15:00Z",
+        **changes,
+    }
     return json.dumps(document)
 
 
@@ -313,16 +321,36 @@ REFUSED_CALLBACKS: dict[str, list[RefusedCallback]] = {
         ("malformed-signature", with_header("not-a-signature"), 401, "invalid_signature"),
         ("non-numeric-timestamp", with_header("t=abc,v1=00"), 401, "invalid_signature"),
         ("no-timestamp", with_header("v1=" + "0" * 64), 401, "invalid_signature"),
-        ("no-digest", lambda o: (callback(o), {"X-Signature": f"t={int(time.time())}"}), 401,
-         "invalid_signature"),
-        ("wrong-secret", lambda o: (callback(o), signed_headers(callback(o), secret="another-secret")), 401,
-         "invalid_signature"),
-        ("signature-of-another-body", lambda o: (callback(o), signed_headers(callback(o, amount="0.01"))),
-         401, "invalid_signature"),
-        ("timestamp-301s-old", lambda o: (callback(o), signed_at(callback(o), -301)), 401,
-         "invalid_signature"),
-        ("timestamp-301s-ahead", lambda o: (callback(o), signed_at(callback(o), 301)), 401,
-         "invalid_signature"),
+        (
+            "no-digest",
+            lambda o: (callback(o), {"X-Signature": f"t={int(time.time())}"}),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "wrong-secret",
+            lambda o: (callback(o), signed_headers(callback(o), secret="another-secret")),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "signature-of-another-body",
+            lambda o: (callback(o), signed_headers(callback(o, amount="0.01"))),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "timestamp-301s-old",
+            lambda o: (callback(o), signed_at(callback(o), -301)),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "timestamp-301s-ahead",
+            lambda o: (callback(o), signed_at(callback(o), 301)),
+            401,
+            "invalid_signature",
+        ),
     ],
     "unknown-order": [
         ("unknown-order", lambda o: signed(callback(o, orderNo="PO000000000000")), 404, "order_not_found"),
@@ -343,8 +371,12 @@ REFUSED_CALLBACKS: dict[str, list[RefusedCallback]] = {
         ("order-no-as-list", lambda o: signed(callback(o, orderNo=["x"])), 422, "invalid_request"),
         ("paid-at-not-a-time", lambda o: signed(callback(o, paidAt="yesterday")), 422, "invalid_request"),
         ("empty-transaction-id", lambda o: signed(callback(o, transactionId="")), 422, "invalid_request"),
-        ("transaction-id-too-long", lambda o: signed(callback(o, transactionId="t" * 65)), 422,
-         "invalid_request"),
+        (
+            "transaction-id-too-long",
+            lambda o: signed(callback(o, transactionId="t" * 65)),
+            422,
+            "invalid_request",
+        ),
         ("amount-zero", lambda o: signed(callback(o, amount="0")), 422, "invalid_request"),
         ("unexpected-field", lambda o: signed(callback(o, status="PAID")), 422, "invalid_request"),
         ("missing-fields", lambda o: signed(json.dumps({"orderNo": o["orderNo"]})), 422, "invalid_request"),
@@ -479,8 +511,13 @@ def test_notify_pays_the_order_writes_two_outbox_rows_and_publishes_them_after_c
 
 
 def test_points_payload_is_the_whole_yuan_of_the_amount(system: LocalSystem) -> None:
-    for amount, points in [("128.50", 128), ("99.99", 99), ("1.00", 1), ("0.01", 0),
-                           ("9999999999.99", 9_999_999_999)]:
+    for amount, points in [
+        ("128.50", 128),
+        ("99.99", 99),
+        ("1.00", 1),
+        ("0.01", 0),
+        ("9999999999.99", 9_999_999_999),
+    ]:
         # Given an order of the amount
         order = system.create_order(amount=amount)
 
@@ -488,8 +525,11 @@ def test_points_payload_is_the_whole_yuan_of_the_amount(system: LocalSystem) -> 
         assert system.pay(order, f"txn-{amount}").status == 200
 
         # Then its points message carries the whole yuan of the amount, the fraction dropped
-        points_row = next(r for r in system.outbox_rows()
-                          if r["topic"] == "topic.points" and r["business_key"] == order["orderNo"])
+        points_row = next(
+            r
+            for r in system.outbox_rows()
+            if r["topic"] == "topic.points" and r["business_key"] == order["orderNo"]
+        )
         assert json.loads(points_row["content"])["payload"]["points"] == points, amount
     take_messages(system.resources.queue_url("PointsQueue"))
     take_messages(system.resources.queue_url("SmsQueue"))
@@ -585,8 +625,11 @@ def containers(system: LocalSystem) -> Iterator[Callable[[int], list[PaymentServ
         for _ in range(count):
             engines.append(make_engine(url))
             factory = make_session_factory(engines[-1])
-            services.append(PaymentService(lambda f=factory: SqlUnitOfWork(f), bootstrap.clock,
-                                           handoff_lease=timedelta(seconds=60)))
+            services.append(
+                PaymentService(
+                    lambda f=factory: SqlUnitOfWork(f), bootstrap.clock, handoff_lease=timedelta(seconds=60)
+                )
+            )
         return services
 
     yield build
@@ -752,8 +795,11 @@ def test_failed_immediate_publish_still_answers_200_and_leaves_rows_to_the_relay
         assert row["retry_count"] == 1
         assert row["last_error"]
         assert row["sent_time"] is None
-        assert started < row["next_retry_at"] <= utc_now() + timedelta(
-            seconds=outbox_settings().outbox_backoff_max_seconds)
+        assert (
+            started
+            < row["next_retry_at"]
+            <= utc_now() + timedelta(seconds=outbox_settings().outbox_backoff_max_seconds)
+        )
     assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
 
     # When SNS is reachable again and the rows are due, the relay runs

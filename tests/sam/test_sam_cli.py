@@ -21,7 +21,10 @@ def _sam_environment() -> dict[str, str]:
     # The python3.13 build needs that interpreter on PATH; pyenv provides it when told which one.
     if not _runs("python3.13") and shutil.which("pyenv") is not None:
         versions = subprocess.run(
-            ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False  # noqa: S607
+            ["pyenv", "versions", "--bare"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         installed = [v for v in versions if v.startswith("3.13.")]
         if installed:

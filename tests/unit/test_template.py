@@ -281,5 +281,6 @@ def test_no_secret_is_a_parameter_default_or_an_environment_value(template: dict
             assert "Arn" in name, f"{name}: secrets are passed by ARN, never by value"
     for name, function in _functions(template).items():
         variables = function["Properties"].get("Environment", {}).get("Variables", {})
-        assert not any("PASSWORD" in key or key == "WEBHOOK_SECRET" or key == "DATABASE_URL"
-                       for key in variables), name
+        assert not any(
+            "PASSWORD" in key or key == "WEBHOOK_SECRET" or key == "DATABASE_URL" for key in variables
+        ), name
