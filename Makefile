@@ -41,9 +41,10 @@ bench: install
 chaos: install
 	$(BIN)/python -m payment_outbox_dev.chaos $(ARGS)
 
-## Static checks: ruff, mypy (strict), cfn-lint on the template, bandit security scan.
+## Static checks: ruff (lint and format), mypy (strict), cfn-lint on the template, bandit security scan.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
