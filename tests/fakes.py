@@ -100,15 +100,22 @@ class InMemoryOutbox:
         pending = [m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING]
         due = [m for m in pending if m.next_retry_at <= now]
         if ordered_by_key:
-            due = [
-                m
-                for m in due
-                if not any(o.business_key == m.business_key and _row_id(o) < _row_id(m) for o in pending)
-            ]
+            due = [m for m in due if not _earlier_pending_in_stream(m, pending)]
         claimed = sorted(due, key=lambda m: (m.next_retry_at, _row_id(m)))[:limit]
         for message in claimed:
             self._t.outbox[message.message_id] = replace(message, next_retry_at=lease_until, update_time=now)
         return claimed
+
+    def hand_back_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
+        pending = [m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING]
+        waiting = {
+            m.message_id
+            for m in pending
+            if m.message_id in message_ids and _earlier_pending_in_stream(m, pending)
+        }
+        for message_id in waiting:
+            self._update_pending(message_id, next_retry_at=now, update_time=now)
+        return waiting
 
     def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int:
         changed = 0
@@ -158,6 +165,14 @@ class InMemoryOutbox:
             return False
         self._t.outbox[message_id] = replace(message, **values)  # type: ignore[arg-type]
         return True
+
+
+def _earlier_pending_in_stream(message: OutboxMessage, pending: Sequence[OutboxMessage]) -> bool:
+    """The stream rule of SqlOutboxRepository: same business key and topic, a lower row id."""
+    return bool(message.business_key) and any(
+        o.business_key == message.business_key and o.topic == message.topic and _row_id(o) < _row_id(message)
+        for o in pending
+    )
 
 
 def _row_id(message: OutboxMessage) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from payment_outbox.clock import SystemClock
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import OutboxMessage, pending_message
-from payment_outbox.ports import MessagePublisher, PublishOutcome
+from payment_outbox.ports import MessagePublisher, PublishFailure, PublishOutcome
 from payment_outbox.services.relay import OutboxRelay, RelayReport
 from tests.support import LocalSystem
 
@@ -216,3 +217,107 @@ def test_many_concurrent_relays_never_publish_a_row_twice(
 
 def _const(client: Any) -> Callable[[], Any]:
     return lambda: client
+
+
+# --- stream order ---------------------------------------------------------------------------------
+
+
+class StreamWatchingPublisher:
+    """Accepts everything except each row's first attempt when told to fail it; records, per stream
+    (business key x topic), the order rows were published in, and any moment two rows of one stream
+    were being published at the same time."""
+
+    def __init__(self, fail_first_attempt: set[str]) -> None:
+        self._lock = threading.Lock()
+        self._fail_first_attempt = set(fail_first_attempt)
+        self._in_flight: set[tuple[str, str]] = set()
+        self.overlaps: list[tuple[str, str]] = []
+        self.published: dict[tuple[str, str], list[str]] = {}
+        self.failed: list[str] = []
+
+    def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
+        streams = [(m.business_key, m.topic) for m in messages]
+        with self._lock:
+            self.overlaps.extend(s for s in streams if s in self._in_flight or streams.count(s) > 1)
+            self._in_flight.update(streams)
+        time.sleep(0.005)  # a publish takes time: other relays run meanwhile
+        outcome = PublishOutcome()
+        with self._lock:
+            for message, stream in zip(messages, streams, strict=True):
+                self._in_flight.discard(stream)
+                if message.message_id in self._fail_first_attempt:
+                    self._fail_first_attempt.discard(message.message_id)
+                    self.failed.append(message.message_id)
+                    outcome.failed[message.message_id] = PublishFailure("Throttled: slow down")
+                else:
+                    self.published.setdefault(stream, []).append(message.message_id)
+                    outcome.published.append(message.message_id)
+        return outcome
+
+
+def insert_streams(engine: Engine, keys: int, rows_per_stream: int) -> dict[tuple[str, str], list[str]]:
+    """``rows_per_stream`` rows for each of ``keys`` orders and both topics, written round-robin (as
+    concurrent producers would), all due; returns each stream's message ids in the order written."""
+    now = SystemClock().now()
+    streams: dict[tuple[str, str], list[str]] = {}
+    rows = []
+    for n in range(rows_per_stream):
+        for k in range(keys):
+            for topic in (TOPIC_POINTS, TOPIC_SMS):
+                envelope = Envelope(
+                    message_id=uuid.uuid4().hex,
+                    topic=topic,
+                    business_key=f"PO{k:010d}",
+                    business_type=BUSINESS_TYPE_ORDER_PAID,
+                    occurred_at=now,
+                    payload={"n": n},
+                )
+                # Later rows of a stream are due earlier: the claim must not go by due time alone.
+                rows.append(pending_message(envelope, now=now, due_at=now - timedelta(seconds=n)))
+                streams.setdefault((envelope.business_key, topic), []).append(envelope.message_id)
+    with SqlUnitOfWork(make_session_factory(engine)) as tx:
+        tx.outbox.add_all(rows)
+        tx.commit()
+    return streams
+
+
+def test_concurrent_relays_in_stream_order_publish_each_stream_in_order_one_row_at_a_time(
+    db: Engine, container_engines: Callable[[int], list[Engine]]
+) -> None:
+    # Given 20 streams of 6 due rows each (10 orders x 2 topics), where a quarter of the rows fail
+    # their first publish, among them rows in the middle of their stream
+    streams = insert_streams(db, keys=10, rows_per_stream=6)
+    every_row = [i for ids in streams.values() for i in ids]
+    publisher = StreamWatchingPublisher(fail_first_attempt=set(every_row[::4]))
+    # And four relays keeping stream order, each on its own connection, with short back-offs
+    relays = [
+        OutboxRelay(
+            (lambda sessions: lambda: SqlUnitOfWork(sessions))(make_session_factory(engine)),
+            publisher,
+            SystemClock(),
+            policy=RetryPolicy(max_attempts=5, base_delay_seconds=0.05, max_delay_seconds=0.1),
+            batch_size=5,
+            lease=timedelta(seconds=60),
+            ordered_by_key=True,
+        )
+        for engine in container_engines(4)
+    ]
+
+    # When they run together, run after run, until nothing is pending
+    reports: list[RelayReport] = []
+    for _ in range(40):
+        reports.extend(run_relays_together(relays))
+        if statuses(db) == Counter({1: len(every_row)}):
+            break
+        time.sleep(0.1)
+
+    # Then every row is sent, each published once, the failed ones after their retry
+    assert statuses(db) == Counter({1: len(every_row)})
+    assert len(publisher.failed) == len(every_row[::4])
+    # And every stream was published in the order it was written, failures in the middle included
+    assert publisher.published == streams
+    # And no two rows of one stream were ever being published at the same time, by any relay
+    assert publisher.overlaps == []
+    # And the work really was shared
+    claimed_by_relay = [sum(r.claimed for r in reports[i :: len(relays)]) for i in range(len(relays))]
+    assert sum(1 for claimed in claimed_by_relay if claimed) >= 2

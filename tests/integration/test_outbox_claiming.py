@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment_outbox.adapters.db.engine import make_session_factory
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
-from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, Envelope
+from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import LAST_ERROR_MAX, OutboxMessage, OutboxStatus, pending_message
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,17 @@ def other_connection(db: Engine) -> Iterator[sessionmaker[Session]]:
 
 
 def message(
-    *, due_at: datetime, business_key: str | None = None, status: OutboxStatus = OutboxStatus.PENDING
+    *,
+    due_at: datetime,
+    business_key: str | None = None,
+    status: OutboxStatus = OutboxStatus.PENDING,
+    topic: str = TOPIC_POINTS,
 ) -> OutboxMessage:
     message_id = uuid.uuid4().hex
     envelope = Envelope(
         message_id=message_id,
-        topic=TOPIC_POINTS,
-        business_key=business_key or f"PO{message_id[:12]}",
+        topic=topic,
+        business_key=f"PO{message_id[:12]}" if business_key is None else business_key,
         business_type=BUSINESS_TYPE_ORDER_PAID,
         occurred_at=T0 - timedelta(hours=1),
         payload={"userId": 42, "orderId": 1, "points": 128},
@@ -276,6 +280,87 @@ def test_ordered_by_key_holds_back_a_later_row_while_an_earlier_one_of_its_key_i
 
     # Then the later row of the key is claimed
     assert claim(sessions, now=T0 + LEASE, ordered_by_key=True) == [second_of_key.message_id]
+
+
+def test_in_stream_order_only_the_same_key_and_topic_wait_and_keyless_rows_never_do(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given an order's points row, retrying (not due), then the same order's later points row and its
+    # SMS row, and two rows without a business key
+    retrying = message(due_at=T0 + timedelta(minutes=5), business_key="PO-A")
+    later_points = message(due_at=T0 - timedelta(minutes=3), business_key="PO-A")
+    sms = message(due_at=T0 - timedelta(minutes=2), business_key="PO-A", topic=TOPIC_SMS)
+    keyless = [message(due_at=T0 - timedelta(minutes=1), business_key="") for _ in range(2)]
+    store(sessions, retrying, later_points, sms, *keyless)
+
+    # When a relay claims in stream order
+    claimed = claim(sessions, now=T0, ordered_by_key=True)
+
+    # Then the later points row waits behind the retrying one; the SMS (another stream) and the keyless
+    # rows (no stream) are claimed
+    assert claimed == [sms.message_id, *(m.message_id for m in keyless)]
+
+
+def test_hand_back_waiting_makes_rows_behind_a_pending_one_due_and_names_them(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given a pending points row of PO-A, then fresh rows leased to an after-commit publish: a later
+    # points row of PO-A, PO-A's SMS row and PO-B's points row
+    store(sessions, message(due_at=T0 + timedelta(minutes=5), business_key="PO-A"))
+    fresh = [
+        message(due_at=T0 + LEASE, business_key="PO-A"),
+        message(due_at=T0 + LEASE, business_key="PO-A", topic=TOPIC_SMS),
+        message(due_at=T0 + LEASE, business_key="PO-B"),
+    ]
+    store(sessions, *fresh)
+
+    # When the publish hands back the rows that must wait
+    with SqlUnitOfWork(sessions) as tx:
+        waiting = tx.outbox.hand_back_waiting([m.message_id for m in fresh], now=T0)
+        tx.commit()
+
+    # Then only the later points row of PO-A waits; it is due now, still pending and untried
+    assert waiting == {fresh[0].message_id}
+    row = get(sessions, fresh[0].message_id)
+    assert (row.status, row.next_retry_at, row.retry_count) == (OutboxStatus.PENDING, T0, 0)
+    # And the other rows keep their hand-off lease
+    assert [get(sessions, m.message_id).next_retry_at for m in fresh[1:]] == [T0 + LEASE, T0 + LEASE]
+
+
+def test_a_stream_head_held_by_an_open_claim_keeps_the_rest_of_its_stream_from_other_relays(
+    sessions: sessionmaker[Session], other_connection: sessionmaker[Session]
+) -> None:
+    # Given three due rows of one stream and one row of another stream
+    head, second, third = store(
+        sessions, *(message(due_at=T0 - timedelta(seconds=30 - i), business_key="PO-A") for i in range(3))
+    )
+    [other] = store(sessions, message(due_at=T0, business_key="PO-B"))
+
+    with SqlUnitOfWork(sessions) as first:
+        # When one relay has claimed the stream's head and not yet committed
+        held = [
+            m.message_id
+            for m in first.outbox.claim_due(now=T0, limit=1, lease_until=T0 + LEASE, ordered_by_key=True)
+        ]
+        # And a second relay claims everything it can meanwhile
+        started = time.monotonic()
+        taken = claim(other_connection, now=T0, ordered_by_key=True)
+        waited = time.monotonic() - started
+        first.commit()
+
+    # Then the second relay skipped the locked head without waiting and took none of the rows behind it
+    assert held == [head.message_id]
+    assert taken == [other.message_id]
+    assert waited < 0.9
+    # And while the head is leased (in flight), its stream stays held for everyone
+    assert claim(other_connection, now=T0 + timedelta(seconds=1), ordered_by_key=True) == []
+    # When the head is sent / Then the next row of the stream, and only it, is claimable
+    with SqlUnitOfWork(sessions) as tx:
+        tx.outbox.mark_sent([head.message_id], now=T0 + timedelta(seconds=2))
+        tx.commit()
+    assert claim(other_connection, now=T0 + timedelta(seconds=2), ordered_by_key=True) == [second.message_id]
+    # And the third row was never touched: it waits for the second
+    assert get(sessions, third.message_id).next_retry_at == T0 - timedelta(seconds=28)
 
 
 def test_without_key_order_rows_of_one_key_are_claimed_together(sessions: sessionmaker[Session]) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.outbox import OutboxStatus
 from payment_outbox.services import relay as relay_module
 from payment_outbox.services.relay import SAFETY_MARGIN_MS, ImmediatePublisher, OutboxRelay
@@ -316,6 +317,56 @@ def test_with_ordering_a_later_message_of_a_key_waits_for_the_earlier(
     assert publisher.published == ["first", "second"]
 
 
+def test_with_ordering_another_topic_of_the_same_key_is_not_held_by_a_retrying_message(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given an order's points message, failing, written before its SMS message (same business key)
+    _seed(db, "points", business_key="PO-1", topic=TOPIC_POINTS)
+    _seed(db, "sms", business_key="PO-1", topic=TOPIC_SMS)
+    publisher.fail_always("points")
+    # When a relay keeping stream order runs
+    _relay(db, publisher, clock, ordered_by_key=True).relay_due_messages()
+    # Then the SMS went out: it is another stream (business key x topic) and waits for nothing
+    assert publisher.published == ["sms"]
+    assert db.message("points").status is OutboxStatus.PENDING
+
+
+def test_with_ordering_a_stream_keeps_its_order_through_a_failure_in_the_middle(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given five messages of one stream, the second failing twice, and one message of another stream
+    stream = [f"s{i}" for i in range(1, 6)]
+    _seed(db, *stream, business_key="PO-1")
+    _seed(db, "other", business_key="PO-2")
+    publisher.fail("s2", times=2)
+    relay = _relay(db, publisher, clock, ordered_by_key=True)
+    # When the relay runs, and runs again each time the failed message is due again
+    relay.relay_due_messages()
+    for _ in range(2):
+        assert db.message("s3").status is OutboxStatus.PENDING
+        clock.set(db.message("s2").next_retry_at)
+        relay.relay_due_messages()
+    # Then every message is sent, and the stream's messages were published in the order written
+    assert all(m.status is OutboxStatus.SENT for m in db.messages())
+    assert [m for m in publisher.published if m.startswith("s")] == stream
+    # And no publish call ever carried two messages of the stream
+    assert all(sum(m.startswith("s") for m in call) <= 1 for call in publisher.calls)
+    # And the other stream did not wait for the failing one
+    assert publisher.calls[0] == ["s1", "other"]
+
+
+def test_with_ordering_one_run_drains_a_stream_row_after_row(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given four due messages of one stream
+    _seed(db, "s1", "s2", "s3", "s4", business_key="PO-1")
+    # When a relay keeping stream order runs once
+    report = _relay(db, publisher, clock, ordered_by_key=True).relay_due_messages()
+    # Then it claimed one row at a time and sent them all in order, without waiting for the next run
+    assert publisher.calls == [["s1"], ["s2"], ["s3"], ["s4"]]
+    assert report.published == 4
+
+
 # --- batches and time ---------------------------------------------------------------------------
 
 
@@ -511,3 +562,41 @@ def test_the_immediate_publisher_never_raises_when_the_database_is_lost(
     ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
     assert publisher.published == fresh_rows
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
+
+
+# --- the immediate publish in stream order ------------------------------------------------------
+
+
+def test_in_stream_order_the_immediate_publish_leaves_a_row_behind_a_pending_one_to_the_relay(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given an earlier message of stream PO-1/points still retrying
+    _seed(db, "earlier", business_key="PO-1", due_at=START + timedelta(seconds=30))
+    # And a payment that just committed a later points message of PO-1 and an SMS of PO-1
+    _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
+    _seed(db, "sms", business_key="PO-1", topic=TOPIC_SMS, due_at=START + LEASE)
+    hand_off = ImmediatePublisher(lambda: _relay(db, publisher, clock, ordered_by_key=True))
+    # When the fresh rows are handed off
+    hand_off([db.message("later"), db.message("sms")])
+    # Then only the SMS, the head of its stream, was published
+    assert publisher.calls == [["sms"]]
+    # And the later points row is left to the relay: pending, due now rather than after the hand-off lease
+    assert db.message("later").status is OutboxStatus.PENDING
+    assert db.message("later").next_retry_at == START
+    assert db.message("later").retry_count == 0
+    # When the relay runs once the earlier row is due / Then it sends the stream in order
+    clock.set(START + timedelta(seconds=30))
+    _relay(db, publisher, clock, ordered_by_key=True).relay_due_messages()
+    assert publisher.published == ["sms", "earlier", "later"]
+
+
+def test_without_stream_order_the_immediate_publish_sends_every_row(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given an earlier message of the stream still pending and a fresh later one
+    _seed(db, "earlier", business_key="PO-1", due_at=START + timedelta(seconds=30))
+    _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
+    # When the fresh row is handed off on a standard (unordered) deployment
+    ImmediatePublisher(lambda: _relay(db, publisher, clock))([db.message("later")])
+    # Then it is published at once
+    assert publisher.published == ["later"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from payment_outbox.adapters.sns_publisher import MAX_BATCH_BYTES, SnsPublisher
+from payment_outbox.adapters.sns_publisher import MAX_BATCH_BYTES, SnsPublisher, message_group_id
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.outbox import OutboxMessage
 from tests.fakes import outbox_message
@@ -225,21 +225,41 @@ def test_a_standard_topic_gets_no_fifo_fields(client: FakeSnsClient) -> None:
     assert all("MessageGroupId" not in e and "MessageDeduplicationId" not in e for e in client.entries)
 
 
-def test_a_fifo_topic_groups_by_business_key_and_deduplicates_by_message_id(client: FakeSnsClient) -> None:
-    # Given messages of two orders / When published to a FIFO topic
+def test_a_fifo_topic_groups_by_stream_and_deduplicates_by_message_id(client: FakeSnsClient) -> None:
+    # Given points messages of two orders and the SMS message of one of them
     messages = [
         outbox_message("a1", business_key="PO-A"),
         outbox_message("b1", business_key="PO-B"),
         outbox_message("a2", business_key="PO-A"),
+        outbox_message("a-sms", business_key="PO-A", topic=TOPIC_SMS),
     ]
+    # When published to a FIFO topic
     SnsPublisher(lambda: client, FIFO_ARN).publish(messages)
-    # Then each order's messages share a group and every message deduplicates on its own id
+    # Then each stream (business key x topic) is one group, so the SMS is not queued behind the points,
+    # and every message deduplicates on its own id
     assert [(e["MessageGroupId"], e["MessageDeduplicationId"]) for e in client.entries] == [
-        ("PO-A", "a1"),
-        ("PO-B", "b1"),
-        ("PO-A", "a2"),
+        (f"PO-A|{TOPIC_POINTS}", "a1"),
+        (f"PO-B|{TOPIC_POINTS}", "b1"),
+        (f"PO-A|{TOPIC_POINTS}", "a2"),
+        (f"PO-A|{TOPIC_SMS}", "a-sms"),
     ]
     assert client.requests[0]["TopicArn"] == FIFO_ARN
+
+
+def test_a_group_id_sns_would_refuse_becomes_a_stable_digest() -> None:
+    # Given a business key with a space (SNS refuses it in a group id) and one making the id too long
+    spaced = outbox_message("m1", business_key="PO 1")
+    long_key = outbox_message("m2", business_key="K" * 64, topic="t" * 100)
+    # When their group ids are made / Then each is a 64-character digest, the same every time
+    for message in (spaced, long_key):
+        group = message_group_id(message)
+        assert len(group) == 64 and group == message_group_id(message)
+        assert set(group) <= set("0123456789abcdef")
+    assert message_group_id(spaced) != message_group_id(long_key)
+
+
+def test_a_message_without_business_key_is_a_group_of_its_own() -> None:
+    assert message_group_id(outbox_message("lonely", business_key="")) == "lonely"
 
 
 def test_the_client_is_only_created_when_publishing() -> None:

@@ -47,7 +47,8 @@ class OutboxSettings(_Settings):
     outbox_lease_seconds: int = Field(default=60, ge=5)
     outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
-    #: Hold later messages of a business key back while an earlier one is pending (FIFO topics).
+    #: Per-stream order: hold a message while an earlier one of its stream (business key x topic) is
+    #: pending, in the relay and in the after-commit publish (FIFO topics).
     outbox_ordered_by_key: bool = False
     #: Upper bound of the after-commit publish, so it never delays the callback response much.
     outbox_immediate_publish_timeout_seconds: float = Field(default=1.0, gt=0)

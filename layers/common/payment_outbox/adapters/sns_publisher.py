@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -13,8 +15,9 @@ from payment_outbox.ports import PublishFailure, PublishOutcome
 MAX_BATCH_ENTRIES = 10
 #: SNS counts the whole request: every message body plus its attribute names, types and values.
 MAX_BATCH_BYTES = 256 * 1024
-#: FIFO topics need a group id; keep it within SNS's 128-character limit.
+#: A FIFO group id: at most 128 characters, letters, digits and ASCII punctuation.
 _MAX_GROUP_ID = 128
+_GROUP_ID_CHARACTERS = re.compile(r"[A-Za-z0-9!-/:-@\[-`{-~]+")
 
 
 class SnsPublisher:
@@ -71,14 +74,29 @@ class SnsPublisher:
             "MessageAttributes": message_attributes(message),
         }
         if self._fifo:
-            # One group per business key keeps that key's messages in order; the message id lets SNS
-            # drop a re-publish within its deduplication window.
-            entry["MessageGroupId"] = (message.business_key or message.message_id)[:_MAX_GROUP_ID]
+            entry["MessageGroupId"] = message_group_id(message)
+            # The outbox row's id: SNS drops a row published twice within its 5-minute window.
             entry["MessageDeduplicationId"] = message.message_id
         return entry
 
 
 _PERMANENT_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError"})
+
+
+def message_group_id(message: OutboxMessage) -> str:
+    """The FIFO message group: the message's stream, its business key x topic.
+
+    Not the business key alone: an order's points and SMS messages need no order between them, and one
+    group would make a subscriber of both topics stop the SMS behind a failing points message. A
+    message without a business key is a group of its own (no order asked for, no one held up).
+    """
+    if not message.business_key:
+        return message.message_id
+    group = f"{message.business_key}|{message.topic}"
+    if len(group) <= _MAX_GROUP_ID and _GROUP_ID_CHARACTERS.fullmatch(group):
+        return group
+    # Too long, or characters SNS refuses in a group id: a digest is just as stable and distinct.
+    return hashlib.sha256(group.encode()).hexdigest()
 
 
 def message_attributes(message: OutboxMessage) -> dict[str, dict[str, str]]:

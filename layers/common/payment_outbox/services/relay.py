@@ -69,9 +69,12 @@ class OutboxRelay:
             claimed = self.claim_due()
             if not claimed:
                 break
-            report.merge(self.deliver(claimed))
+            delivered = self.deliver(claimed)
+            report.merge(delivered)
             slowest_ms = max(slowest_ms, (time.monotonic() - started) * 1000)
-            if len(claimed) < self._batch_size:
+            # A short batch means nothing more is due, except in stream order: there a claim takes one
+            # row per stream, and each row sent makes the next of its stream due.
+            if len(claimed) < self._batch_size and not (self._ordered_by_key and delivered.published):
                 break
         report.oldest_due_age_seconds = self.oldest_due_age_seconds()
         return report
@@ -95,6 +98,21 @@ class OutboxRelay:
             )
             tx.commit()
         return claimed
+
+    def deliver_handed_off(self, messages: Sequence[OutboxMessage]) -> RelayReport:
+        """Deliver rows just committed and leased to the caller (the after-commit publish).
+
+        In stream order a row behind an earlier pending row of its stream is not published here: it is
+        made due and left to the relay, which claims it once the earlier rows are sent.
+        """
+        if self._ordered_by_key:
+            with self._uow() as tx:
+                waiting = tx.outbox.hand_back_waiting([m.message_id for m in messages], now=self._clock.now())
+                tx.commit()
+            messages = [m for m in messages if m.message_id not in waiting]
+            if not messages:
+                return RelayReport()
+        return self.deliver(messages, may_give_up=False)
 
     def deliver(self, messages: Sequence[OutboxMessage], *, may_give_up: bool = True) -> RelayReport:
         """Publish messages this process holds, then mark them sent or schedule their retry.
@@ -156,7 +174,7 @@ class ImmediatePublisher:
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         try:
-            self._relay_factory().deliver(messages, may_give_up=False)
+            self._relay_factory().deliver_handed_off(messages)
         except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
             logger.warning(
                 "immediate publish failed; the relay will deliver %d message(s)", len(messages), exc_info=True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, exists, func, insert, select, update
+from sqlalchemy import Exists, Row, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -83,7 +83,9 @@ class SqlOutboxRepository:
 
         The lease (``next_retry_at = lease_until``) is what keeps other relays away after this short
         transaction commits; a relay that dies simply lets the lease run out. With ``ordered_by_key``
-        a row waits while an older row of its business key is still pending (FIFO topics).
+        only the head of each stream is claimed: a row waits while an earlier row of its stream (same
+        business key and topic) is still pending — due, retrying or held by a relay — so a stream
+        never has two rows in flight and its rows go out in the order they were written.
         """
         # Plain columns, not ORM entities: the relay only reads them, and skipping the identity map
         # takes a good share of the claim's own time (see docs/benchmarks.md).
@@ -92,14 +94,7 @@ class SqlOutboxRepository:
             MessageRecordRow.next_retry_at <= now,
         )
         if ordered_by_key:
-            earlier = aliased(MessageRecordRow)
-            query = query.where(
-                ~exists().where(
-                    earlier.business_key == MessageRecordRow.business_key,
-                    earlier.status == int(OutboxStatus.PENDING),
-                    earlier.id < MessageRecordRow.id,
-                )
-            )
+            query = query.where(~_earlier_pending_in_stream(MessageRecordRow))
         rows = self._session.execute(
             query.order_by(MessageRecordRow.next_retry_at, MessageRecordRow.id)
             .limit(limit)
@@ -114,6 +109,32 @@ class SqlOutboxRepository:
             execution_options={"synchronize_session": False},
         )
         return [message_from_row(r) for r in rows]
+
+    def hand_back_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
+        """Of these pending rows, those behind an earlier pending row of their stream: made due now and
+        returned, so that whoever holds them leaves them to the relay, which claims each in its turn."""
+        if not message_ids:
+            return set()
+        waiting = set(
+            self._session.scalars(
+                select(MessageRecordRow.message_id).where(
+                    MessageRecordRow.message_id.in_(list(message_ids)),
+                    MessageRecordRow.status == int(OutboxStatus.PENDING),
+                    _earlier_pending_in_stream(MessageRecordRow),
+                )
+            )
+        )
+        if waiting:
+            self._session.execute(
+                update(MessageRecordRow)
+                .where(
+                    MessageRecordRow.message_id.in_(sorted(waiting)),
+                    MessageRecordRow.status == int(OutboxStatus.PENDING),
+                )
+                .values(next_retry_at=now, update_time=now),
+                execution_options={"synchronize_session": False},
+            )
+        return waiting
 
     def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int:
         if not message_ids:
@@ -185,6 +206,23 @@ class SqlOutboxRepository:
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def _earlier_pending_in_stream(row: type[MessageRecordRow]) -> Exists:
+    """True when an earlier row of ``row``'s stream (business key x topic) is still pending.
+
+    Rows without a business key belong to no stream and never wait. Served by idx_business_key: a
+    stream holds a handful of rows. A plain (non-locking) read, so it sees committed state only: a
+    row another relay has claimed is still pending there until that relay marks it sent.
+    """
+    earlier = aliased(MessageRecordRow)
+    return exists().where(
+        row.business_key != "",
+        earlier.business_key == row.business_key,
+        earlier.topic == row.topic,
+        earlier.status == int(OutboxStatus.PENDING),
+        earlier.id < row.id,
+    )
 
 
 def message_record_values(message: OutboxMessage) -> dict[str, Any]:
