@@ -49,6 +49,10 @@ class Provisioned:
             return self.attributes.get((logical_id, attribute))
         return None
 
+    def flag(self, value: Any) -> bool:
+        """A boolean property, which the template may switch with ``!If`` (absent: false)."""
+        return str(self.resolve(value)).lower() == "true"
+
     def environment(self, spec: FunctionSpec, overrides: dict[str, str] | None = None) -> dict[str, str]:
         env = {}
         for name, value in spec.environment.items():
@@ -78,8 +82,18 @@ def provision(
 
     for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
         props = resource.get("Properties", {})
-        name = props.get("TopicName") if isinstance(props.get("TopicName"), str) else logical_id
-        topic_attributes = {"FifoTopic": "true"} if props.get("FifoTopic") else {}
+        fifo = out.flag(props.get("FifoTopic"))
+        name = (
+            props.get("TopicName")
+            if isinstance(props.get("TopicName"), str)
+            else _local_name(logical_id, fifo)
+        )
+        topic_attributes = {}
+        if fifo:
+            topic_attributes["FifoTopic"] = "true"
+            topic_attributes["ContentBasedDeduplication"] = str(
+                out.flag(props.get("ContentBasedDeduplication"))
+            ).lower()
         arn = sns.create_topic(Name=name, Attributes=topic_attributes)["TopicArn"]
         out.refs[logical_id] = arn
         out.attributes[(logical_id, "TopicName")] = name
@@ -89,7 +103,17 @@ def provision(
     # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
     for logical_id in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
         props = queues[logical_id].get("Properties", {})
+        fifo = out.flag(props.get("FifoQueue"))
         attributes: dict[Any, str] = {}
+        if fifo:
+            attributes["FifoQueue"] = "true"
+            attributes["ContentBasedDeduplication"] = str(
+                out.flag(props.get("ContentBasedDeduplication"))
+            ).lower()
+            for fifo_setting in ("DeduplicationScope", "FifoThroughputLimit"):
+                value = out.resolve(props.get(fifo_setting))
+                if value is not None:
+                    attributes[fifo_setting] = value
         if "VisibilityTimeout" in props:
             attributes["VisibilityTimeout"] = str(props["VisibilityTimeout"])
         if "RedrivePolicy" in props:
@@ -100,11 +124,12 @@ def provision(
                     "maxReceiveCount": int(redrive["maxReceiveCount"]),
                 }
             )
-        url = _create_queue(sqs, logical_id, attributes)
+        name = _local_name(logical_id, fifo)
+        url = _create_queue(sqs, name, attributes)
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out.refs[logical_id] = url
         out.attributes[(logical_id, "Arn")] = arn
-        out.attributes[(logical_id, "QueueName")] = logical_id
+        out.attributes[(logical_id, "QueueName")] = name
         out.attributes[(logical_id, "QueueUrl")] = url
 
     for resource in resources_of_type(template, "AWS::SNS::Subscription").values():
@@ -175,6 +200,11 @@ def _conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[st
         return node
 
     return {name: bool(evaluate(definition)) for name, definition in definitions.items()}
+
+
+def _local_name(logical_id: str, fifo: bool) -> str:
+    """Locally a topic or queue is named after its logical id; FIFO ones must end in ``.fifo``."""
+    return f"{logical_id}.fifo" if fifo else logical_id
 
 
 def _create_queue(sqs: Any, name: str, attributes: dict[Any, str]) -> str:

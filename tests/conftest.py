@@ -103,6 +103,12 @@ def system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> LocalSyste
 
 
 @pytest.fixture
+def ordered_system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
+    """The whole application deployed with OrderedDelivery=true: FIFO topic, queues and DLQs."""
+    return LocalSystem.start(db, monkeypatch, parameters={"OrderedDelivery": "true"})
+
+
+@pytest.fixture
 def load_event():  # type: ignore[no-untyped-def]
     def load(name: str) -> dict[str, object]:
         loaded: dict[str, object] = json.loads((ROOT / "events" / name).read_text())

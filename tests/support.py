@@ -46,9 +46,11 @@ class LocalSystem:
     functions: LocalFunctions
 
     @classmethod
-    def start(cls, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
+    def start(
+        cls, engine: Engine, monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | None = None
+    ) -> LocalSystem:
         template = load_template(ROOT / "template.yaml")
-        resources = provision(template)
+        resources = provision(template, parameters=parameters)
         overrides = {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
             "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,

@@ -68,9 +68,12 @@ def _events_for(spec: FunctionSpec) -> list[Path]:
     return sorted((ROOT / "events").glob(f"{prefix}*.json"))
 
 
-@pytest.fixture(scope="module")
-def truth_run(mariadb_url: str, cfn_responses: tuple[str, list[dict[str, Any]]]) -> Iterator[TruthRun]:
-    """One run for the whole module: it is slow, and every check reads the same records."""
+@pytest.fixture(scope="module", params=["false", "true"], ids=["standard", "ordered"])
+def truth_run(
+    request: pytest.FixtureRequest, mariadb_url: str, cfn_responses: tuple[str, list[dict[str, Any]]]
+) -> Iterator[TruthRun]:
+    """One run per delivery mode (OrderedDelivery false, then true) for the whole module: it is slow,
+    and every check reads the same records."""
     from moto import mock_aws
 
     engine = create_engine(mariadb_url)
@@ -79,12 +82,14 @@ def truth_run(mariadb_url: str, cfn_responses: tuple[str, list[dict[str, Any]]])
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
     bootstrap.reset()
     with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
-        yield _record_a_run(engine, monkeypatch, cfn_responses[0])
+        yield _record_a_run(engine, monkeypatch, cfn_responses[0], ordered_delivery=request.param)
         bootstrap.reset()
     engine.dispose()
 
 
-def _record_a_run(db: Engine, monkeypatch: pytest.MonkeyPatch, cfn_response_url: str) -> TruthRun:
+def _record_a_run(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, cfn_response_url: str, *, ordered_delivery: str
+) -> TruthRun:
     recorder = CallRecorder()
     recorder.install(monkeypatch)
     settings_read: dict[str, set[type[Any]]] = defaultdict(set)
@@ -119,6 +124,7 @@ def _record_a_run(db: Engine, monkeypatch: pytest.MonkeyPatch, cfn_response_url:
         "DbRequireTls": "false",
         "CreateDatabase": "false",
         "CreateVpcEndpoints": "false",
+        "OrderedDelivery": ordered_delivery,
     }
     for name in ("DATABASE_URL", "WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)

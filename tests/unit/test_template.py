@@ -284,3 +284,66 @@ def test_no_secret_is_a_parameter_default_or_an_environment_value(template: dict
         assert not any(
             "PASSWORD" in key or key == "WEBHOOK_SECRET" or key == "DATABASE_URL" for key in variables
         ), name
+
+
+_NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def _in_mode(value: Any, ordered: bool) -> Any:
+    """``value`` with every ``!If [ShouldDeliverInOrder, a, b]`` decided and AWS::NoValue dropped."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"} and value["Fn::If"][0] == "ShouldDeliverInOrder":
+            return _in_mode(value["Fn::If"][1 if ordered else 2], ordered)
+        decided = {key: _in_mode(v, ordered) for key, v in value.items()}
+        return {key: v for key, v in decided.items() if v != _NO_VALUE}
+    if isinstance(value, list):
+        return [_in_mode(v, ordered) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["standard", "ordered"])
+def test_ordered_delivery_switches_the_topic_queues_and_dlqs_to_fifo_and_tells_the_relay(
+    template: dict[str, Any], ordered: bool
+) -> None:
+    # Given the OrderedDelivery parameter (standard by default) and the condition it drives
+    assert template["Parameters"]["OrderedDelivery"]["Default"] == "false"
+    assert template["Conditions"]["ShouldDeliverInOrder"] == {
+        "Fn::Equals": [{"Ref": "OrderedDelivery"}, "true"]
+    }
+    # When the messaging resources and the relay's and API's environments are read in this mode
+    topic = _in_mode(template["Resources"]["OrderEventsTopic"]["Properties"], ordered)
+    queues = {
+        name: _in_mode(queue["Properties"], ordered)
+        for name, queue in _resources_of_type(template, "AWS::SQS::Queue").items()
+    }
+    functions = _functions(template)
+    ordered_setting = {
+        name: _in_mode(functions[name]["Properties"]["Environment"]["Variables"], ordered)[
+            "OUTBOX_ORDERED_BY_KEY"
+        ]
+        for name in ("OutboxRelayFunction", "PaymentApiFunction")
+    }
+    fifo_keys = {"FifoTopic", "FifoQueue", "ContentBasedDeduplication", "TopicName", "QueueName"}
+
+    # Then in ordered mode the topic and every queue and DLQ are FIFO, named .fifo, deduplicated on
+    # the id the publisher gives (never on content), with throughput scoped per message group
+    assert set(queues) == {"PointsQueue", "PointsDeadLetterQueue", "SmsQueue", "SmsDeadLetterQueue"}
+    if ordered:
+        assert (topic["FifoTopic"], topic["ContentBasedDeduplication"]) == (True, False)
+        assert topic["FifoThroughputScope"] == "MessageGroup"
+        assert topic["TopicName"]["Fn::Sub"].endswith(".fifo")
+        for queue in queues.values():
+            assert (queue["FifoQueue"], queue["ContentBasedDeduplication"]) == (True, False)
+            assert (queue["DeduplicationScope"], queue["FifoThroughputLimit"]) == (
+                "messageGroup",
+                "perMessageGroupId",
+            )
+            assert queue["QueueName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+            assert queue["QueueName"]["Fn::Sub"].endswith(".fifo")
+        assert len({queue["QueueName"]["Fn::Sub"] for queue in queues.values()}) == 4
+    # And in standard mode none of it is set: standard topic and queues with generated names
+    else:
+        assert not fifo_keys & set(topic)
+        assert all(not fifo_keys & set(queue) for queue in queues.values())
+    # And the relay and the payment API hold a stream's later messages exactly in ordered mode
+    assert ordered_setting == dict.fromkeys(ordered_setting, "true" if ordered else "false")
