@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payment_outbox.adapters.sqs_batch import from_fifo_queue
 from payment_outbox.bootstrap.consumers import points_consumer
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+# Ordered delivery (a FIFO queue): a failed record fails the rest of its message group (its stream) in
+# the batch, so nothing overtakes it; the other groups go on.
+fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 @logger.inject_lambda_context
@@ -25,5 +34,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     consumer.register(context)
     # Failed records are reported back, so only they return to the queue (and, in the end, its DLQ).
     return process_partial_response(
-        event=event, record_handler=consumer, processor=processor, context=context
+        event=event,
+        record_handler=consumer,
+        processor=fifo_processor if from_fifo_queue(event) else processor,
+        context=context,
     )
