@@ -145,7 +145,7 @@ class RunningStack:
         return self.process.returncode
 
 
-def start_stack(data_dir: Path, log: Path) -> RunningStack:
+def start_stack(data_dir: Path, log: Path, *extra_args: str) -> RunningStack:
     api_port, emulator_port = _free_port(), _free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL")
@@ -153,7 +153,7 @@ def start_stack(data_dir: Path, log: Path) -> RunningStack:
     command = [
         sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(ROOT), "local",
         "--api-port", str(api_port), "--emulator-port", str(emulator_port), "--data-dir", str(data_dir),
-        "--relay-interval", "1", "--poll-interval", "0.5", "--visibility-timeout", "1",
+        "--relay-interval", "1", "--poll-interval", "0.5", "--visibility-timeout", "1", *extra_args,
     ]  # fmt: skip
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # noqa: S603
@@ -213,6 +213,29 @@ def test_a_paid_order_over_http_ends_with_points_credited_and_one_sms(stack: Run
     assert deliveries[0]["maskedPhone"]["S"] == "+86*******5678"
     status, fetched = stack.http("GET", f"/orders/{order['orderId']}")
     assert (status, fetched["status"]) == (200, "PAID")
+
+
+def test_the_stack_runs_ordered_delivery_on_fifo_queues(tmp_path: Path) -> None:
+    # Given the stack started with OrderedDelivery=true
+    stack = start_stack(
+        tmp_path / "data", tmp_path / "stack.log", "--parameter-overrides", "OrderedDelivery=true"
+    )
+    try:
+        # Then the emulator holds the FIFO topic and queues of that mode
+        resources = stack.resources()
+        assert resources["OrderEventsTopic"].endswith(".fifo")
+        assert resources["PointsQueue"].endswith(".fifo")
+        # When an order is paid over HTTP
+        user_id = _user_id()
+        order = stack.create_order(user_id, "42.00")
+        status, _ = stack.pay(order)
+        assert status == 200
+        # Then its points are credited and its SMS recorded, through the FIFO queues
+        wait_for("the points", lambda: stack.balance(user_id) == 42 or None)
+        message_ids = [row["messageId"] for row in stack.outbox_of(order["orderNo"])]
+        wait_for("the SMS", lambda: stack.sms_deliveries(message_ids) or None)
+    finally:
+        stack.stop()
 
 
 def test_a_duplicate_callback_answers_the_same_order_and_adds_no_message(stack: RunningStack) -> None:
