@@ -142,7 +142,7 @@ def test_every_function_has_an_event_and_every_event_is_json(template: dict[str,
 
 def test_sqs_events_carry_a_correct_md5_and_envelope_attributes() -> None:
     # Given the consumer events (raw SNS delivery: the SQS body is the envelope itself)
-    for path in sorted(EVENTS.glob("*_consumer_sqs.json")):
+    for path in sorted(EVENTS.glob("*_consumer_sqs*.json")):
         for record in json.loads(path.read_text(encoding="utf-8"))["Records"]:
             # When the body is read
             envelope = json.loads(record["body"])
