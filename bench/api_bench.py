@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,14 +36,18 @@ def _notify_body(order_no: str, amount: str, transaction_id: str) -> str:
 
 
 def _create_orders(count: int) -> list[tuple[str, str]]:
-    from payment_outbox.bootstrap.payments import payments
-    from payment_outbox.services.payments import NewOrder
+    from payment_outbox.adapters.aws import AwsClients
+    from payment_outbox.composition.database import connect_database
+    from payment_outbox.services.payments import NewOrder, PaymentService
+    from payment_outbox.settings import DatabaseSettings
 
-    service = payments()
+    database = connect_database(DatabaseSettings(), AwsClients())
+    service = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
     created = []
     for i in range(count):
         order = service.create_order(NewOrder(1_000 + i % 97, "+8613812345678", Decimal("128.50"), "CNY"))
         created.append((order.order_no, f"{order.amount:.2f}"))
+    database.engine.dispose()
     return created
 
 
@@ -63,8 +68,7 @@ def callback_latency(
 ) -> tuple[Section, Section]:
     from sqlalchemy import event
 
-    from payment_outbox.adapters import aws
-    from payment_outbox.bootstrap.outbox import outbox_settings
+    from bench.env import on_new_clients
 
     engine = make_engine(world.database_url)
     reset_outbox(engine)
@@ -96,25 +100,26 @@ def callback_latency(
             )
         return time.perf_counter() - started
 
-    with QueueDrainer([world.queue_url(q) for q in QUEUES]):
+    marks = _Marks()
+
+    def on_commit(_session: Session) -> None:
+        marks.commits.append(time.perf_counter())
+
+    def on_publish(**_: Any) -> None:
+        marks.publishes.append(time.perf_counter())
+
+    def hook_publish(client: Any) -> None:
+        client.meta.events.register("after-call.sns.PublishBatch", on_publish)
+
+    # Hook the PublishBatch answer of the immediate path: the handler's own SNS client, which its
+    # fresh container creates during the warm-up.
+    world.functions.cold_start("PaymentApiFunction")
+    with QueueDrainer([world.queue_url(q) for q in QUEUES]), on_new_clients("sns", hook_publish) as sns:
         for i, (order_no, amount) in enumerate(real_orders[:warmup]):
             real_call(order_no, amount, f"warm-{i}")
             bare_call(bare_orders[i % len(bare_orders)][0], f"warm-bare-{i}")
-        # Hook the commit and the PublishBatch answer of the immediate path (the handler's own client).
-        marks = _Marks()
-        settings = outbox_settings()
-        immediate_sns = aws.client(
-            "sns", timeout_seconds=settings.outbox_immediate_publish_timeout_seconds, max_attempts=1
-        )
-
-        def on_commit(_session: Session) -> None:
-            marks.commits.append(time.perf_counter())
-
-        def on_publish(**_: Any) -> None:
-            marks.publishes.append(time.perf_counter())
-
+        # And the commits of the callback.
         event.listen(Session, "after_commit", on_commit)
-        immediate_sns.meta.events.register("after-call.sns.PublishBatch", on_publish)
         real_ms: list[list[float]] = []
         bare_ms: list[list[float]] = []
         before_commit_ms: list[float] = []
@@ -154,7 +159,8 @@ def callback_latency(
                 )
         finally:
             event.remove(Session, "after_commit", on_commit)
-            immediate_sns.meta.events.unregister("after-call.sns.PublishBatch", on_publish)
+            for client in sns:
+                client.meta.events.unregister("after-call.sns.PublishBatch", on_publish)
     reset_outbox(engine)
     engine.dispose()
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
-from bench.env import BenchWorld
+from bench.env import BenchWorld, on_new_clients
 from bench.relay_bench import publish_batch_limit
 from bench.stats import Section, Target, median, table
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
@@ -21,21 +22,25 @@ BATCH = 10
 
 
 class CallCounter:
-    """Counts DynamoDB API calls by operation, via ``before-call.dynamodb`` on one client."""
+    """Counts DynamoDB API calls by operation, via ``before-call.dynamodb`` on each DynamoDB client the
+    functions create inside the block (cold-start a function there so its own clients are counted)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
-        self._client = client
+        self._hooks = ExitStack()
 
     def _count(self, event_name: str, **_: Any) -> None:
         self.calls[event_name.rsplit(".", 1)[-1]] += 1
 
+    def _hook(self, client: Any) -> None:
+        client.meta.events.register("before-call.dynamodb", self._count)
+
     def __enter__(self) -> CallCounter:
-        self._client.meta.events.register("before-call.dynamodb", self._count)
+        self._hooks.enter_context(on_new_clients("dynamodb", self._hook))
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._client.meta.events.unregister("before-call.dynamodb", self._count)
+        self._hooks.close()
 
     def take(self) -> Counter[str]:
         taken = Counter(self.calls)
@@ -63,14 +68,13 @@ def consumer_cost(
     import boto3
 
     from bench.data import due_messages
-    from payment_outbox.adapters import aws
     from payment_outbox_dev.harness import sqs_event
 
     sqs: Any = boto3.client("sqs")
     figures: dict[str, Any] = {}
     rows = []
     targets = []
-    counter = CallCounter(aws.client("dynamodb"))
+    counter = CallCounter()
     first_order = 1
     for name, (queue, function, topic) in CONSUMERS.items():
         queue_url = world.queue_url(queue)
@@ -84,6 +88,7 @@ def consumer_cost(
         rates: list[float] = []
         duplicate_rates: list[float] = []
         with counter:
+            world.functions.cold_start(function)  # its clients are created, and counted, from here
             for round_no in range(rounds + 1):  # round 0 warms the handler, clients and tables up
                 sqs.purge_queue(QueueUrl=queue_url)
                 generated = due_messages(2 * BATCH * batches, first_order=first_order)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +133,6 @@ def database(server_url: str) -> Iterator[str]:
 def world(server_url: str) -> Iterator[BenchWorld]:
     with moto_server() as endpoint, database(server_url) as url:
         os.environ.update(aws_environment(endpoint))
-        from payment_outbox import bootstrap
         from payment_outbox_dev.harness import LocalFunctions
         from payment_outbox_dev.provision import provision
         from payment_outbox_dev.template import load_template
@@ -145,12 +144,35 @@ def world(server_url: str) -> Iterator[BenchWorld]:
         # The benchmark also builds use cases directly: give this process every function's settings.
         for environment in environments.values():
             os.environ.update(environment)
-        bootstrap.reset()
         functions = LocalFunctions(ROOT, template, environments)
         try:
             yield BenchWorld(endpoint, url, environments, dict(resources.refs), functions)
         finally:
-            bootstrap.reset()
+            functions.close()
+
+
+@contextmanager
+def on_new_clients(service: str, hook: Callable[[Any], None]) -> Iterator[list[Any]]:
+    """Apply ``hook`` to each ``service`` client the application creates inside the block, and list
+    them. Clients belong to a function's container: cold-start the function first so its own are
+    created here."""
+    from payment_outbox.adapters import aws
+
+    original = aws.new_client
+    created: list[Any] = []
+
+    def creating(name: str, **options: Any) -> Any:
+        client = original(name, **options)
+        if name == service:
+            hook(client)
+            created.append(client)
+        return client
+
+    aws.new_client = creating
+    try:
+        yield created
+    finally:
+        aws.new_client = original
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> bool:

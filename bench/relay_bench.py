@@ -25,9 +25,9 @@ from payment_outbox.ports import PublishOutcome
 
 def real_relay_drain() -> int:
     """The deployed relay, as the scheduled handler builds it: SqlUnitOfWork + SnsPublisher."""
-    from payment_outbox.bootstrap.outbox import outbox_relay
+    from payment_outbox.composition.relay import build_outbox_relay
 
-    relay = outbox_relay()
+    relay = build_outbox_relay()
     published = 0
     while True:
         report = relay.relay_due_messages()
@@ -217,16 +217,19 @@ class _RecordingPublisher:
 def _relay_worker(ready: Any, start: Any, results: Any) -> None:
     """One relay process: build the real relay, wait for the start signal, drain until nothing is due."""
 
-    from payment_outbox.adapters import aws
-    from payment_outbox.bootstrap.database import unit_of_work
-    from payment_outbox.bootstrap.outbox import outbox_settings, relay_publishing_to
+    from payment_outbox.adapters.aws import AwsClients
+    from payment_outbox.composition.database import connect_database
+    from payment_outbox.composition.relay import outbox_relay
+    from payment_outbox.settings import DatabaseSettings, OutboxSettings
 
-    settings = outbox_settings()
-    publisher = _RecordingPublisher(SnsPublisher(lambda: aws.client("sns"), settings.order_events_topic_arn))
-    relay = relay_publishing_to(settings, publisher)
-    with unit_of_work() as tx:  # connect before the clock starts; claims nothing
+    settings, clients = OutboxSettings(), AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    sns = clients.factory("sns")
+    publisher = _RecordingPublisher(SnsPublisher(sns, settings.order_events_topic_arn))
+    relay = outbox_relay(settings, database, publisher)
+    with database.unit_of_work() as tx:  # connect before the clock starts; claims nothing
         tx.outbox.get("warm-up")
-    aws.client("sns")
+    sns()
     ready.put(os.getpid())
     start.wait()
     while relay.relay_due_messages().claimed:

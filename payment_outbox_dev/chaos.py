@@ -161,8 +161,6 @@ class _ChaosRun:
         from sqlalchemy import create_engine
         from sqlalchemy.engine import make_url
 
-        from payment_outbox import bootstrap
-        from payment_outbox.bootstrap.database import engine
         from payment_outbox.migrations.runner import upgrade
         from payment_outbox_dev.faults import FaultInjector
         from payment_outbox_dev.harness import LocalFunctions
@@ -182,9 +180,8 @@ class _ChaosRun:
         self.functions = LocalFunctions(root, template, environments)
         for environment in environments.values():
             os.environ.update(environment)
-        bootstrap.reset()
-        upgrade(engine())
         self.db = create_engine(database_url)
+        upgrade(self.db)
         self.report = ChaosReport(config.orders, config.seed, make_url(database_url).get_backend_name())
         self.sqs: Any = boto3.client("sqs")
         self.dynamodb: Any = boto3.client("dynamodb")
@@ -350,9 +347,7 @@ class _ChaosRun:
         self.report.faults = self.injector.counts
         self._verify()
         self.report.elapsed_seconds = time.monotonic() - started
-        from payment_outbox import bootstrap
-
-        bootstrap.reset()
+        self.functions.close()
         self.db.dispose()
         return self.report
 

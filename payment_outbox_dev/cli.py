@@ -213,11 +213,18 @@ def _invoke(root: Path, args: argparse.Namespace) -> int:
 
 
 def _migrate() -> int:
-    from payment_outbox.bootstrap.database import engine, schema_migrations
+    from payment_outbox.adapters.aws import AwsClients
+    from payment_outbox.adapters.db.migration import AlembicSchemaMigrations
+    from payment_outbox.composition.database import connect_database
     from payment_outbox.services.migration import migrate_schema
+    from payment_outbox.settings import DatabaseSettings
 
-    revision = migrate_schema(schema_migrations())
-    print(f"schema is at {revision} on {engine().url.render_as_string()}")
+    database = connect_database(DatabaseSettings(), AwsClients())
+    try:
+        revision = migrate_schema(AlembicSchemaMigrations(database.engine))
+        print(f"schema is at {revision} on {database.engine.url.render_as_string()}")
+    finally:
+        database.engine.dispose()
     return 0
 
 

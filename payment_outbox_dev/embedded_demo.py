@@ -59,11 +59,13 @@ def _run(root: Path, database_url: str, amount: str) -> None:
     from moto.sns.models import sns_backends
     from sqlalchemy import text
 
-    from payment_outbox import bootstrap
-    from payment_outbox.bootstrap.database import engine
-    from payment_outbox.bootstrap.dynamodb import points_ledger, sms_deliveries
+    from payment_outbox.adapters.aws import AwsClients
+    from payment_outbox.adapters.db.engine import make_engine
+    from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
+    from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
     from payment_outbox.domain.signature import sign
     from payment_outbox.migrations.runner import upgrade
+    from payment_outbox.settings import PointsSettings, SmsSettings
     from payment_outbox_dev.harness import ACCOUNT, REGION, LocalFunctions
     from payment_outbox_dev.provision import provision
     from payment_outbox_dev.template import load_template
@@ -79,10 +81,9 @@ def _run(root: Path, database_url: str, amount: str) -> None:
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
         functions = LocalFunctions(root, template, resources.environments(template, overrides))
-        os.environ.update({"DATABASE_URL": database_url})
-        bootstrap.reset()
-        upgrade(engine())
-        _say(f"database: {engine().url.render_as_string()}  (schema migrated)")
+        engine = make_engine(database_url)
+        upgrade(engine)
+        _say(f"database: {engine.url.render_as_string()}  (schema migrated)")
 
         created = functions.call_api(
             "POST",
@@ -124,7 +125,7 @@ def _run(root: Path, database_url: str, amount: str) -> None:
         fetched = functions.call_api("GET", f"/orders/{order['orderId']}")
         _step(f"GET /orders/{order['orderId']}", fetched.status, fetched.body)
 
-        with engine().connect() as conn:
+        with engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT message_id, topic, status, retry_count, sent_time FROM message_record ORDER BY id"
@@ -138,16 +139,18 @@ def _run(root: Path, database_url: str, amount: str) -> None:
                     f"retries={row.retry_count} sent={row.sent_time}"
                 )
 
+        dynamodb = AwsClients().factory("dynamodb")
         with functions.environment("PointsConsumerFunction"):
-            _say(f"points balance of user 42: {points_ledger().balance(42)}")
+            ledger = DynamoDbPointsLedger(dynamodb, PointsSettings().points_table_name)
+            _say(f"points balance of user 42: {ledger.balance(42)}")
         with functions.environment("SmsConsumerFunction"):
+            deliveries = DynamoDbSmsDeliveryLog(dynamodb, SmsSettings().sms_deliveries_table_name)
             for row in rows_of_sms:
-                delivery_record = sms_deliveries().find(row)
-                _say(f"SMS delivery record: {delivery_record}")
+                _say(f"SMS delivery record: {deliveries.find(row)}")
         # What the SMS provider (SNS direct-to-phone, emulated) actually sent:
         for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values():
             _say(f"SMS sent: {message!r}")
-        bootstrap.reset()
+        engine.dispose()
 
 
 def _step(title: str, status: int | None, body: Any) -> None:

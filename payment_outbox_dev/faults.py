@@ -284,18 +284,16 @@ class FaultInjector:
 
     @contextmanager
     def installed(self) -> Iterator[FaultInjector]:
-        """Every client the application builds inside the block is wrapped by this injector."""
-        from payment_outbox import bootstrap
+        """Every client the application creates inside the block is wrapped by this injector (a
+        client is created on a function's first use of it: load the handlers inside the block)."""
         from payment_outbox.adapters import aws
 
-        original = aws.client
-        aws.client = _FaultyClientFactory(original, self)  # type: ignore[assignment]
-        bootstrap.reset()
+        original = aws.new_client
+        aws.new_client = _FaultyClientFactory(original, self)
         try:
             yield self
         finally:
-            aws.client = original
-            bootstrap.reset()
+            aws.new_client = original
 
 
 class FaultyClient:
@@ -320,7 +318,7 @@ class FaultyClient:
 
 
 class _FaultyClientFactory:
-    """Stands in for ``aws.client`` (a cached factory): same arguments, wrapped result."""
+    """Stands in for ``aws.new_client``: same arguments, wrapped result."""
 
     def __init__(self, original: Any, injector: FaultInjector) -> None:
         self._original = original
@@ -328,9 +326,6 @@ class _FaultyClientFactory:
 
     def __call__(self, service: str, **options: Any) -> FaultyClient:
         return FaultyClient(self._original(service, **options), service, self._injector)
-
-    def cache_clear(self) -> None:
-        self._original.cache_clear()
 
 
 def _api_name(operation: str) -> str:

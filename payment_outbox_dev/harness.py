@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -96,6 +97,9 @@ class LocalFunctions:
             if resource.get("Type") == "AWS::Serverless::Function"
         }
         self._modules: dict[str, ModuleType] = {}
+        #: Database engines each function's handler created: a container's end disposes them.
+        self._engines: dict[str, weakref.WeakSet[Any]] = {}
+        self._engine_listener: Callable[[Any], None] | None = None
 
     @property
     def specs(self) -> dict[str, FunctionSpec]:
@@ -113,6 +117,40 @@ class LocalFunctions:
                 self._modules[logical_id] = self._load(logical_id, module_name)
         handler: Callable[[dict[str, Any], Any], Any] = getattr(self._modules[logical_id], attribute)
         return handler
+
+    def cold_start(self, logical_id: str | None = None) -> None:
+        """End the container of ``logical_id`` (of every function when None), as Lambda does: its
+        database connections close, and its next invocation loads the handler, and so builds its
+        composition, anew."""
+        for function in [logical_id] if logical_id is not None else list(self._specs):
+            self._modules.pop(function, None)
+            for engine in list(self._engines.pop(function, ())):
+                engine.dispose()
+
+    def close(self) -> None:
+        """End every container and stop watching for the engines handlers create."""
+        self.cold_start()
+        if self._engine_listener is not None:
+            from sqlalchemy import event
+            from sqlalchemy.engine import Engine
+
+            event.remove(Engine, "engine_connect", self._engine_listener)
+            self._engine_listener = None
+
+    def _watch_engines(self) -> None:
+        """Note each engine a handler connects with, under the function it runs for."""
+        if self._engine_listener is not None:
+            return
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        def on_connect(connection: Any) -> None:
+            function = current_function.get()
+            if function in self._specs:
+                self._engines.setdefault(function, weakref.WeakSet()).add(connection.engine)
+
+        self._engine_listener = on_connect
+        event.listen(Engine, "engine_connect", on_connect)
 
     def _load(self, logical_id: str, module_name: str) -> ModuleType:
         spec = self._specs[logical_id]
@@ -146,6 +184,7 @@ class LocalFunctions:
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         handler = self.handler(logical_id)
+        self._watch_engines()
         token = current_function.set(logical_id)
         try:
             with self.environment(logical_id):

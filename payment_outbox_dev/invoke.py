@@ -41,7 +41,6 @@ def invoke(
     """Invoke ``function`` (logical id or short form) with ``event``; returns (logical id, response)."""
     from moto import mock_aws
 
-    from payment_outbox import bootstrap
     from payment_outbox.adapters.db.engine import make_engine
     from payment_outbox.migrations.runner import upgrade
     from payment_outbox_dev.harness import REGION, LocalFunctions
@@ -62,24 +61,20 @@ def invoke(
             }
         )
         url = database_url or f"sqlite:///{Path(scratch) / 'payment_outbox.db'}"
-        bootstrap.reset()
-        try:
-            with mock_aws():
-                resources = provision(template, region=REGION)
-                engine = make_engine(url)
-                upgrade(engine)
-                engine.dispose()
-                overrides = {
-                    "DATABASE_URL": url,
-                    "WEBHOOK_SECRET": webhook_secret,
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                }
-                functions = LocalFunctions(root, template, resources.environments(template, overrides))
-                # Handlers log to stdout (Powertools binds the stream when the handler is loaded).
-                with contextlib.redirect_stdout(log_stream), warnings.catch_warnings():
-                    # A handler that emits no metric of its own makes Powertools warn; nothing is wrong.
-                    warnings.filterwarnings("ignore", message="No application metrics to publish")
-                    response = functions.invoke(logical_id, event)
-        finally:
-            bootstrap.reset()
+        with mock_aws():
+            resources = provision(template, region=REGION)
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+            overrides = {
+                "DATABASE_URL": url,
+                "WEBHOOK_SECRET": webhook_secret,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+            }
+            functions = LocalFunctions(root, template, resources.environments(template, overrides))
+            # Handlers log to stdout (Powertools binds the stream when the handler is loaded).
+            with contextlib.redirect_stdout(log_stream), warnings.catch_warnings():
+                # A handler that emits no metric of its own makes Powertools warn; nothing is wrong.
+                warnings.filterwarnings("ignore", message="No application metrics to publish")
+                response = functions.invoke(logical_id, event)
     return logical_id, response

@@ -329,9 +329,6 @@ class LocalStack:
         self.functions = _SerialFunctions(
             config.root, self.template, self.resources.environments(self.template, overrides), output
         )
-        from payment_outbox import bootstrap
-
-        bootstrap.reset()
         self.functions.preload()
 
         host, port = self._http.server_address[:2]
@@ -369,9 +366,8 @@ class LocalStack:
                 except Exception as exc:
                     self.narrator.say("error", f"emulator state not saved: {_describe(exc)}")
             self.emulator.stop()
-        from payment_outbox import bootstrap
-
-        bootstrap.reset()
+        if self.functions is not None:
+            self.functions.close()
         if self._engine is not None:
             self._engine.dispose()
         if self._log_handler is not None:

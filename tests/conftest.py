@@ -34,7 +34,6 @@ import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from payment_outbox import bootstrap  # noqa: E402
 from payment_outbox.migrations.runner import upgrade  # noqa: E402
 from tests.support import ROOT, TEST_WEBHOOK_SECRET, LocalSystem  # noqa: E402
 
@@ -78,9 +77,7 @@ def db(mariadb_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
         conn.execute(text("DELETE FROM message_record"))
         conn.execute(text("DELETE FROM orders"))
     monkeypatch.setenv("DATABASE_URL", mariadb_url)
-    bootstrap.reset()
     yield engine
-    bootstrap.reset()
     engine.dispose()
 
 
@@ -89,17 +86,17 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto for the whole test; clients are only ever created after this starts."""
     from moto import mock_aws
 
-    bootstrap.reset()
     with mock_aws():
         yield
-    bootstrap.reset()
 
 
 @pytest.fixture
-def system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
-    """The whole application: template resources in moto, MariaDB, every handler loadable."""
+def system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSystem]:
+    """The whole application: template resources in moto, MariaDB, every handler loadable (each in a
+    container of its own, ended with the test)."""
     local = LocalSystem.start(db, monkeypatch)
-    return local
+    yield local
+    local.functions.close()
 
 
 @pytest.fixture

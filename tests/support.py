@@ -17,8 +17,12 @@ import boto3
 import pytest
 from sqlalchemy import Engine, text
 
-from payment_outbox import bootstrap
+from payment_outbox.adapters.aws import AwsClients
+from payment_outbox.adapters.db.database import Database
+from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
+from payment_outbox.composition.database import connect_database
 from payment_outbox.domain.signature import sign
+from payment_outbox.settings import DatabaseSettings, PointsSettings
 from payment_outbox_dev.harness import ApiResponse, Delivery, LocalFunctions
 from payment_outbox_dev.provision import Provisioned, provision
 from payment_outbox_dev.template import load_template
@@ -61,7 +65,6 @@ class LocalSystem:
         for environment in environments.values():
             for name, value in environment.items():
                 monkeypatch.setenv(name, value)
-        bootstrap.reset()
         return cls(engine, resources, functions)
 
     # --- driving ----------------------------------------------------------------------------------
@@ -118,7 +121,7 @@ class LocalSystem:
             return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())  # noqa: S608
 
     def points_balance(self, user_id: int) -> int:
-        return bootstrap_points_balance(user_id)
+        return points_ledger().balance(user_id)
 
     def ledger_entries(self, user_id: int) -> list[dict[str, Any]]:
         items = boto3.client("dynamodb").query(
@@ -144,17 +147,23 @@ class LocalSystem:
         )
 
 
-def bootstrap_points_balance(user_id: int) -> int:
-    from payment_outbox.bootstrap.dynamodb import points_ledger
+def points_ledger() -> DynamoDbPointsLedger:
+    """The points table the environment names, read as the consumer reads it."""
+    return DynamoDbPointsLedger(AwsClients().factory("dynamodb"), PointsSettings().points_table_name)
 
-    return points_ledger().balance(user_id)
+
+@contextmanager
+def configured_database() -> Iterator[Database]:
+    """The database the environment configures (DATABASE_URL), built as the functions build it."""
+    database = connect_database(DatabaseSettings(), AwsClients())
+    try:
+        yield database
+    finally:
+        database.engine.dispose()
 
 
 def floor_points(amount: str) -> int:
     return int(Decimal(amount))
-
-
-__all__ = ["bootstrap"]
 
 
 @contextmanager

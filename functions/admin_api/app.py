@@ -3,6 +3,7 @@ order to its consumer effects, and list stuck idempotency records."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -21,14 +22,15 @@ from payment_outbox.api.admin import (
     trace_view,
 )
 from payment_outbox.api.payments import error_response, json_response, parse_body, status_for
-from payment_outbox.bootstrap.admin import outbox_operations
+from payment_outbox.composition.operations import build_outbox_operations
 from payment_outbox.errors import OrderNotFound, PaymentOutboxError
-from payment_outbox.services.operations import RequeueRequest
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
+#: Built on the first request, then kept for the container's life.
+outbox_operations = cache(build_outbox_operations)
 
 
 @app.get("/admin/messages")
@@ -43,15 +45,7 @@ def list_messages() -> Response[dict[str, Any]]:
 @tracer.capture_method
 def requeue_messages() -> Response[dict[str, Any]]:
     body = parse_body(BulkRequeueBody, app.current_event.decoded_body)
-    result = outbox_operations().requeue(
-        RequeueRequest(
-            where=body.to_filter(),
-            reason=body.reason,
-            actor=_actor(),
-            dry_run=body.dry_run,
-            include_sent=body.include_sent,
-        )
-    )
+    result = outbox_operations().requeue(body.to_request(_actor()))
     return json_response(200, requeue_view(result))
 
 

@@ -3,17 +3,20 @@ archiving each batch to S3 first when an archive bucket is configured."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.bootstrap.operations import outbox_janitor
+from payment_outbox.composition.operations import build_outbox_janitor
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+#: Built on the first invocation, then kept for the container's life.
+outbox_janitor = cache(build_outbox_janitor)
 
 
 @logger.inject_lambda_context

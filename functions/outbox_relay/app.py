@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.bootstrap.outbox import outbox_relay
+from payment_outbox.composition.relay import build_outbox_relay
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+#: Built on the first invocation, then kept for the container's life.
+outbox_relay = cache(build_outbox_relay)
 
 
 @logger.inject_lambda_context

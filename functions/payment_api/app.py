@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -18,24 +19,22 @@ from payment_outbox.api.payments import (
     parse_body,
     status_for,
 )
-from payment_outbox.bootstrap.payments import payments, verify_payment_signature
-from payment_outbox.domain.orders import PaymentNotice
+from payment_outbox.composition.payment_api import build_payment_api
 from payment_outbox.errors import OrderNotFound, PaymentOutboxError
-from payment_outbox.services.payments import NewOrder
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
+#: Built on the first request, then kept for the container's life.
+payment_api = cache(build_payment_api)
 
 
 @app.post("/orders")
 @tracer.capture_method
 def create_order() -> Response[dict[str, Any]]:
     request = parse_body(CreateOrderRequest, app.current_event.decoded_body)
-    order = payments().create_order(
-        NewOrder(request.user_id, request.phone, request.amount, request.currency)
-    )
+    order = payment_api().payments.create_order(request.to_new_order())
     return json_response(201, order_view(order))
 
 
@@ -44,18 +43,16 @@ def create_order() -> Response[dict[str, Any]]:
 def get_order(order_id: str) -> Response[dict[str, Any]]:
     if not order_id.isdigit():
         raise OrderNotFound("order not found")
-    return json_response(200, order_view(payments().get_order(int(order_id))))
+    return json_response(200, order_view(payment_api().payments.get_order(int(order_id))))
 
 
 @app.post("/payments/notify")
 @tracer.capture_method
 def payment_notify() -> Response[dict[str, Any]]:
     raw_body = app.current_event.decoded_body or ""
-    verify_payment_signature(app.current_event.headers.get("X-Signature"), raw_body.encode())
+    payment_api().signatures.verify(app.current_event.headers.get("X-Signature"), raw_body.encode())
     request = parse_body(PaymentNotifyRequest, raw_body)
-    order = payments().pay_order(
-        PaymentNotice(request.order_no, request.transaction_id, request.amount, request.paid_at)
-    )
+    order = payment_api().payments.pay_order(request.to_notice())
     return json_response(200, order_view(order))
 
 

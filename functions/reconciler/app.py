@@ -3,17 +3,20 @@ messages that gave up, sent messages without their consumer effect, stuck idempo
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.bootstrap.operations import reconciler
+from payment_outbox.composition.operations import build_reconciler
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+#: Built on the first invocation, then kept for the container's life.
+reconciler = cache(build_reconciler)
 
 
 @logger.inject_lambda_context

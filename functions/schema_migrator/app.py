@@ -3,32 +3,33 @@ or when invoked by hand (`aws lambda invoke --function-name <SchemaMigratorFunct
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.adapters import cfn_response
-from payment_outbox.bootstrap.database import schema_migrations
-from payment_outbox.services.migration import migrate_schema
+from payment_outbox.composition.migration import build_schema_migrator
 
 logger = Logger()
 PHYSICAL_ID = "payment-outbox-schema"
+#: Built on the first invocation, then kept for the container's life.
+schema_migrator = cache(build_schema_migrator)
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     if "ResponseURL" not in event:  # invoked by hand
-        return {"revision": migrate_schema(schema_migrations())}
+        return {"revision": schema_migrator().migrate()}
     revision, success, reason = "", True, "schema is at head"
     try:
         # Deleting the stack leaves the data alone: the schema outlives the stack on purpose.
         if event["RequestType"] in ("Create", "Update"):
-            revision = migrate_schema(schema_migrations())
+            revision = schema_migrator().migrate()
     except Exception:
         logger.exception("schema migration failed")
         success, reason = False, "schema migration failed; see the function's log"
-    cfn_response.send(
+    schema_migrator().answer_cloudformation(
         event,
         success=success,
         reason=reason,

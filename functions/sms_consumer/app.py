@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,11 +16,13 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.adapters.sqs_batch import from_fifo_queue
-from payment_outbox.bootstrap.consumers import sms_consumer
+from payment_outbox.composition.consumers import build_sms_consumer
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+#: Built on the first invocation, then kept for the container's life.
+sms_consumer = cache(build_sms_consumer)
 processor = BatchProcessor(event_type=EventType.SQS)
 # Ordered delivery (a FIFO queue): a failed record fails the rest of its message group (its stream) in
 # the batch, so nothing overtakes it; the other groups go on.

@@ -23,7 +23,7 @@ import boto3
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from payment_outbox import bootstrap, settings
+from payment_outbox import settings
 from payment_outbox.domain.signature import sign
 from payment_outbox_dev.harness import LocalFunctions, current_function
 from payment_outbox_dev.provision import provision
@@ -80,10 +80,10 @@ def truth_run(
     with engine.begin() as conn:
         for table in ("message_record", "orders", "outbox_audit"):
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
-    bootstrap.reset()
     with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
-        yield _record_a_run(engine, monkeypatch, cfn_responses[0], ordered_delivery=request.param)
-        bootstrap.reset()
+        run = _record_a_run(engine, monkeypatch, cfn_responses[0], ordered_delivery=request.param)
+        yield run
+        run.functions.close()
     engine.dispose()
 
 
@@ -149,7 +149,7 @@ def _record_a_run(
 
 def _invoke_fresh(run: TruthRun, logical_id: str, event: dict[str, Any]) -> Any:
     """Each invocation as in a fresh container, so every setting and client is built (and seen) anew."""
-    bootstrap.reset()
+    run.functions.cold_start(logical_id)
     return run.functions.invoke(logical_id, event)
 
 
@@ -199,7 +199,7 @@ def _drain_queues(run: TruthRun) -> None:
             if event.get("Type") == "SQS":
                 queue_url = run.resolver.render(event["Properties"]["Queue"]).rsplit(":", 1)[-1]
                 url = boto3.client("sqs").get_queue_url(QueueName=queue_url)["QueueUrl"]
-                bootstrap.reset()
+                run.functions.cold_start(logical_id)
                 delivery = run.functions.deliver(url, logical_id)
                 run.outcomes[logical_id].append(("queue delivery", delivery.response))
 

@@ -17,13 +17,12 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from sqlalchemy import insert, text
 
 from payment_outbox.adapters.db.schema import MessageRecordRow
-from payment_outbox.bootstrap.database import unit_of_work
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.services.payments import PaymentService
 from payment_outbox_dev.harness import api_gateway_event
-from tests.support import LocalSystem
+from tests.support import LocalSystem, configured_database
 
 pytestmark = pytest.mark.integration
 
@@ -116,10 +115,11 @@ def paid_order_whose_messages_gave_up(system: LocalSystem, amount: str = "128.50
     """A real order paid through the payment use case (its outbox rows written in the same
     transaction), whose rows then exhausted their attempts: status 2, as the relay leaves them."""
     order = system.create_order(amount=amount)
-    payments = PaymentService(unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
-    payments.pay_order(
-        PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
-    )
+    with configured_database() as database:
+        payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
+        payments.pay_order(
+            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
+        )
     with system.engine.begin() as conn:
         changed = conn.execute(
             text(

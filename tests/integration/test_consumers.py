@@ -17,13 +17,12 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from sqlalchemy import text
 
-from payment_outbox.bootstrap.dynamodb import points_ledger
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import PointsCredit
 from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox_dev.harness import ACCOUNT, REGION, sqs_event
 from payment_outbox_dev.template import load_template
-from tests.support import ROOT, LocalSystem
+from tests.support import ROOT, LocalSystem, points_ledger
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ import boto3
 import pytest
 from sqlalchemy import Engine, text
 
-from payment_outbox import bootstrap
-from payment_outbox.bootstrap.database import engine as configured_engine
+from payment_outbox.adapters.aws import AwsClients
+from payment_outbox.composition.database import connect_database
+from payment_outbox.settings import DatabaseSettings
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,7 @@ def test_engine_takes_credentials_from_the_secret_and_follows_a_rotation(
     monkeypatch.setenv("DB_PORT", str(db.url.port or 3306))
     monkeypatch.setenv("DB_NAME", rotating_user)
     monkeypatch.setenv("DB_SECRET_ARN", arn)
-    bootstrap.reset()
-    engine = configured_engine()
+    engine = connect_database(DatabaseSettings(), AwsClients()).engine
     assert engine.url.password is None
     with engine.connect() as conn:
         assert conn.execute(text("SELECT CURRENT_USER()")).scalar_one().startswith(USER)

@@ -28,7 +28,6 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from payment_outbox import bootstrap
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
@@ -607,9 +606,9 @@ def proxy(system: LocalSystem, monkeypatch: pytest.MonkeyPatch) -> Iterator[TcpP
         for environment in system.functions._environments.values():
             monkeypatch.setitem(environment, "DATABASE_URL", url)
         monkeypatch.setenv("DATABASE_URL", url)
-        bootstrap.reset()
+        system.functions.cold_start()  # the functions' next containers connect through the proxy
         yield tcp
-        bootstrap.reset()
+        system.functions.cold_start()
 
 
 def test_connection_cut_inside_the_payment_transaction_writes_nothing_and_the_retry_writes_once(

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import Engine, event, insert
 
 from payment_outbox.adapters import aws
+from payment_outbox.adapters.db.engine import make_session_factory
+from payment_outbox.adapters.db.operations import SqlOperationsUnitOfWork
 from payment_outbox.adapters.db.schema import MessageRecordRow
-from payment_outbox.bootstrap.operations import operations_unit_of_work
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS
 from payment_outbox.services.janitor import OutboxJanitor
@@ -89,11 +90,19 @@ class Timeline:
 
 
 @pytest.fixture
-def timeline(system: LocalSystem) -> Iterator[Timeline]:
+def timeline(system: LocalSystem, monkeypatch: pytest.MonkeyPatch) -> Iterator[Timeline]:
     recorder = Timeline()
     event.listen(Engine, "before_cursor_execute", recorder.on_sql)
-    # The janitor's own cached S3 client (created now, inside moto): hook its PutObject calls.
-    aws.client("s3").meta.events.register("before-call.s3.PutObject", recorder.on_archive)
+    # Every S3 client the janitor creates from now on (inside moto): hook its PutObject calls.
+    original = aws.new_client
+
+    def hooked(service: str, **options: Any) -> Any:
+        client = original(service, **options)
+        if service == "s3":
+            client.meta.events.register("before-call.s3.PutObject", recorder.on_archive)
+        return client
+
+    monkeypatch.setattr(aws, "new_client", hooked)
     yield recorder
     event.remove(Engine, "before_cursor_execute", recorder.on_sql)
 
@@ -196,9 +205,14 @@ def test_nothing_is_deleted_when_the_archive_cannot_be_written(
 # --- the use case with an injected clock, batch size and time budget -------------------------------
 
 
-def janitor(batch_size: int, clock: FakeClock) -> OutboxJanitor:
+def janitor(system: LocalSystem, batch_size: int, clock: FakeClock) -> OutboxJanitor:
+    sessions = make_session_factory(system.engine)
     return OutboxJanitor(
-        operations_unit_of_work, clock, retention=timedelta(days=7), archive=None, batch_size=batch_size
+        lambda: SqlOperationsUnitOfWork(sessions),
+        clock,
+        retention=timedelta(days=7),
+        archive=None,
+        batch_size=batch_size,
     )
 
 
@@ -211,7 +225,7 @@ def test_batch_size_bounds_each_statement_and_retention_follows_the_clock(
     clock = FakeClock(now())
 
     # When a janitor with batches of two runs without an archive
-    report = janitor(2, clock).purge_sent_messages()
+    report = janitor(system, 2, clock).purge_sent_messages()
 
     # Then it deleted the five old rows in statements of 2, 2 and 1 and archived nothing
     assert (report.purged, report.batches, report.archived) == (5, 3, 0)
@@ -220,7 +234,7 @@ def test_batch_size_bounds_each_statement_and_retention_follows_the_clock(
 
     # When the clock moves on two days and it runs again
     clock.advance(days=2)
-    report = janitor(2, clock).purge_sent_messages()
+    report = janitor(system, 2, clock).purge_sent_messages()
 
     # Then the other two are past retention now, and gone
     assert report.purged == 2
@@ -234,7 +248,7 @@ def test_janitor_stops_when_the_lambda_time_runs_low(system: LocalSystem, timeli
     budgets = iter([60_000, 3_000])
 
     # When a janitor with batches of two runs
-    report = janitor(2, FakeClock(now())).purge_sent_messages(lambda: next(budgets))
+    report = janitor(system, 2, FakeClock(now())).purge_sent_messages(lambda: next(budgets))
 
     # Then it ran one batch, stopped before the next, and says so
     assert (report.purged, report.batches, report.out_of_time) == (2, 1, True)

@@ -15,17 +15,17 @@ import boto3
 import pytest
 from sqlalchemy import Engine, text
 
-from payment_outbox import bootstrap
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.adapters.sns_publisher import SnsPublisher
-from payment_outbox.bootstrap.outbox import outbox_settings
+from payment_outbox.clock import SystemClock
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import PaymentConflict
 from payment_outbox.services.payments import PaymentService
 from payment_outbox.services.relay import ImmediatePublisher
+from payment_outbox.settings import OutboxSettings
 from payment_outbox_dev.harness import ApiResponse
 from tests.support import LocalSystem, notify_body, signed_headers
 
@@ -100,7 +100,7 @@ def set_function_env(
     """Change one variable of a function's environment (the harness applies it on every invocation)."""
     monkeypatch.setitem(system.functions._environments[function], name, value)
     monkeypatch.setenv(name, value)
-    bootstrap.reset()
+    system.functions.cold_start(function)
 
 
 class ProcessKilled(BaseException):
@@ -627,7 +627,7 @@ def containers(system: LocalSystem) -> Iterator[Callable[[int], list[PaymentServ
             factory = make_session_factory(engines[-1])
             services.append(
                 PaymentService(
-                    lambda f=factory: SqlUnitOfWork(f), bootstrap.clock, handoff_lease=timedelta(seconds=60)
+                    lambda f=factory: SqlUnitOfWork(f), SystemClock(), handoff_lease=timedelta(seconds=60)
                 )
             )
         return services
@@ -798,7 +798,7 @@ def test_failed_immediate_publish_still_answers_200_and_leaves_rows_to_the_relay
         assert (
             started
             < row["next_retry_at"]
-            <= utc_now() + timedelta(seconds=outbox_settings().outbox_backoff_max_seconds)
+            <= utc_now() + timedelta(seconds=OutboxSettings().outbox_backoff_max_seconds)
         )
     assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
 
@@ -834,7 +834,7 @@ def test_crash_after_commit_before_immediate_publish_leaves_rows_to_the_relay_af
 
     # Then the payment is committed, and its rows are pending, untried, held until the hand-off lease ends
     assert order_row(system, order["orderId"])["status"] == "PAID"
-    lease = timedelta(seconds=outbox_settings().outbox_lease_seconds)
+    lease = timedelta(seconds=OutboxSettings().outbox_lease_seconds)
     rows = system.outbox_rows()
     assert len(rows) == 2
     for row in rows:

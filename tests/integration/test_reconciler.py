@@ -16,12 +16,10 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 from sqlalchemy import text
 
-from payment_outbox import bootstrap
-from payment_outbox.bootstrap.database import unit_of_work
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.services.payments import PaymentService
-from tests.support import LocalSystem
+from tests.support import LocalSystem, configured_database
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +61,11 @@ def paid_without_publish(
 ) -> dict[str, Any]:
     """An order paid through the payment use case (outbox rows in the same transaction), not yet published."""
     order = system.create_order(amount=amount, phone=phone)
-    payments = PaymentService(unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
-    payments.pay_order(
-        PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
-    )
+    with configured_database() as database:
+        payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
+        payments.pay_order(
+            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
+        )
     return order
 
 
@@ -203,7 +202,7 @@ def test_sent_rows_checked_per_run_are_bounded(
         mark_sent(system, paid_without_publish(system, amount=amount)["orderNo"], ago=timedelta(hours=1))
     # And the reconciler configured to check at most four sent rows a run
     monkeypatch.setenv("RECONCILE_MAX_SENT_CHECKS", "4")
-    bootstrap.reset()
+    system.functions.cold_start("ReconcilerFunction")
 
     # When it runs
     summary, metrics = run_reconciler(system, capsys, load_event)

@@ -14,7 +14,6 @@ import boto3
 import pytest
 from sqlalchemy import text
 
-from payment_outbox import bootstrap
 from payment_outbox.adapters.db.engine import make_session_factory
 from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
@@ -22,6 +21,7 @@ from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import pending_message
+from payment_outbox_dev.harness import LocalFunctions
 from tests.support import LocalSystem, floor_points
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def receive_all(system: LocalSystem, queue: str) -> list[Any]:
 
 @pytest.fixture
 def sns(system: LocalSystem, monkeypatch: pytest.MonkeyPatch) -> Iterator[SnsSwitch]:
-    switch = SnsSwitch(monkeypatch)
+    switch = SnsSwitch(monkeypatch, system.functions)
     yield switch
     # Leave nothing on the queues for moto to carry around.
     receive_all(system, "PointsQueue")
@@ -106,11 +106,12 @@ class SnsSwitch:
     are built for a topic that does not exist), and makes SNS healthy again.
 
     The handlers run with their own environment from the template, so the topic ARN is swapped where
-    the publishers are built rather than in the environment; ``bootstrap.reset()`` makes every
-    function build its relays afresh, as a new container would."""
+    the publishers are built rather than in the environment; a cold start makes every function build
+    its relays afresh, as a new container would."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, functions: LocalFunctions) -> None:
         self._monkeypatch = monkeypatch
+        self._functions = functions
         self._healthy_init = SnsPublisher.__init__
 
     def down(self) -> None:
@@ -120,11 +121,11 @@ class SnsSwitch:
             healthy_init(publisher, client_factory, MISSING_TOPIC_ARN)
 
         self._monkeypatch.setattr(SnsPublisher, "__init__", init_for_missing_topic)
-        bootstrap.reset()
+        self._functions.cold_start()
 
     def up(self) -> None:
         self._monkeypatch.setattr(SnsPublisher, "__init__", self._healthy_init)
-        bootstrap.reset()
+        self._functions.cold_start()
 
 
 def emf_documents(stdout: str) -> list[dict[str, Any]]:

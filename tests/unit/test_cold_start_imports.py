@@ -47,7 +47,7 @@ def test_a_consumer_handler_does_not_import_sqlalchemy(function_dir: str) -> Non
     # Given a fresh interpreter / When the consumer's handler module is imported
     modules = modules_after_importing(function_dir)
     # Then the handler really loaded its composition root, and SQLAlchemy is nowhere in sys.modules
-    assert "payment_outbox.bootstrap.consumers" in modules
+    assert "payment_outbox.composition.consumers" in modules
     assert not any(name == "sqlalchemy" or name.startswith("sqlalchemy.") for name in modules)
 
 
@@ -56,6 +56,6 @@ def test_the_payment_api_handler_does_not_import_the_idempotency_layer() -> None
     modules = modules_after_importing("payment_api")
     # Then its own composition root is loaded, but neither our idempotency adapter nor Powertools'
     # idempotency utility is
-    assert "payment_outbox.bootstrap.payments" in modules
+    assert "payment_outbox.composition.payment_api" in modules
     assert "payment_outbox.adapters.idempotent_record_handler" not in modules
     assert not any(name.startswith("aws_lambda_powertools.utilities.idempotency") for name in modules)

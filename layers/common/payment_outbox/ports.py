@@ -117,6 +117,12 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class WebhookSecrets(Protocol):
+    def current(self) -> list[str]:
+        """The secrets a callback may be signed with: the current one and, mid-rotation, the previous."""
+        ...
+
+
 # --- operations: admin API, reconciliation, retention ---------------------------------------------
 
 

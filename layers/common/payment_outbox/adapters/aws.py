@@ -1,4 +1,4 @@
-"""boto3 clients, created on first use and cached per container.
+"""boto3 clients for one Lambda container, each created on first use and then kept.
 
 Lazy creation matters: a client made before a test starts its AWS emulator would talk to real AWS,
 and an unused client only costs cold-start time. ``AWS_ENDPOINT_URL`` points them at a local emulator.
@@ -6,15 +6,15 @@ and an unused client only costs cold-start time. ``AWS_ENDPOINT_URL`` points the
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 
-@cache
-def client(service: str, *, timeout_seconds: float | None = None, max_attempts: int | None = None) -> Any:
+def new_client(service: str, *, timeout_seconds: float | None = None, max_attempts: int | None = None) -> Any:
+    """One boto3 client: botocore's standard retries unless ``max_attempts`` says otherwise."""
     options: dict[str, Any] = {}
     if timeout_seconds is not None:
         options["connect_timeout"] = timeout_seconds
@@ -25,5 +25,23 @@ def client(service: str, *, timeout_seconds: float | None = None, max_attempts: 
     return session.client(service, config=Config(**options) if options else None)
 
 
-def reset() -> None:
-    client.cache_clear()
+class AwsClients:
+    """The clients of one container. Adapters take ``factory(...)``: a getter that makes the client
+    the first time it is called and returns that same client afterwards."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, float | None, int | None], Any] = {}
+
+    def factory(
+        self, service: str, *, timeout_seconds: float | None = None, max_attempts: int | None = None
+    ) -> Callable[[], Any]:
+        key = (service, timeout_seconds, max_attempts)
+
+        def client() -> Any:
+            if key not in self._made:
+                self._made[key] = new_client(
+                    service, timeout_seconds=timeout_seconds, max_attempts=max_attempts
+                )
+            return self._made[key]
+
+        return client

@@ -41,6 +41,26 @@ class CachedSecret:
         self._value = None
 
 
+class ConfiguredWebhookSecret:
+    """A webhook secret given as a plain value (local runs and tests)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def current(self) -> list[str]:
+        return [self._secret]
+
+
+class SecretsManagerWebhookSecrets:
+    """The webhook secret from Secrets Manager, re-read when its cache expires (rotation)."""
+
+    def __init__(self, secret: CachedSecret) -> None:
+        self._secret = secret
+
+    def current(self) -> list[str]:
+        return webhook_secrets(self._secret.value())
+
+
 def webhook_secrets(raw: str) -> list[str]:
     """A webhook secret is a plain string, or JSON ``{"current": ..., "previous": ...}`` mid-rotation."""
     try:

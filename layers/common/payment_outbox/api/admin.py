@@ -24,6 +24,7 @@ from payment_outbox.services.operations import (
     MessagePage,
     OrderTrace,
     OutboxStats,
+    RequeueRequest,
     RequeueResult,
 )
 
@@ -85,6 +86,15 @@ class BulkRequeueBody(_Filters):
     dry_run: bool = Field(alias="dryRun", strict=True)
     include_sent: bool = Field(default=False, alias="includeSent", strict=True)
     reason: Reason
+
+    def to_request(self, actor: str) -> RequeueRequest:
+        return RequeueRequest(
+            where=self.to_filter(),
+            reason=self.reason,
+            actor=actor,
+            dry_run=self.dry_run,
+            include_sent=self.include_sent,
+        )
 
 
 class RequeueMessageBody(_Model):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from payment_outbox.domain.orders import MAX_AMOUNT, Order
+from payment_outbox.domain.orders import MAX_AMOUNT, Order, PaymentNotice
 from payment_outbox.domain.sms import E164
 from payment_outbox.errors import (
     InvalidRequest,
@@ -24,6 +24,7 @@ from payment_outbox.errors import (
     RequestTooLarge,
     SignatureRejected,
 )
+from payment_outbox.services.payments import NewOrder
 
 #: Callbacks and order requests are a few hundred bytes; refuse anything absurd before parsing it.
 MAX_BODY_BYTES = 16 * 1024
@@ -76,6 +77,9 @@ class CreateOrderRequest(_Request):
 
     _parse_amount = field_validator("amount", mode="before")(_amount)
 
+    def to_new_order(self) -> NewOrder:
+        return NewOrder(self.user_id, self.phone, self.amount, self.currency)
+
 
 class PaymentNotifyRequest(_Request):
     order_no: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(alias="orderNo")
@@ -86,6 +90,9 @@ class PaymentNotifyRequest(_Request):
     paid_at: datetime = Field(alias="paidAt")
 
     _parse_amount = field_validator("amount", mode="before")(_amount)
+
+    def to_notice(self) -> PaymentNotice:
+        return PaymentNotice(self.order_no, self.transaction_id, self.amount, self.paid_at)
 
 
 M = TypeVar("M", bound=BaseModel)

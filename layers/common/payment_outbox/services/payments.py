@@ -1,4 +1,5 @@
-"""Orders and the payment callback: ``create_order``, ``get_order``, ``pay_order``."""
+"""Orders and the payment callback: ``create_order``, ``get_order``, ``pay_order``, and the callback's
+signature check (``CallbackSignatures``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from payment_outbox.clock import to_naive_utc
+from payment_outbox.clock import epoch_seconds, to_naive_utc
+from payment_outbox.domain import signature
 from payment_outbox.domain.orders import (
     Order,
     PaymentDecision,
@@ -22,7 +24,7 @@ from payment_outbox.domain.orders import (
 )
 from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
 from payment_outbox.errors import OrderNotFound
-from payment_outbox.ports import Clock, UnitOfWorkFactory
+from payment_outbox.ports import Clock, UnitOfWorkFactory, WebhookSecrets
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +123,22 @@ class PaymentService:
         if self._after_commit is not None:
             self._after_commit(messages)
         return paid
+
+
+class CallbackSignatures:
+    """Accepts a payment callback only when it is signed with a current webhook secret, recently."""
+
+    def __init__(self, secrets: WebhookSecrets, clock: Clock, *, tolerance_seconds: int) -> None:
+        self._secrets = secrets
+        self._clock = clock
+        self._tolerance_seconds = tolerance_seconds
+
+    def verify(self, header: str | None, raw_body: bytes) -> None:
+        """Raise ``SignatureRejected`` unless ``header`` signs ``raw_body`` within the tolerance."""
+        signature.verify(
+            header,
+            raw_body,
+            self._secrets.current(),
+            now=epoch_seconds(self._clock.now()),
+            tolerance_seconds=self._tolerance_seconds,
+        )

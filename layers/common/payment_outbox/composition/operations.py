@@ -1,0 +1,79 @@
+"""The operator's side: AdminApi (the operations use cases), Reconciler and OutboxJanitor."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from payment_outbox.adapters.aws import AwsClients
+from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
+from payment_outbox.adapters.idempotency_records import DynamoDbIdempotencyRecords
+from payment_outbox.adapters.s3_archive import S3MessageArchive
+from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
+from payment_outbox.clock import SystemClock
+from payment_outbox.composition.database import connect_database
+from payment_outbox.services.janitor import OutboxJanitor
+from payment_outbox.services.operations import OutboxOperations
+from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
+from payment_outbox.settings import (
+    AdminSettings,
+    DatabaseSettings,
+    IdempotencySettings,
+    PointsSettings,
+    ReconcileSettings,
+    RetentionSettings,
+    SmsSettings,
+)
+
+
+def build_outbox_operations() -> OutboxOperations:
+    """What the admin API does: list, requeue, count, trace, and find stuck idempotency records."""
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    dynamodb = clients.factory("dynamodb")
+    return OutboxOperations(
+        database.operations_unit_of_work,
+        SystemClock(),
+        points=DynamoDbPointsLedger(dynamodb, PointsSettings().points_table_name),
+        sms=DynamoDbSmsDeliveryLog(dynamodb, SmsSettings().sms_deliveries_table_name),
+        idempotency=DynamoDbIdempotencyRecords(dynamodb, IdempotencySettings().idempotency_table_name),
+        requeue_max_rows=AdminSettings().admin_requeue_max_rows,
+    )
+
+
+def build_reconciler() -> Reconciler:
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    dynamodb = clients.factory("dynamodb")
+    settings = ReconcileSettings()
+    return Reconciler(
+        database.operations_unit_of_work,
+        SystemClock(),
+        points=DynamoDbPointsLedger(dynamodb, PointsSettings().points_table_name),
+        sms=DynamoDbSmsDeliveryLog(dynamodb, SmsSettings().sms_deliveries_table_name),
+        idempotency=DynamoDbIdempotencyRecords(dynamodb, IdempotencySettings().idempotency_table_name),
+        limits=ReconcileLimits(
+            effect_grace=timedelta(minutes=settings.reconcile_effect_grace_minutes),
+            effect_window=timedelta(hours=settings.reconcile_effect_window_hours),
+            max_sent_checks=settings.reconcile_max_sent_checks,
+            orders_lookback=timedelta(hours=settings.reconcile_orders_lookback_hours),
+            idempotency_scan_limit=settings.reconcile_idempotency_scan_limit,
+        ),
+    )
+
+
+def build_outbox_janitor() -> OutboxJanitor:
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    settings = RetentionSettings()
+    archive = (
+        S3MessageArchive(clients.factory("s3"), settings.archive_bucket_name)
+        if settings.archive_bucket_name
+        else None
+    )
+    return OutboxJanitor(
+        database.operations_unit_of_work,
+        SystemClock(),
+        retention=timedelta(days=settings.outbox_retention_days),
+        archive=archive,
+        batch_size=settings.outbox_retention_batch_size,
+    )

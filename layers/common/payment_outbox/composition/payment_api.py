@@ -1,0 +1,69 @@
+"""PaymentApi: orders, the payment callback and its signature check, and the after-commit publish.
+
+No idempotency layer here: the API's cold start never pays for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from payment_outbox.adapters.aws import AwsClients
+from payment_outbox.adapters.secrets import (
+    CachedSecret,
+    ConfiguredWebhookSecret,
+    SecretsManagerWebhookSecrets,
+)
+from payment_outbox.adapters.sns_publisher import SnsPublisher
+from payment_outbox.clock import SystemClock
+from payment_outbox.composition.database import connect_database
+from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.ports import WebhookSecrets
+from payment_outbox.services.payments import CallbackSignatures, PaymentService
+from payment_outbox.services.relay import ImmediatePublisher, OutboxRelay
+from payment_outbox.settings import DatabaseSettings, OutboxSettings, WebhookSettings
+
+
+@dataclass(frozen=True)
+class PaymentApi:
+    payments: PaymentService
+    signatures: CallbackSignatures
+
+
+def build_payment_api() -> PaymentApi:
+    clients, clock = AwsClients(), SystemClock()
+    database = connect_database(DatabaseSettings(), clients)
+    outbox = OutboxSettings()
+    webhook = WebhookSettings()
+
+    # The after-commit publish: one attempt with short timeouts, so the callback answers quickly.
+    # It only ever runs ``deliver(may_give_up=False)``: a failure is rescheduled with the backoff,
+    # and claiming and giving up are left to the scheduled relay.
+    timeout = outbox.outbox_immediate_publish_timeout_seconds
+    sns = clients.factory("sns", timeout_seconds=timeout, max_attempts=1)
+    immediate = OutboxRelay(
+        database.unit_of_work,
+        SnsPublisher(sns, outbox.order_events_topic_arn),
+        clock,
+        policy=RetryPolicy(
+            base_delay_seconds=outbox.outbox_backoff_base_seconds,
+            max_delay_seconds=outbox.outbox_backoff_max_seconds,
+        ),
+    )
+    payments = PaymentService(
+        database.unit_of_work,
+        clock,
+        handoff_lease=timedelta(seconds=outbox.outbox_lease_seconds),
+        after_commit=ImmediatePublisher(lambda: immediate),
+    )
+    signatures = CallbackSignatures(
+        _webhook_secrets(webhook, clients), clock, tolerance_seconds=webhook.webhook_tolerance_seconds
+    )
+    return PaymentApi(payments, signatures)
+
+
+def _webhook_secrets(settings: WebhookSettings, clients: AwsClients) -> WebhookSecrets:
+    if settings.webhook_secret is not None:
+        return ConfiguredWebhookSecret(settings.webhook_secret.get_secret_value())
+    arn = settings.webhook_secret_arn or ""  # the settings model insists on one of the two
+    return SecretsManagerWebhookSecrets(CachedSecret(arn, clients.factory("secretsmanager")))
