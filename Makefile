@@ -41,10 +41,13 @@ bench: install
 chaos: install
 	$(BIN)/python -m payment_outbox_dev.chaos $(ARGS)
 
-## Static checks: ruff (lint and format), mypy (strict), cfn-lint on the template, bandit security scan.
+## Static checks: ruff (lint and format), mypy (strict), the architecture's import contracts
+## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint, bandit.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/deptry layers/common
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
