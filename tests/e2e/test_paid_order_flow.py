@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 
-from payment_outbox_dev.harness import sqs_event
+from payment_outbox.domain.outbox import OutboxMessage
+from payment_outbox.services.relay import ImmediatePublisher
 from tests.support import LocalSystem, signed_headers
 
 pytestmark = pytest.mark.e2e
 
 
-def test_paid_order_credits_points_once_and_sends_one_sms(system: LocalSystem, load_event) -> None:  # type: ignore[no-untyped-def]
-    # Given an order created through the API with the create_order event
+def test_paid_order_credits_points_once_and_sends_one_sms(  # type: ignore[no-untyped-def]
+    system: LocalSystem, load_event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a payment API whose container dies right after the commit, before its immediate publish,
+    # so that everything downstream is the scheduled relay's doing
+    def dies_after_commit(self: ImmediatePublisher, messages: Sequence[OutboxMessage]) -> None:
+        return None
+
+    monkeypatch.setattr(ImmediatePublisher, "__call__", dies_after_commit)
+    # And an order created through the API with the create_order event
     create = load_event("payment_api_create_order.json")
     created = system.functions.invoke("PaymentApiFunction", create)
     assert created["statusCode"] == 201
@@ -29,8 +41,24 @@ def test_paid_order_credits_points_once_and_sends_one_sms(system: LocalSystem, l
     paid = system.functions.invoke("PaymentApiFunction", notify)
     assert paid["statusCode"] == 200, paid["body"]
 
-    # And the relay runs (the schedule event) and both consumers drain their queues
-    system.functions.invoke("OutboxRelayFunction", load_event("outbox_relay_schedule.json"))
+    # Then nothing is published yet: the two outbox rows wait, pending, for the hand-off lease to end
+    assert [row["status"] for row in system.outbox_rows()] == [0, 0]
+    assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
+
+    # When the lease has ended and the relay runs (the schedule event)
+    with system.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE message_record SET next_retry_at = :now"),
+            {"now": datetime.now(UTC).replace(tzinfo=None)},
+        )
+    relayed = system.functions.invoke("OutboxRelayFunction", load_event("outbox_relay_schedule.json"))
+
+    # Then the relay claimed and published both rows, retried and gave up on none,
+    # and each queue holds its one message
+    assert relayed == {"claimed": 2, "published": 2, "retried": 0, "failed": []}
+    assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 1
+
+    # When both consumers drain their queues
     system.drain_consumers()
 
     # Then the order is PAID, both outbox rows are sent, points == floor(amount), one SMS recorded
@@ -62,4 +90,3 @@ def test_consumer_events_in_events_folder_are_handled(system: LocalSystem, load_
     envelope = json.loads(points_event["Records"][0]["body"])  # type: ignore[index]
     assert system.points_balance(envelope["payload"]["userId"]) == envelope["payload"]["points"]
     assert len(system.sms_deliveries()) == 1
-    assert sqs_event([], "arn") == {"Records": []}

@@ -31,7 +31,8 @@ from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
 from payment_outbox_dev.template import api_routes, find_function, functions, load_template
 from tests.support import cfn_response_server
 
-pytestmark = pytest.mark.integration
+# Not MariaDB: the stack runs on SQLite, as `make local` does by default.
+pytestmark = pytest.mark.local_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")

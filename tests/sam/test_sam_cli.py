@@ -1,14 +1,18 @@
-"""The SAM CLI accepts the template and builds every function and the layer here, with no container."""
+"""The SAM CLI accepts the template and builds every function and the layer here, with no container; the
+built layer holds the runtime package and what it imports, and no developer tooling."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from payment_outbox_dev.template import functions, load_template
 from tests.support import ROOT
 
 pytestmark = pytest.mark.sam
@@ -84,16 +88,42 @@ def test_sam_build_builds_every_function_and_the_layer_without_a_container(sam: 
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    # Then each function's handler module and the layer's package are in the build, unnested
-    for function in (
-        "PaymentApiFunction",
-        "OutboxRelayFunction",
-        "PointsConsumerFunction",
-        "SmsConsumerFunction",
-    ):
-        assert (build_dir / function / "app.py").is_file(), function
+    # Then each of the template's eight functions has its handler module in the build
+    specs = functions(load_template(ROOT / "template.yaml"))
+    assert len(specs) == 8
+    for spec in specs:
+        module = spec.handler.rpartition(".")[0].replace(".", "/")
+        assert (build_dir / spec.logical_id / f"{module}.py").is_file(), spec.logical_id
+    # And the layer holds the runtime package, every module of it and nothing more, unnested
     layer = build_dir / "CommonLayer" / "python"
-    assert (layer / "payment_outbox" / "__init__.py").is_file()
     assert not (layer / "python").exists()
+    source = ROOT / "layers" / "common" / "payment_outbox"
+    assert _modules_under(layer / "payment_outbox") == _modules_under(source)
+    # And no developer tooling, tests, benchmarks, moto or PyYAML
+    for absent in ("payment_outbox_dev", "tests", "bench", "moto", "yaml"):
+        assert not (layer / absent).exists(), absent
+    # And every module the runtime imports is in the layer, the standard library, or the Lambda
+    # runtime (which ships boto3 and botocore)
+    assert _imports_found_nowhere(layer) == set()
     # And the compiled dependencies are built for the functions' architecture (arm64)
     assert list((layer / "pydantic_core").glob("*aarch64*.so"))
+
+
+def _modules_under(package: Path) -> set[str]:
+    return {str(path.relative_to(package)) for path in package.rglob("*.py")}
+
+
+def _imports_found_nowhere(layer: Path) -> set[str]:
+    imported: set[str] = set()
+    for path in (layer / "payment_outbox").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    in_runtime = set(sys.stdlib_module_names) | {"__future__", "boto3", "botocore"}
+    return {
+        name
+        for name in imported - in_runtime
+        if not (layer / name).is_dir() and not (layer / f"{name}.py").is_file()
+    }
