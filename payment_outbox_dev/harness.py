@@ -102,6 +102,11 @@ class LocalFunctions:
         self._engine_listener: Callable[[Any], None] | None = None
 
     @property
+    def environments(self) -> dict[str, dict[str, str]]:
+        """Each function's own environment, applied on each invocation (a test may change it)."""
+        return self._environments
+
+    @property
     def specs(self) -> dict[str, FunctionSpec]:
         return self._specs
 

@@ -603,7 +603,7 @@ def proxy(system: LocalSystem, monkeypatch: pytest.MonkeyPatch) -> Iterator[TcpP
     """Every function (and the test process) reaches MariaDB through a TCP proxy the test controls."""
     with TcpProxy() as tcp:
         url = tcp.url_for(system.engine.url.render_as_string(hide_password=False))
-        for environment in system.functions._environments.values():
+        for environment in system.functions.environments.values():
             monkeypatch.setitem(environment, "DATABASE_URL", url)
         monkeypatch.setenv("DATABASE_URL", url)
         system.functions.cold_start()  # the functions' next containers connect through the proxy

@@ -98,7 +98,7 @@ def set_function_env(
     system: LocalSystem, monkeypatch: pytest.MonkeyPatch, function: str, name: str, value: str
 ) -> None:
     """Change one variable of a function's environment (the harness applies it on every invocation)."""
-    monkeypatch.setitem(system.functions._environments[function], name, value)
+    monkeypatch.setitem(system.functions.environments[function], name, value)
     monkeypatch.setenv(name, value)
     system.functions.cold_start(function)
 
