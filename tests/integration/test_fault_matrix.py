@@ -327,7 +327,7 @@ def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_imme
     sessions = make_session_factory(engine)
     from payment_outbox.adapters import aws
 
-    client = aws.client("sns")  # wrapped by the injector, so its publishes are counted too
+    client = aws.new_client("sns")  # wrapped by the injector, so its publishes are counted too
     relay = OutboxRelay(
         lambda: SqlUnitOfWork(sessions),
         SnsPublisher(lambda: client, system.resources.refs["OrderEventsTopic"]),
