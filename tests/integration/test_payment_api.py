@@ -20,6 +20,7 @@ from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.clock import SystemClock
+from payment_outbox.domain.envelope import TOPIC_POINTS
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import PaymentConflict
@@ -27,7 +28,8 @@ from payment_outbox.services.payments import PaymentService
 from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox.settings import OutboxSettings
 from payment_outbox_dev.harness import ApiResponse
-from tests.support import LocalSystem, notify_body, signed_headers
+from tests.fakes import outbox_message
+from tests.support import LocalSystem, configured_database, notify_body, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -891,3 +893,35 @@ def test_crash_after_publish_before_marking_sent_is_redelivered_and_applied_once
     assert len(system.sms_deliveries()) == 1
     assert len(sns_backends["123456789012"]["us-east-1"].sms_messages) == 1
     assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
+
+
+def test_with_stream_order_the_after_commit_publish_leaves_a_row_behind_a_pending_one_to_the_relay(
+    system: LocalSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a payment API configured for per-stream order, and an order whose points stream already
+    # holds an earlier pending message (waiting for a later retry)
+    set_function_env(system, monkeypatch, "PaymentApiFunction", "OUTBOX_ORDERED_BY_KEY", "true")
+    order = system.create_order()
+    five_minutes = timedelta(minutes=5)
+    earlier = outbox_message(
+        "earlier-points",
+        business_key=order["orderNo"],
+        topic=TOPIC_POINTS,
+        now=utc_now() - five_minutes,
+        due_at=utc_now() + five_minutes,
+    )
+    with configured_database() as database, database.unit_of_work() as tx:
+        tx.outbox.add_all([earlier])
+        tx.commit()
+
+    # When the order is paid
+    assert system.pay(order).status == 200
+
+    # Then the after-commit publish sent the SMS message but held the points message back, due now,
+    # for the relay to claim once the earlier one is sent
+    rows = {row["topic"]: row for row in system.outbox_rows() if row["message_id"] != "earlier-points"}
+    assert rows["topic.sms"]["status"] == 1
+    assert rows["topic.points"]["status"] == 0
+    assert rows["topic.points"]["next_retry_at"] <= utc_now()
+    assert system.queue_depth("SmsQueue") == 1
+    assert system.queue_depth("PointsQueue") == 0

@@ -37,8 +37,8 @@ def build_payment_api() -> PaymentApi:
     webhook = WebhookSettings()
 
     # The after-commit publish: one attempt with short timeouts, so the callback answers quickly.
-    # It only ever runs ``deliver(may_give_up=False)``: a failure is rescheduled with the backoff,
-    # and claiming and giving up are left to the scheduled relay.
+    # It only ever runs ``deliver_handed_off``, which never gives up: a failure is rescheduled with
+    # the backoff, and claiming and giving up are left to the scheduled relay.
     timeout = outbox.outbox_immediate_publish_timeout_seconds
     sns = clients.factory("sns", timeout_seconds=timeout, max_attempts=1)
     immediate = OutboxRelay(
@@ -49,6 +49,8 @@ def build_payment_api() -> PaymentApi:
             base_delay_seconds=outbox.outbox_backoff_base_seconds,
             max_delay_seconds=outbox.outbox_backoff_max_seconds,
         ),
+        # In stream order, a row behind an earlier pending one of its stream is left to the relay.
+        ordered_by_key=outbox.outbox_ordered_by_key,
     )
     payments = PaymentService(
         database.unit_of_work,
