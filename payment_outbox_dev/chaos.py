@@ -33,6 +33,7 @@ import random
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -66,6 +67,8 @@ class ChaosConfig:
     #: Chance of a duplicate callback, of a duplicate SQS delivery, of a relay running during a wave.
     duplicate_rate: float = 0.1
     overlap_rate: float = 0.3
+    #: Template parameters, e.g. {"OrderedDelivery": "true"} for the FIFO topic and queues.
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,7 +173,7 @@ class _ChaosRun:
         self.config = config
         self.rng = random.Random(config.seed)  # noqa: S311 - reproducible chaos  # nosec B311
         template = load_template(root / "template.yaml")
-        self.resources = provision(template)
+        self.resources = provision(template, parameters=config.parameters)
         overrides = {
             "DATABASE_URL": database_url,
             "WEBHOOK_SECRET": CHAOS_WEBHOOK_SECRET,
@@ -494,8 +497,16 @@ class _ChaosRun:
             if self.injector.enabled and self.injector.chance(self.config.duplicate_rate):
                 # At-least-once: SQS hands the same message over again.
                 self.injector.count("duplicate SQS delivery")
-                self.sqs.send_message(QueueUrl=url, MessageBody=message["Body"])
+                self._send_again(url, message)
         return len(messages)
+
+    def _send_again(self, url: str, message: dict[str, Any]) -> None:
+        again: dict[str, Any] = {"QueueUrl": url, "MessageBody": message["Body"]}
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        if group is not None:
+            # A FIFO queue: the copy joins the message's group, under an id the queue has not seen.
+            again |= {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
+        self.sqs.send_message(**again)
 
     def _advance_time(self) -> None:
         """Skip ahead: due times and hand-off leases reached, in-progress locks and visibility timeouts
@@ -712,6 +723,13 @@ def _find_root(start: Path) -> Path:
     raise SystemExit("template.yaml not found: run from the project folder (or pass --root)")
 
 
+def _parameter(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -729,6 +747,13 @@ def main(argv: list[str] | None = None) -> int:
         default=ChaosConfig.overlap_rate,
         help="chance of a relay looping in a thread during a wave; 0 makes a seed replay exactly",
     )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameters, e.g. OrderedDelivery=true (FIFO topic and queues)",
+    )
     args = parser.parse_args(argv)
     report = run_chaos(
         ChaosConfig(
@@ -740,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             wave_size=args.wave_size,
             duplicate_rate=args.duplicate_rate,
             overlap_rate=args.overlap_rate,
+            parameters=dict(_parameter(text) for text in args.parameter_overrides),
         )
     )
     print(report.render(), flush=True)

@@ -65,6 +65,29 @@ def test_a_chaos_run_on_mariadb_applies_every_paid_order_exactly_once(db: Engine
     assert report.ok
 
 
+def test_a_chaos_run_with_ordered_delivery_applies_every_paid_order_exactly_once(db: Engine) -> None:
+    # Given 40 orders on the FIFO topic and queues (OrderedDelivery=true), faults at a high rate
+    # When the chaos run pays them through the real handlers, heals and drains
+    report = chaos(
+        db,
+        40,
+        seed=11,
+        fault_rate=0.5,
+        duplicate_rate=0.2,
+        overlap_rate=0.5,
+        wave_size=10,
+        parameters={"OrderedDelivery": "true"},
+    )
+
+    # Then duplicates were injected on the FIFO queues too, and every order was applied exactly once
+    assert report.faults["duplicate SQS delivery"] > 0, report.render()
+    assert (report.ledger_entries, report.sms_records, report.sms_sent) == (40, 40, 40), report.render()
+    assert report.duplicate_effects == report.lost_messages == 0, report.render()
+    assert report.rows_pending == report.rows_failed == 0, report.render()
+    assert report.left_on_queues == report.dead_letters == 0, report.render()
+    assert report.ok
+
+
 def test_the_same_seed_injects_the_same_faults(db: Engine) -> None:
     # Given two runs with one seed, without overlapping relays (thread timing is not seeded)
     options = {"seed": 3, "fault_rate": 0.4, "overlap_rate": 0.0, "wave_size": 10}
