@@ -24,7 +24,8 @@ demo: install
 local: install
 	$(BIN)/payment-outbox local $(ARGS)
 
-## The tests: unit, integration (MariaDB/MySQL at TEST_DATABASE_URL, default root@127.0.0.1:3306) and e2e.
+## The tests: unit, integration (MariaDB/MySQL at TEST_DATABASE_URL, default root@127.0.0.1:3306) and e2e,
+## including schemathesis fuzzing the local stack (SCHEMATHESIS_MAX_EXAMPLES per operation, default 25).
 test: install sam-cli
 	$(BIN)/pytest
 
@@ -40,6 +41,11 @@ bench: install
 .PHONY: chaos
 chaos: install
 	$(BIN)/python -m payment_outbox_dev.chaos $(ARGS)
+
+## docs/openapi.json from the handlers' routes and models (make test fails when it is out of date).
+.PHONY: openapi
+openapi: install
+	$(BIN)/python -m payment_outbox_dev.openapi
 
 ## Static checks: ruff (lint and format), mypy (strict), the architecture's import contracts
 ## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint, bandit.

@@ -30,7 +30,7 @@ def _notify_body(order_no: str, amount: str, transaction_id: str) -> str:
             "orderNo": order_no,
             "transactionId": transaction_id,
             "amount": amount,
-            "paidAt": "2026-11-27T10:15:00Z",
+            "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
 

@@ -394,7 +394,7 @@ class _ChaosRun:
                 "orderNo": order.order_no,
                 "transactionId": f"txn-{order.order_no}",
                 "amount": order.amount,
-                "paidAt": "2026-11-27T10:15:00Z",
+                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         for _attempt in range(6):

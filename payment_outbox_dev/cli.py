@@ -105,7 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument(
         "--webhook-secret",
         default=os.environ.get("WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET),
-        help="secret the payment API verifies callbacks with",
+        help="secret the payment API verifies callbacks with (and invoke signs them with)",
+    )
+    invoke.add_argument(
+        "--no-sign",
+        dest="sign",
+        action="store_false",
+        help="keep a callback event's own X-Signature and paidAt (default: signed now, paidAt in the window)",
+    )
+    invoke.add_argument(
+        "--no-seed",
+        dest="seed",
+        action="store_false",
+        help="start API events on an empty database (default: the fresh database holds the sample order 1)",
     )
 
     sign = commands.add_parser(
@@ -200,6 +212,8 @@ def _invoke(root: Path, args: argparse.Namespace) -> int:
             log_stream=sys.stderr,
             database_url=args.database_url,
             webhook_secret=args.webhook_secret,
+            sign=args.sign,
+            seed=args.seed,
         )
     except LookupError as exc:
         print(str(exc).strip("'\""), file=sys.stderr)
@@ -209,6 +223,8 @@ def _invoke(root: Path, args: argparse.Namespace) -> int:
         return 1
     print(f"{logical_id} returned:", file=sys.stderr)
     print(json.dumps(response, indent=2, default=str))
+    if isinstance(response, dict) and response.get("statusCode") == 404 and args.database_url:
+        print("invoke: 404: the event names a row the given database does not hold", file=sys.stderr)
     return 0
 
 

@@ -98,7 +98,7 @@ def _run(root: Path, database_url: str, amount: str) -> None:
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
-                "paidAt": "2026-11-27T10:15:00Z",
+                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         headers = {"X-Signature": sign(body.encode(), DEMO_WEBHOOK_SECRET, int(time.time()))}

@@ -20,7 +20,8 @@ Handlers are invoked one at a time (each Lambda would run in its own container; 
 process, its environment and its caches, so invocations are serialised).
 
 Local-only controls live under ``/_local/`` on the API port — they are not in the template and do
-not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``POST /_local/faults``.
+not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``POST /_local/faults``. The API's
+OpenAPI document is served at ``GET /openapi.json``.
 
 On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
 the next start (see ``payment_outbox_dev.snapshot``); the SQLite file is the database itself.
@@ -68,6 +69,8 @@ from payment_outbox_dev.template import (
 #: The webhook secret the local stack verifies callbacks with unless told otherwise.
 LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
 CONTROL_PREFIX = "/_local/"
+#: The API's OpenAPI document (docs/openapi.json), served beside the routes.
+OPENAPI_PATH = "/openapi.json"
 CONTROL_ROUTES = (
     ("GET", "/_local/routes", "the API routes served, from template.yaml"),
     ("GET", "/_local/state", "faults, metrics, alarms, resources and outbox rows"),
@@ -483,6 +486,13 @@ class LocalStack:
         payload = _b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
         return int(result.get("statusCode", 502)), response_headers, payload
 
+    def serve_openapi(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The checked-in OpenAPI document (a test keeps it equal to what the handlers declare)."""
+        document = self.config.root / "docs" / "openapi.json"
+        if not document.exists():
+            return 404, [("Content-Type", "application/json")], b'{"message": "docs/openapi.json is missing"}'
+        return 200, [("Content-Type", "application/json")], document.read_bytes()
+
     def serve_control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         if (method, path) == ("GET", "/_local/routes"):
             return 200, {
@@ -744,7 +754,9 @@ def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if url.path.startswith(CONTROL_PREFIX):
+            if url.path == OPENAPI_PATH and self.command in ("GET", "HEAD"):
+                status, headers, payload = stack.serve_openapi()
+            elif url.path.startswith(CONTROL_PREFIX):
                 status, document = stack.serve_control(self.command, url.path, body)
                 headers = [("Content-Type", "application/json")]
                 payload = json.dumps(document, default=str).encode()

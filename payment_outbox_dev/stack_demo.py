@@ -86,7 +86,7 @@ class StackClient:
                 "orderNo": order["orderNo"],
                 "transactionId": transaction_id,
                 "amount": order["amount"],
-                "paidAt": "2026-11-27T10:15:00Z",
+                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         header = sign(payload.encode(), self.secret, int(time.time()))

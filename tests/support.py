@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,25 @@ def signed_headers(body: str, *, secret: str = TEST_WEBHOOK_SECRET, at: int | No
     return {"X-Signature": sign(body.encode(), secret, int(time.time()) if at is None else at)}
 
 
-def notify_body(
-    order_no: str, amount: str, transaction_id: str = "txn-1", paid_at: str = "2026-11-27T10:15:00Z"
-) -> str:
+def recent_paid_at(seconds_ago: int = 60) -> str:
+    """A callback's paidAt a little before now (RFC 3339, whole seconds): inside the accepted window."""
+    moment = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=seconds_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pay_time_of(paid_at: str) -> str:
+    """How the API shows a paidAt given as ``recent_paid_at()`` (milliseconds, Z)."""
+    return paid_at.replace("Z", ".000Z")
+
+
+def notify_body(order_no: str, amount: str, transaction_id: str = "txn-1", paid_at: str | None = None) -> str:
     return json.dumps(
-        {"orderNo": order_no, "transactionId": transaction_id, "amount": amount, "paidAt": paid_at}
+        {
+            "orderNo": order_no,
+            "transactionId": transaction_id,
+            "amount": amount,
+            "paidAt": paid_at or recent_paid_at(),
+        }
     )
 
 
@@ -89,8 +104,10 @@ class LocalSystem:
             "POST", "/payments/notify", body, signed_headers(body) if headers is None else headers
         )
 
-    def pay(self, order: dict[str, Any], transaction_id: str = "txn-1") -> ApiResponse:
-        return self.notify(notify_body(order["orderNo"], order["amount"], transaction_id))
+    def pay(
+        self, order: dict[str, Any], transaction_id: str = "txn-1", paid_at: str | None = None
+    ) -> ApiResponse:
+        return self.notify(notify_body(order["orderNo"], order["amount"], transaction_id, paid_at))
 
     def run_relay(self) -> dict[str, Any]:
         result: dict[str, Any] = self.functions.run_scheduled("OutboxRelayFunction")

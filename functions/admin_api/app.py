@@ -1,8 +1,6 @@
 """AdminApi (IAM-authorised): see outbox messages, requeue what gave up, read the counts, trace an
 order to its consumer effects, and list stuck idempotency records."""
 
-from __future__ import annotations
-
 from functools import cache
 from typing import Any
 
@@ -13,17 +11,32 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.api.admin import (
     BulkRequeueBody,
+    MessagePageView,
     RequeueMessageBody,
+    RequeueView,
+    StatsView,
+    StuckView,
+    TraceView,
+    message_id_from_path,
     page_view,
     parse_query,
+    query_parameters,
     requeue_view,
     stats_view,
     stuck_view,
     trace_view,
 )
-from payment_outbox.api.payments import error_response, json_response, parse_body, status_for
+from payment_outbox.api.payments import (
+    error_response,
+    json_response,
+    order_id_from_path,
+    parse_body,
+    request_body,
+    responses,
+    status_for,
+)
 from payment_outbox.composition.operations import build_outbox_operations
-from payment_outbox.errors import OrderNotFound, PaymentOutboxError
+from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
 tracer = Tracer()
@@ -33,7 +46,13 @@ app = APIGatewayRestResolver()
 outbox_operations = cache(build_outbox_operations)
 
 
-@app.get("/admin/messages")
+@app.get(
+    "/admin/messages",
+    summary="List outbox messages by filter, a page at a time",
+    tags=["admin"],
+    openapi_extensions={"parameters": query_parameters()},
+    responses=responses(200, MessagePageView, "one page of messages (never their content)", 422),
+)
 @tracer.capture_method
 def list_messages() -> Response[dict[str, Any]]:
     query = parse_query(app.current_event.query_string_parameters)
@@ -41,7 +60,13 @@ def list_messages() -> Response[dict[str, Any]]:
     return json_response(200, page_view(page, query.limit))
 
 
-@app.post("/admin/messages/requeue")
+@app.post(
+    "/admin/messages/requeue",
+    summary="Requeue FAILED (or, with includeSent, SENT) messages in bulk; dry run first",
+    tags=["admin"],
+    openapi_extensions=request_body(BulkRequeueBody, "the filter, dryRun (required) and the reason"),
+    responses=responses(200, RequeueView, "what was (or would be) requeued", 400, 409, 413, 422),
+)
 @tracer.capture_method
 def requeue_messages() -> Response[dict[str, Any]]:
     body = parse_body(BulkRequeueBody, app.current_event.decoded_body)
@@ -49,31 +74,56 @@ def requeue_messages() -> Response[dict[str, Any]]:
     return json_response(200, requeue_view(result))
 
 
-@app.post("/admin/messages/<message_id>/requeue")
+@app.post(
+    "/admin/messages/<message_id>/requeue",
+    summary="Requeue one message",
+    tags=["admin"],
+    openapi_extensions=request_body(RequeueMessageBody, "reason; optional dryRun/includeSent/resetAttempts"),
+    responses=responses(200, RequeueView, "what was (or would be) requeued", 400, 404, 409, 413, 422),
+)
 @tracer.capture_method
 def requeue_message(message_id: str) -> Response[dict[str, Any]]:
+    known_id = message_id_from_path(message_id)
     body = parse_body(RequeueMessageBody, app.current_event.decoded_body)
     result = outbox_operations().requeue_message(
-        message_id, reason=body.reason, actor=_actor(), dry_run=body.dry_run, include_sent=body.include_sent
+        known_id,
+        reason=body.reason,
+        actor=_actor(),
+        dry_run=body.dry_run,
+        include_sent=body.include_sent,
+        reset_attempts=body.reset_attempts,
     )
     return json_response(200, requeue_view(result))
 
 
-@app.get("/admin/stats")
+@app.get(
+    "/admin/stats",
+    summary="Outbox counts and the due backlog",
+    tags=["admin"],
+    responses=responses(200, StatsView, "counts by status, due backlog and its age"),
+)
 @tracer.capture_method
 def stats() -> Response[dict[str, Any]]:
     return json_response(200, stats_view(outbox_operations().stats()))
 
 
-@app.get("/admin/orders/<order_id>/trace")
+@app.get(
+    "/admin/orders/<order_id>/trace",
+    summary="Trace an order to its outbox rows and consumer effects",
+    tags=["admin"],
+    responses=responses(200, TraceView, "the order, its messages, its points and SMS", 404),
+)
 @tracer.capture_method
 def trace_order(order_id: str) -> Response[dict[str, Any]]:
-    if not order_id.isdigit():
-        raise OrderNotFound("order not found")
-    return json_response(200, trace_view(outbox_operations().trace(int(order_id))))
+    return json_response(200, trace_view(outbox_operations().trace(order_id_from_path(order_id))))
 
 
-@app.get("/admin/idempotency/stuck")
+@app.get(
+    "/admin/idempotency/stuck",
+    summary="Idempotency records stuck INPROGRESS",
+    tags=["admin"],
+    responses=responses(200, StuckView, "records whose lock ran out"),
+)
 @tracer.capture_method
 def stuck_idempotency_records() -> Response[dict[str, Any]]:
     return json_response(200, stuck_view(outbox_operations().stuck_idempotency_records()))

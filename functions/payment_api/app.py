@@ -1,7 +1,5 @@
 """PaymentApi: create and read orders, and accept the payment provider's success callback."""
 
-from __future__ import annotations
-
 from functools import cache
 from typing import Any
 
@@ -12,15 +10,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.api.payments import (
     CreateOrderRequest,
+    OrderView,
     PaymentNotifyRequest,
     error_response,
     json_response,
+    order_id_from_path,
     order_view,
     parse_body,
+    request_body,
+    responses,
     status_for,
 )
 from payment_outbox.composition.payment_api import build_payment_api
-from payment_outbox.errors import OrderNotFound, PaymentOutboxError
+from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
 tracer = Tracer()
@@ -28,9 +30,16 @@ metrics = Metrics()
 app = APIGatewayRestResolver()
 #: Built on the first request, then kept for the container's life.
 payment_api = cache(build_payment_api)
+NOTIFY_ERRORS = (400, 401, 404, 409, 413, 422)
 
 
-@app.post("/orders")
+@app.post(
+    "/orders",
+    summary="Create an order",
+    tags=["orders"],
+    openapi_extensions=request_body(CreateOrderRequest, "the order; amount as a decimal string"),
+    responses=responses(201, OrderView, "the order, CREATED", 400, 413, 422),
+)
 @tracer.capture_method
 def create_order() -> Response[dict[str, Any]]:
     request = parse_body(CreateOrderRequest, app.current_event.decoded_body)
@@ -38,15 +47,36 @@ def create_order() -> Response[dict[str, Any]]:
     return json_response(201, order_view(order))
 
 
-@app.get("/orders/<order_id>")
+@app.get(
+    "/orders/<order_id>",
+    summary="Read an order",
+    tags=["orders"],
+    responses=responses(200, OrderView, "the order with its status, payTime and amount", 404),
+)
 @tracer.capture_method
 def get_order(order_id: str) -> Response[dict[str, Any]]:
-    if not order_id.isdigit():
-        raise OrderNotFound("order not found")
-    return json_response(200, order_view(payment_api().payments.get_order(int(order_id))))
+    return json_response(200, order_view(payment_api().payments.get_order(order_id_from_path(order_id))))
 
 
-@app.post("/payments/notify")
+@app.post(
+    "/payments/notify",
+    summary="The payment provider's success callback (signed)",
+    tags=["payments"],
+    openapi_extensions={
+        **request_body(PaymentNotifyRequest, "signed as sent: the HMAC covers these exact bytes"),
+        "parameters": [
+            {
+                "name": "X-Signature",
+                "in": "header",
+                "required": True,
+                "description": 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>, '
+                "at most 300 s old",
+                "schema": {"type": "string"},
+            }
+        ],
+    },
+    responses=responses(200, OrderView, "the order, PAID (the same answer for a replay)", *NOTIFY_ERRORS),
+)
 @tracer.capture_method
 def payment_notify() -> Response[dict[str, Any]]:
     raw_body = app.current_event.decoded_body or ""

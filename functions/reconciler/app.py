@@ -41,5 +41,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "messagesWithoutEffect": report.without_effect,
         "stuckIdempotencyRecords": [r.key for r in report.stuck_idempotency],
     }
-    logger.info("reconciliation finished", extra=summary)
+    # One line when something new was found (each finding was logged above); quiet otherwise, however
+    # long known anomalies last: their counts are in the metrics every run.
+    if report.new_findings:
+        logger.info("reconciliation found something new", extra={**summary, "new": len(report.new_findings)})
+    else:
+        logger.debug("reconciliation finished, nothing new", extra=summary)
     return summary

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.services.relay import ImmediatePublisher
-from tests.support import LocalSystem, signed_headers
+from tests.support import LocalSystem, recent_paid_at, signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_paid_order_credits_points_once_and_sends_one_sms(  # type: ignore[no-un
     # When the provider's callback (the notify event, re-signed now) reports it paid
     notify = load_event("payment_api_notify.json")
     body = json.loads(notify["body"])
-    body.update(orderNo=order["orderNo"], amount=order["amount"])
+    body.update(orderNo=order["orderNo"], amount=order["amount"], paidAt=recent_paid_at())
     notify["body"] = json.dumps(body)
     notify["headers"] = {**notify["headers"], **signed_headers(notify["body"])}
     paid = system.functions.invoke("PaymentApiFunction", notify)

@@ -28,7 +28,7 @@ from payment_outbox.domain.signature import sign
 from payment_outbox_dev.harness import LocalFunctions, current_function
 from payment_outbox_dev.provision import provision
 from payment_outbox_dev.template import FunctionSpec, load_template
-from tests.support import ROOT, cfn_response_server
+from tests.support import ROOT, cfn_response_server, recent_paid_at
 from tests.template_truth import (
     POWERTOOLS_VARIABLES,
     CallRecorder,
@@ -228,7 +228,7 @@ def _prepare(event: dict[str, Any], state: dict[str, Any], cfn_response_url: str
         event["path"] = event["resource"].replace("{orderId}", str(order["orderId"]))
     if event.get("path") == "/payments/notify" and order is not None:
         body = json.loads(event["body"])
-        body.update(orderNo=order["orderNo"], amount=order["amount"])
+        body.update(orderNo=order["orderNo"], amount=order["amount"], paidAt=recent_paid_at())
         event["body"] = json.dumps(body)
         event["headers"]["X-Signature"] = sign(event["body"].encode(), WEBHOOK_SECRET, int(time.time()))
     if "ResponseURL" in event:

@@ -233,12 +233,12 @@ def test_requeued_failed_messages_are_published_and_consumed_once(system: LocalS
         body={"businessKey": order["orderNo"], "dryRun": False, "reason": "SNS topic policy fixed"},
     )
 
-    # Then both are pending and due now with a fresh attempt budget, their last error kept
+    # Then both are pending and due now, their attempt count and last error kept (history)
     assert status == 200, body
     assert body["requeued"] == 2 and body["more"] is False and body["maxRowsPerCall"] == 1000
     assert sorted(body["messageIds"]) == sorted(before)
     for message_id, row in rows_by_id(system).items():
-        assert (row["status"], row["retry_count"]) == (PENDING, 0)
+        assert (row["status"], row["retry_count"]) == (PENDING, 5)
         assert row["next_retry_at"] <= now()
         assert row["last_error"] == before[message_id]["last_error"]
 
@@ -301,14 +301,15 @@ def test_sent_rows_are_untouched_unless_include_sent(system: LocalSystem) -> Non
         system, "POST", "/admin/messages/requeue", body={"dryRun": False, "reason": "outage over"}
     )
 
-    # Then the failed row and the row waiting for later are requeued; the sent and the due rows are not
+    # Then only the failed row is requeued, keeping its attempts; the sent and both pending rows
+    # (the relay's: in flight or waiting for their retry) are untouched
     assert status == 200, body
-    assert sorted(body["messageIds"]) == sorted([failed, later])
+    assert body["messageIds"] == [failed]
     after = rows_by_id(system)
     assert after[sent] == before[sent]
     assert after[due] == before[due]
-    assert (after[failed]["status"], after[failed]["retry_count"]) == (PENDING, 0)
-    assert (after[later]["status"], after[later]["retry_count"]) == (PENDING, 0)
+    assert after[later] == before[later]
+    assert (after[failed]["status"], after[failed]["retry_count"]) == (PENDING, 5)
 
     # When sent rows are asked for without includeSent
     status, body = admin(
@@ -333,7 +334,7 @@ def test_sent_rows_are_untouched_unless_include_sent(system: LocalSystem) -> Non
     assert status == 200, body
     assert body["messageIds"] == [sent]
     assert rows_by_id(system)[sent]["status"] == PENDING
-    assert [a["affected_count"] for a in audit_rows(system)] == [2, 1]
+    assert [a["affected_count"] for a in audit_rows(system)] == [1, 1]
 
 
 def test_bulk_requeue_is_bounded_to_a_thousand_rows_a_call(system: LocalSystem) -> None:
@@ -396,7 +397,7 @@ def test_requeue_one_message_by_id(system: LocalSystem) -> None:
     assert (audit["actor"], audit["action"], audit["affected_count"]) == ("local", "requeue_message", 1)
     assert json.loads(audit["filters"])["messageId"] == failed
 
-    # And an unknown id is 404, a due pending row and a sent row (without includeSent) are 409
+    # And an unknown id is 404, a pending row and a sent row (without includeSent) are 409
     assert admin(system, "POST", "/admin/messages/nope/requeue", body={"reason": "why not"})[0] == 404
     assert admin(system, "POST", f"/admin/messages/{due}/requeue", body={"reason": "push it"})[0] == 409
     assert admin(system, "POST", f"/admin/messages/{sent}/requeue", body={"reason": "again"})[0] == 409
@@ -542,3 +543,101 @@ def test_admin_events_in_events_folder_are_served(system: LocalSystem, load_even
     assert json.loads(responses["trace"]["body"])["order"]["orderNo"] == order["orderNo"]
     # And the dry run changed nothing
     assert system.outbox_rows() == before
+
+
+# --- requeue keeps history ---------------------------------------------------------------------------
+
+
+def test_leased_and_waiting_pending_rows_are_in_flight_not_requeueable(system: LocalSystem) -> None:
+    # Given a row a relay has claimed (leased for a minute) and a row waiting for its next retry
+    leased = add_row(system, status=PENDING, retry_count=0, next_retry_at=now() + timedelta(seconds=60))
+    waiting = add_row(
+        system,
+        status=PENDING,
+        retry_count=2,
+        next_retry_at=now() + timedelta(minutes=3),
+        last_error="Throttled",
+    )
+    before = rows_by_id(system)
+
+    # When an operator requeues pending rows in bulk, and each one by its id
+    status, body = admin(
+        system,
+        "POST",
+        "/admin/messages/requeue",
+        body={"status": "pending", "dryRun": False, "reason": "hurry them"},
+    )
+    singles = [
+        admin(system, "POST", f"/admin/messages/{m}/requeue", body={"reason": "hurry it"})
+        for m in (leased, waiting)
+    ]
+
+    # Then nothing is requeued: the bulk call selects none, each single call is 409, no row changed
+    assert status == 200, body
+    assert (body["requeued"], body["messageIds"], body["changes"]) == (0, [], [])
+    assert [s for s, _ in singles] == [409, 409]
+    assert all(b["error"]["code"] == "not_requeueable" for _, b in singles)
+    assert rows_by_id(system) == before
+
+
+def test_requeue_keeps_attempts_unless_a_fresh_budget_is_asked_for(system: LocalSystem) -> None:
+    # Given two rows that gave up after 5 attempts
+    error = "AuthorizationError"
+    kept = add_row(system, status=FAILED, retry_count=5, last_error=error, business_key="PO-K")
+    fresh = add_row(system, status=FAILED, retry_count=5, last_error=error, business_key="PO-F")
+
+    # When one is requeued plainly and the other with resetAttempts
+    plain = admin(
+        system,
+        "POST",
+        "/admin/messages/requeue",
+        body={"businessKey": "PO-K", "dryRun": False, "reason": "policy fixed"},
+    )
+    reset = admin(
+        system,
+        "POST",
+        "/admin/messages/requeue",
+        body={"businessKey": "PO-F", "dryRun": False, "resetAttempts": True, "reason": "policy fixed"},
+    )
+
+    # Then the plain one keeps its 5 attempts (one more try), the other starts a fresh budget
+    assert plain[0] == 200 and reset[0] == 200
+    rows = rows_by_id(system)
+    assert (rows[kept]["status"], rows[kept]["retry_count"]) == (PENDING, 5)
+    assert (rows[fresh]["status"], rows[fresh]["retry_count"]) == (PENDING, 0)
+    assert rows[kept]["last_error"] == rows[fresh]["last_error"] == "AuthorizationError"
+    # And each audit row keeps the rows' prior state and whether the budget was reset
+    first, second = audit_rows(system)
+    assert json.loads(first["filters"])["resetAttempts"] is False
+    assert json.loads(second["filters"])["resetAttempts"] is True
+    assert json.loads(second["filters"])["before"] == {"FAILED:5": [fresh]}
+
+
+def test_dry_run_shows_exactly_the_changes_the_real_run_makes(system: LocalSystem) -> None:
+    # Given a failed row
+    failed = add_row(system, status=FAILED, retry_count=5, last_error="gave up")
+    before = rows_by_id(system)[failed]
+
+    # When a reset requeue is rehearsed, then made
+    dry = admin(
+        system,
+        "POST",
+        f"/admin/messages/{failed}/requeue",
+        body={"dryRun": True, "resetAttempts": True, "reason": "rehearse"},
+    )
+    assert rows_by_id(system)[failed] == before
+    real = admin(
+        system,
+        "POST",
+        f"/admin/messages/{failed}/requeue",
+        body={"resetAttempts": True, "reason": "for real"},
+    )
+
+    # Then the rehearsal listed the change the real run made, field by field
+    assert dry[0] == 200 and real[0] == 200
+    [planned] = dry[1]["changes"]
+    [made] = real[1]["changes"]
+    assert planned["status"] == made["status"] == {"from": "FAILED", "to": "PENDING"}
+    assert planned["retryCount"] == made["retryCount"] == {"from": 5, "to": 0}
+    after = rows_by_id(system)[failed]
+    assert (after["status"], after["retry_count"]) == (PENDING, 0)

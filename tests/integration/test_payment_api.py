@@ -29,12 +29,19 @@ from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox.settings import OutboxSettings
 from payment_outbox_dev.harness import ApiResponse
 from tests.fakes import outbox_message
-from tests.support import LocalSystem, configured_database, notify_body, signed_headers
+from tests.support import (
+    LocalSystem,
+    configured_database,
+    notify_body,
+    pay_time_of,
+    recent_paid_at,
+    signed_headers,
+)
 
 pytestmark = pytest.mark.integration
 
 PHONE = "+8613812345678"
-PAID_AT = datetime(2026, 11, 27, 10, 15)
+PAID_AT = datetime.now(UTC) - timedelta(minutes=1)
 ENVELOPE_KEYS = {"messageId", "topic", "businessKey", "businessType", "occurredAt", "payload"}
 
 
@@ -250,7 +257,8 @@ def test_get_order_returns_status_pay_time_and_amount(system: LocalSystem) -> No
     # Given an order that was created, read once, then paid
     order = system.create_order()
     before = system.api("GET", f"/orders/{order['orderId']}")
-    assert system.pay(order).status == 200
+    paid_at = recent_paid_at()
+    assert system.pay(order, paid_at=paid_at).status == 200
     take_messages(system.resources.queue_url("PointsQueue"))
     take_messages(system.resources.queue_url("SmsQueue"))
 
@@ -265,7 +273,7 @@ def test_get_order_returns_status_pay_time_and_amount(system: LocalSystem) -> No
     assert after.body["orderId"] == order["orderId"]
     assert after.body["orderNo"] == order["orderNo"]
     assert after.body["status"] == "PAID"
-    assert after.body["payTime"] == "2026-11-27T10:15:00.000Z"
+    assert after.body["payTime"] == pay_time_of(paid_at)
     assert after.body["transactionId"] == "txn-1"
     assert after.body["amount"] == "128.50"
 
@@ -296,7 +304,7 @@ def callback(order: dict[str, Any], **changes: Any) -> str:
         "orderNo": order["orderNo"],
         "transactionId": "txn-1",
         "amount": order["amount"],
-        "paidAt": "2026-11-27T10:15:00Z",
+        "paidAt": recent_paid_at(),
         **changes,
     }
     return json.dumps(document)
@@ -467,18 +475,19 @@ def test_notify_pays_the_order_writes_two_outbox_rows_and_publishes_them_after_c
     order = system.create_order(amount="128.50")
 
     # When the signed success callback arrives
-    response = system.pay(order, "txn-1")
+    paid_at = recent_paid_at()
+    response = system.pay(order, "txn-1", paid_at)
 
     # Then the answer is the PAID order
     assert response.status == 200, response.body
     assert response.body["status"] == "PAID"
     assert response.body["transactionId"] == "txn-1"
-    assert response.body["payTime"] == "2026-11-27T10:15:00.000Z"
+    assert response.body["payTime"] == pay_time_of(paid_at)
     assert response.body["amount"] == "128.50"
     row = order_row(system, order["orderId"])
     assert row["status"] == "PAID"
     assert row["payment_txn_id"] == "txn-1"
-    assert row["pay_time"] == datetime(2026, 11, 27, 10, 15)
+    assert row["pay_time"] == datetime.strptime(paid_at, "%Y-%m-%dT%H:%M:%SZ")
 
     # And exactly two outbox rows were written in the payment's transaction (same instant as the order)
     rows = system.outbox_rows()
@@ -925,3 +934,53 @@ def test_with_stream_order_the_after_commit_publish_leaves_a_row_behind_a_pendin
     assert rows["topic.points"]["next_retry_at"] <= utc_now()
     assert system.queue_depth("SmsQueue") == 1
     assert system.queue_depth("PointsQueue") == 0
+
+
+# --- metrics on both publish paths ---------------------------------------------------------------------
+
+
+def emf_metric_sums(stdout: str, service: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if not (line.startswith("{") and '"_aws"' in line):
+            continue
+        document = json.loads(line)
+        if document.get("service") != service:
+            continue
+        for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = document[metric["Name"]]
+            sums[metric["Name"]] = sums.get(metric["Name"], 0.0) + float(
+                sum(value) if isinstance(value, list) else value
+            )
+    return sums
+
+
+def test_messages_published_after_commit_are_counted_by_the_payment_api(
+    system: LocalSystem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an unpaid order
+    order = system.create_order()
+    capsys.readouterr()
+
+    # When it is paid and the after-commit path publishes both its messages
+    assert system.pay(order).status == 200
+    stdout = capsys.readouterr().out
+
+    # Then the payment API's EMF document counts them as MessagesPublished (service payment-api)
+    assert emf_metric_sums(stdout, "payment-api")["MessagesPublished"] == 2.0
+    # And the relay, finding nothing left, counts none: each message is counted once, by its path
+    capsys.readouterr()
+    system.run_relay()
+    assert emf_metric_sums(capsys.readouterr().out, "outbox-relay")["MessagesPublished"] == 0.0
+    take_messages(system.resources.queue_url("PointsQueue"))
+    take_messages(system.resources.queue_url("SmsQueue"))
+
+
+def test_the_dashboard_adds_both_publish_paths() -> None:
+    # The dashboard's published line is the sum of the relay's and the after-commit path's series
+    from tests.support import ROOT
+
+    template = (ROOT / "template.yaml").read_text()
+    assert '"MessagesPublished", "service", "outbox-relay", {"id": "relay"' in template
+    assert '"MessagesPublished", "service", "payment-api", {"id": "immediate"' in template
+    assert '"expression": "SUM([relay, immediate])"' in template

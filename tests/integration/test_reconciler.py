@@ -224,3 +224,60 @@ def test_rows_sent_before_the_window_are_not_checked(
     # Then nothing was checked or reported
     assert summary["sentChecked"] == 0
     assert metrics["MessagesWithoutEffect"] == 0.0
+
+
+class SteppingClock:
+    """Wall-clock time that a test moves forward by whole reconciler runs."""
+
+    def __init__(self) -> None:
+        self.at = now()
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def test_a_failed_row_is_logged_once_not_on_every_run(
+    system: LocalSystem, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a row that gave up a minute ago, and the reconciler built on a clock the test moves
+    from payment_outbox.composition import operations
+    from payment_outbox.services.reconcile import RUN_INTERVAL
+
+    order = paid_without_publish(system)
+    with system.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE message_record SET status = 2, retry_count = 5, update_time = :at "
+                "WHERE business_key = :key"
+            ),
+            {"at": now() - timedelta(minutes=1), "key": order["orderNo"]},
+        )
+    clock = SteppingClock()
+    monkeypatch.setattr(operations, "SystemClock", lambda: clock)
+    reconciler = operations.build_reconciler()
+    caplog.set_level("ERROR", logger="payment_outbox.services.reconcile")
+
+    # When it runs on schedule three times
+    reports = []
+    lines = []
+    for _ in range(3):
+        caplog.clear()
+        reports.append(reconciler.reconcile())
+        lines.append([r.getMessage() for r in caplog.records])
+        clock.at += RUN_INTERVAL
+
+    # Then every run counts both FAILED rows (the metric the alarm reads)
+    assert [r.failed_total for r in reports] == [2, 2, 2]
+    # But only the first run logs them, one line each; the next runs are quiet
+    assert len(lines[0]) == 2 and all("FAILED since the last run" in line for line in lines[0])
+    assert lines[1:] == [[], []]
+    assert [bool(r.new_findings) for r in reports] == [True, False, False]
+
+
+def test_the_schedule_interval_is_the_templates() -> None:
+    # The "new since the previous run" judgement assumes the reconciler runs every RUN_INTERVAL
+    from payment_outbox.services.reconcile import RUN_INTERVAL
+    from tests.support import ROOT
+
+    template = (ROOT / "template.yaml").read_text()
+    assert f"Schedule: rate({int(RUN_INTERVAL.total_seconds() // 60)} minutes)" in template

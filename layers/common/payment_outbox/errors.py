@@ -52,12 +52,25 @@ class AmountMismatch(PaymentConflict):
     code = "amount_mismatch"
 
 
+class CurrencyMismatch(PaymentConflict):
+    """The provider reports a currency other than the order's: the same kind of contradiction as a
+    different amount (the body is well formed; the stored order disagrees), hence 409, not 422."""
+
+    code = "currency_mismatch"
+
+
 class AlreadyPaid(PaymentConflict):
     code = "already_paid"
 
 
 class TransactionAlreadyUsed(PaymentConflict):
     code = "transaction_already_used"
+
+
+class OrderNumberTaken(PaymentOutboxError):
+    """The order number drawn for a new order is already stored (the unique key said so): draw again."""
+
+    code = "order_number_taken"
 
 
 class InvalidEnvelope(PaymentOutboxError):

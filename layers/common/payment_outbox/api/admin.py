@@ -10,14 +10,24 @@ import base64
 import binascii
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
-from payment_outbox.api.payments import order_view
+from payment_outbox.api.payments import OrderView, Timestamp, order_view
 from payment_outbox.clock import to_naive_utc
+from payment_outbox.domain import grammar
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
-from payment_outbox.errors import InvalidRequest
+from payment_outbox.errors import InvalidRequest, MessageNotFound
 from payment_outbox.ports import MessageFilter, StuckIdempotencyRecord
 from payment_outbox.services.operations import (
     MAX_PAGE_SIZE,
@@ -38,14 +48,38 @@ class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", str_strip_whitespace=True)
 
 
+_STATUS = "(0|1|2|pending|sent|failed|PENDING|SENT|FAILED)"
+#: One status or a comma-separated list, no spaces: "failed", "0,2".
+STATUS_LIST_PATTERN = f"^{_STATUS}(,{_STATUS})*$"
+_STATUS_QUERY_SCHEMA = {"type": "string", "pattern": STATUS_LIST_PATTERN}
+
+
 class _Filters(_Model):
-    status: tuple[int, ...] = ()
+    status: Annotated[
+        tuple[int, ...],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    _STATUS_QUERY_SCHEMA,
+                    {
+                        "type": "array",
+                        "items": {
+                            "anyOf": [
+                                {"type": "integer", "enum": [0, 1, 2]},
+                                {"type": "string", "pattern": f"^{_STATUS}$"},
+                            ]
+                        },
+                    },
+                ]
+            }
+        ),
+    ] = ()
     topic: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     business_key: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
         default=None, alias="businessKey"
     )
-    created_from: datetime | None = Field(default=None, alias="from")
-    created_to: datetime | None = Field(default=None, alias="to")
+    created_from: Timestamp | None = Field(default=None, alias="from")
+    created_to: Timestamp | None = Field(default=None, alias="to")
 
     @field_validator("status", mode="before")
     @classmethod
@@ -53,14 +87,23 @@ class _Filters(_Model):
         """0/1/2 or pending/sent/failed; one value, a comma-separated list, or a JSON list."""
         if value is None or value == "":
             return ()
-        items = value if isinstance(value, list) else str(value).split(",")
+        if isinstance(value, str):
+            if not grammar.matches(STATUS_LIST_PATTERN, value):
+                raise ValueError("status must be 0/1/2 or pending/sent/failed, comma-separated")
+            items: list[Any] = value.split(",")
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise ValueError("status must be a string or a list")
         statuses: list[int] = []
         for item in items:
-            text = str(item).strip().lower()
-            code = _STATUS_NAMES.get(text, int(text) if text.isdigit() else -1)
-            if code not in _STATUS_NAMES.values():
+            if isinstance(item, bool) or not isinstance(item, int | str):
                 raise ValueError("status must be 0/1/2 or pending/sent/failed")
-            statuses.append(code)
+            text = str(item)
+            if not grammar.matches(f"^{_STATUS}$", text):
+                raise ValueError("status must be 0/1/2 or pending/sent/failed")
+            # The pattern let through a name or one ASCII digit 0-2.
+            statuses.append(_STATUS_NAMES[text.lower()] if text.isalpha() else int(text))
         return tuple(sorted(set(statuses)))
 
     def to_filter(self) -> MessageFilter:
@@ -73,8 +116,20 @@ class _Filters(_Model):
         )
 
 
+def _page_size(value: Any) -> Any:
+    """Query strings carry text: only plain ASCII digits (no "+5", " 5", "1_0") make a page size."""
+    if isinstance(value, str) and not grammar.matches(r"^[1-9][0-9]{0,3}$", value):
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return value
+
+
 class MessageQuery(_Filters):
-    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    limit: Annotated[
+        int,
+        BeforeValidator(_page_size),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
+        Field(ge=1, le=MAX_PAGE_SIZE),
+    ] = DEFAULT_PAGE_SIZE
     cursor: str | None = None
 
     def after_id(self) -> int | None:
@@ -85,6 +140,8 @@ class BulkRequeueBody(_Filters):
     #: Required: a bulk action states whether it is a rehearsal.
     dry_run: bool = Field(alias="dryRun", strict=True)
     include_sent: bool = Field(default=False, alias="includeSent", strict=True)
+    #: Explicit only: a fresh attempt budget (retry_count 0); otherwise a requeue is one more attempt.
+    reset_attempts: bool = Field(default=False, alias="resetAttempts", strict=True)
     reason: Reason
 
     def to_request(self, actor: str) -> RequeueRequest:
@@ -94,13 +151,22 @@ class BulkRequeueBody(_Filters):
             actor=actor,
             dry_run=self.dry_run,
             include_sent=self.include_sent,
+            reset_attempts=self.reset_attempts,
         )
 
 
 class RequeueMessageBody(_Model):
     dry_run: bool = Field(default=False, alias="dryRun", strict=True)
     include_sent: bool = Field(default=False, alias="includeSent", strict=True)
+    reset_attempts: bool = Field(default=False, alias="resetAttempts", strict=True)
     reason: Reason
+
+
+def message_id_from_path(text: str) -> str:
+    """The message id a path segment names; ``MessageNotFound`` (404) when no message can have it."""
+    if not grammar.matches(grammar.MESSAGE_ID_PATTERN, text):
+        raise MessageNotFound("message not found")
+    return text
 
 
 def parse_query(raw: Mapping[str, str] | None) -> MessageQuery:
@@ -120,9 +186,143 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     prefix, _, number = text.partition(":")
-    if prefix != "id" or not number.isdigit():
+    after_id = grammar.parse_id(number) if prefix == "id" else None
+    if after_id is None:
         raise InvalidRequest("cursor is not one this API returned", details=[{"field": "cursor"}])
-    return int(number)
+    return after_id
+
+
+# --- response models (the OpenAPI document states these; the views below produce them) ---------------
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MessageView(_View):
+    id: int
+    messageId: str
+    topic: str
+    status: Literal["PENDING", "SENT", "FAILED"]
+    statusCode: Literal[0, 1, 2]
+    businessKey: str
+    businessType: str
+    retryCount: int
+    nextRetryAt: str | None
+    lastError: str | None
+    createTime: str | None
+    updateTime: str | None
+    sentTime: str | None
+
+
+class MessagePageView(_View):
+    items: list[MessageView]
+    limit: int
+    nextCursor: str | None
+
+
+class _FromTo(_View):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Any = Field(alias="from")
+    to: Any
+
+
+class RequeueChangeView(_View):
+    messageId: str
+    status: _FromTo
+    retryCount: _FromTo
+    nextRetryAt: _FromTo
+
+
+class RequeueView(_View):
+    """``requeued`` for a real run, ``wouldRequeue`` for a dry run (exactly one of them)."""
+
+    dryRun: bool
+    requeued: int | None = None
+    wouldRequeue: int | None = None
+    messageIds: list[str]
+    maxRowsPerCall: int
+    more: bool
+    auditId: int | None
+    changes: list[RequeueChangeView]
+
+
+class _Counts(_View):
+    pending: int
+    sent: int
+    failed: int
+
+
+class StatsView(_View):
+    counts: _Counts
+    dueBacklog: int
+    oldestDueAgeSeconds: float | None
+    at: str | None
+
+
+class _Delivery(_View):
+    messageId: str
+    delivered: bool
+    maskedPhone: str | None
+    templateId: str | None
+    providerMessageId: str | None
+    sentAt: str | None
+
+
+class _PointsEffect(_View):
+    credited: bool
+    entries: list[dict[str, Any]]
+
+
+class _SmsEffect(_View):
+    sent: bool
+    deliveries: list[_Delivery]
+
+
+class _Effects(_View):
+    points: _PointsEffect
+    sms: _SmsEffect
+
+
+class TraceView(_View):
+    order: OrderView
+    messages: list[MessageView]
+    effects: _Effects
+
+
+class _StuckRecord(_View):
+    id: str
+    status: str
+    expiration: int | None
+    inProgressExpiration: int | None
+
+
+class StuckView(_View):
+    items: list[_StuckRecord]
+    count: int
+
+
+#: The list's query parameters, as OpenAPI parameters built from ``MessageQuery`` itself.
+def query_parameters() -> list[dict[str, Any]]:
+    schema = MessageQuery.model_json_schema(by_alias=True)
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": _STATUS_QUERY_SCHEMA if name == "status" else _non_null(prop),
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a string: drop the ``null`` branch of an optional field."""
+    options = [p for p in prop.get("anyOf", []) if p.get("type") != "null"]
+    if len(options) == 1:
+        return {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **options[0]}
+    return {k: v for k, v in prop.items() if k != "default"}
 
 
 # --- views ------------------------------------------------------------------------------------------
@@ -162,6 +362,15 @@ def requeue_view(result: RequeueResult) -> dict[str, Any]:
         "maxRowsPerCall": result.max_rows,
         "more": result.more,
         "auditId": result.audit_id,
+        "changes": [
+            {
+                "messageId": c.message_id,
+                "status": {"from": c.status_from.name, "to": OutboxStatus.PENDING.name},
+                "retryCount": {"from": c.retry_count_from, "to": c.retry_count_to},
+                "nextRetryAt": {"from": _iso(c.next_retry_at_from), "to": _iso(c.next_retry_at_to)},
+            }
+            for c in result.changes
+        ],
     }
 
 

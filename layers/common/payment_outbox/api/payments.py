@@ -6,13 +6,21 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
-from payment_outbox.domain.orders import MAX_AMOUNT, Order, PaymentNotice
-from payment_outbox.domain.sms import E164
+from payment_outbox.domain import grammar
+from payment_outbox.domain.orders import Order, PaymentNotice
 from payment_outbox.errors import (
     InvalidRequest,
     MalformedRequest,
@@ -49,50 +57,77 @@ def status_for(error: PaymentOutboxError) -> int:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: every field follows its grammar exactly (payment_outbox.domain.grammar).
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
-def _amount(value: Any) -> Decimal:
-    """Amounts travel as decimal strings ("128.50"): never floats, > 0, at most 2 decimals."""
-    if not isinstance(value, str):
-        raise ValueError('amount must be a decimal string such as "128.50"')
-    try:
-        amount = Decimal(value)
-    except ArithmeticError:
-        raise ValueError('amount must be a decimal string such as "128.50"') from None
-    if not amount.is_finite() or amount <= 0:
-        raise ValueError("amount must be greater than 0")
-    if amount.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise ValueError("amount must have at most 2 decimals")
-    if amount > MAX_AMOUNT:
-        raise ValueError(f"amount must be at most {MAX_AMOUNT}")
-    return amount.quantize(Decimal("0.01"))
+#: Decimal strings following ``AMOUNT_PATTERN``, > 0 (never JSON numbers: a float cannot hold 0.10).
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(grammar.parse_amount),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": grammar.AMOUNT_PATTERN,
+            "description": "decimal string > 0, at most 2 decimals, at most 9999999999.99",
+            "examples": ["128.50"],
+        }
+    ),
+]
+
+#: RFC 3339 date-times with an offset, as strings (no unix numbers, no date-only values).
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(grammar.parse_timestamp),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": grammar.TIMESTAMP_PATTERN,
+            "examples": ["2026-11-27T10:15:00Z"],
+        }
+    ),
+]
 
 
 class CreateOrderRequest(_Request):
-    user_id: int = Field(alias="userId", gt=0, le=2**63 - 1, strict=True)
-    phone: Annotated[str, StringConstraints(pattern=E164.pattern)]
-    amount: Decimal
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
-
-    _parse_amount = field_validator("amount", mode="before")(_amount)
+    user_id: Annotated[
+        int,
+        Field(strict=True, ge=1, le=grammar.MAX_ID),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": grammar.MAX_ID}),
+    ] = Field(alias="userId")
+    phone: Annotated[str, StringConstraints(pattern=grammar.PHONE_PATTERN)] = Field(
+        examples=["+8613812345678"]
+    )
+    amount: Amount
+    currency: Annotated[str, StringConstraints(pattern=grammar.CURRENCY_PATTERN)] = "CNY"
 
     def to_new_order(self) -> NewOrder:
         return NewOrder(self.user_id, self.phone, self.amount, self.currency)
 
 
 class PaymentNotifyRequest(_Request):
+    #: 1 to 32 characters (422 otherwise); one outside ``ORDER_NO_PATTERN`` names no order of ours (404).
     order_no: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(alias="orderNo")
-    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+    transaction_id: Annotated[str, StringConstraints(pattern=grammar.TRANSACTION_ID_PATTERN)] = Field(
         alias="transactionId"
     )
-    amount: Decimal
-    paid_at: datetime = Field(alias="paidAt")
-
-    _parse_amount = field_validator("amount", mode="before")(_amount)
+    amount: Amount
+    paid_at: Timestamp = Field(alias="paidAt")
+    #: Optional; when present it must be the order's currency (409 otherwise).
+    currency: Annotated[str, StringConstraints(pattern=grammar.CURRENCY_PATTERN)] | None = None
 
     def to_notice(self) -> PaymentNotice:
-        return PaymentNotice(self.order_no, self.transaction_id, self.amount, self.paid_at)
+        return PaymentNotice(self.order_no, self.transaction_id, self.amount, self.paid_at, self.currency)
+
+
+def order_id_from_path(text: str) -> int:
+    """The order id a path segment names; ``OrderNotFound`` (404) when no stored order can have it
+    (not 1..2**63-1 in ASCII digits: "0", "01", full-width digits, 2**63 and beyond)."""
+    order_id = grammar.parse_id(text)
+    if order_id is None:
+        raise OrderNotFound("order not found")
+    return order_id
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -108,6 +143,8 @@ def parse_body(model: type[M], raw: str | None) -> M:
         document = json.loads(raw)
     except ValueError:
         raise MalformedRequest("request body is not valid JSON") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser goes: fits in 16 KiB, is no object
+        raise MalformedRequest("request body is nested too deeply") from None
     if not isinstance(document, dict):
         raise MalformedRequest("request body must be a JSON object")
     try:
@@ -120,19 +157,96 @@ def parse_body(model: type[M], raw: str | None) -> M:
         raise InvalidRequest("request body has invalid fields", details=details) from None
 
 
+# --- response models: what the views return, and what the OpenAPI document states -------------------
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderView(_Response):
+    orderId: int
+    orderNo: str
+    userId: int
+    amount: Annotated[str, StringConstraints(pattern=grammar.AMOUNT_PATTERN)]
+    currency: str
+    status: Literal["CREATED", "PAID"]
+    payTime: str | None
+    transactionId: str | None
+    createdAt: str
+    updatedAt: str
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    field: str | None = None
+    problem: str | None = None
+
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorView(_Response):
+    error: ErrorBody
+
+
 def order_view(order: Order) -> dict[str, Any]:
+    view = OrderView(
+        orderId=order.id or 0,
+        orderNo=order.order_no,
+        userId=order.user_id,
+        amount=f"{order.amount:.2f}",
+        currency=order.currency,
+        status=order.status.value,
+        payTime=_iso(order.pay_time),
+        transactionId=order.payment_txn_id,
+        createdAt=_iso(order.created_at) or "",
+        updatedAt=_iso(order.updated_at) or "",
+    )
+    return view.model_dump()
+
+
+# --- OpenAPI: route declarations built from the same models ------------------------------------------
+
+
+def request_body(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """The ``requestBody`` of an operation whose handler parses the raw body itself with ``model``
+    (``parse_body``: 400/413/422 in the error model; the callback must read the raw body for its HMAC
+    before parsing), for Powertools' ``openapi_extensions``."""
     return {
-        "orderId": order.id,
-        "orderNo": order.order_no,
-        "userId": order.user_id,
-        "amount": f"{order.amount:.2f}",
-        "currency": order.currency,
-        "status": order.status.value,
-        "payTime": _iso(order.pay_time),
-        "transactionId": order.payment_txn_id,
-        "createdAt": _iso(order.created_at),
-        "updatedAt": _iso(order.updated_at),
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": model.model_json_schema(by_alias=True)}},
+        }
     }
+
+
+_ERROR_MEANINGS = {
+    400: "the body is not a JSON object",
+    401: "missing, malformed, wrong or stale X-Signature",
+    404: "not found (or an id no stored row can have)",
+    409: "conflicts with the stored state",
+    413: f"body larger than {MAX_BODY_BYTES} bytes",
+    422: "a field breaks its grammar (README: Field grammar)",
+}
+
+
+def responses(ok: int, model: type[BaseModel], description: str, *errors: int) -> dict[int, Any]:
+    """Powertools route ``responses``: the success model and the error model for each refusal."""
+    declared: dict[int, Any] = {
+        ok: {"description": description, "content": {"application/json": {"model": model}}}
+    }
+    for status in errors:
+        declared[status] = {
+            "description": _ERROR_MEANINGS[status],
+            "content": {"application/json": {"model": ErrorView}},
+        }
+    return declared
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.secrets import (
     CachedSecret,
@@ -20,7 +23,7 @@ from payment_outbox.composition.database import connect_database
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.ports import WebhookSecrets
 from payment_outbox.services.payments import CallbackSignatures, PaymentService
-from payment_outbox.services.relay import ImmediatePublisher, OutboxRelay
+from payment_outbox.services.relay import ImmediatePublisher, OutboxRelay, RelayReport
 from payment_outbox.settings import DatabaseSettings, OutboxSettings, WebhookSettings
 
 
@@ -56,12 +59,22 @@ def build_payment_api() -> PaymentApi:
         database.unit_of_work,
         clock,
         handoff_lease=timedelta(seconds=outbox.outbox_lease_seconds),
-        after_commit=ImmediatePublisher(lambda: immediate),
+        after_commit=ImmediatePublisher(lambda: immediate, on_report=count_immediate_publish),
     )
     signatures = CallbackSignatures(
         _webhook_secrets(webhook, clients), clock, tolerance_seconds=webhook.webhook_tolerance_seconds
     )
     return PaymentApi(payments, signatures)
+
+
+def count_immediate_publish(report: RelayReport) -> None:
+    """The after-commit path's share of MessagesPublished / MessagesRetried (service=payment-api).
+
+    Powertools' Metrics instances share one metric set: the handler's ``log_metrics`` flushes these.
+    """
+    metrics = Metrics()
+    metrics.add_metric(name="MessagesPublished", unit=MetricUnit.Count, value=report.published)
+    metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
 
 
 def _webhook_secrets(settings: WebhookSettings, clients: AwsClients) -> WebhookSecrets:

@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from payment_outbox.errors import AlreadyPaid, AmountMismatch
+from payment_outbox.domain.grammar import MAX_AMOUNT
+from payment_outbox.errors import AlreadyPaid, AmountMismatch, CurrencyMismatch
 
-#: DECIMAL(12,2): the largest amount the orders table can hold.
-MAX_AMOUNT = Decimal("9999999999.99")
+__all__ = ["MAX_AMOUNT"]
 
 
 class OrderStatus(StrEnum):
@@ -42,6 +42,8 @@ class PaymentNotice:
     transaction_id: str
     amount: Decimal
     paid_at: datetime
+    #: The provider's currency code, when it sends one (checked against the order's).
+    currency: str | None = None
 
 
 class PaymentDecision(StrEnum):
@@ -75,6 +77,10 @@ def decide_payment(order: Order, notice: PaymentNotice) -> PaymentDecision:
         raise AlreadyPaid(f"order {order.order_no} is already paid by another transaction")
     if notice.amount != order.amount:
         raise AmountMismatch(f"paid amount {notice.amount} does not match order amount {order.amount}")
+    if notice.currency is not None and notice.currency != order.currency:
+        raise CurrencyMismatch(
+            f"paid currency {notice.currency} does not match order currency {order.currency}"
+        )
     return PaymentDecision.PAY
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from payment_outbox.domain.grammar import PHONE_PATTERN
 from payment_outbox.errors import InvalidEnvelope
 
 TEMPLATE_ORDER_PAY_SUCCESS = "ORDER_PAY_SUCCESS"
@@ -12,7 +13,8 @@ _TEMPLATES: dict[str, str] = {
     TEMPLATE_ORDER_PAY_SUCCESS: "Payment received for order {0}: {1}. Thank you!",
 }
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+#: E.164 with ASCII digits only (payment_outbox.domain.grammar).
+E164 = re.compile(PHONE_PATTERN, re.ASCII)
 
 
 def render(template_id: str, params: list[str]) -> str:

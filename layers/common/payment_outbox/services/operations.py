@@ -49,6 +49,21 @@ class RequeueRequest:
     actor: str
     dry_run: bool = False
     include_sent: bool = False
+    #: Give the rows a fresh attempt budget (retry_count back to 0). Only when the operator says so:
+    #: by default a requeued row keeps its attempt count and gets one more attempt.
+    reset_attempts: bool = False
+
+
+@dataclass(frozen=True)
+class RequeueChange:
+    """What a requeue does (or, in a dry run, would do) to one row."""
+
+    message_id: str
+    status_from: OutboxStatus
+    retry_count_from: int
+    retry_count_to: int
+    next_retry_at_from: datetime
+    next_retry_at_to: datetime
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,34 @@ class RequeueResult:
     #: More rows matched than one call may change: call again (after the relay has caught up).
     more: bool
     audit_id: int | None = None
+    #: The first ``SAMPLE_SIZE`` rows' changes, before → after.
+    changes: list[RequeueChange] = field(default_factory=list)
+
+
+def planned_changes(
+    messages: list[OutboxMessage], *, now: datetime, reset_attempts: bool
+) -> list[RequeueChange]:
+    return [
+        RequeueChange(
+            message_id=m.message_id,
+            status_from=m.status,
+            retry_count_from=m.retry_count,
+            retry_count_to=0 if reset_attempts else m.retry_count,
+            next_retry_at_from=m.next_retry_at,
+            next_retry_at_to=now,
+        )
+        for m in messages
+    ]
+
+
+def _history(messages: list[OutboxMessage]) -> dict[str, list[str]]:
+    """Each row's state before the requeue, kept in the audit row so attempts are never lost:
+    message ids grouped by "<status>:<retryCount>" (compact: 1,000 ids fit the audit's TEXT column).
+    ``last_error`` is not copied: a requeue leaves it on the row."""
+    groups: dict[str, list[str]] = {}
+    for m in messages:
+        groups.setdefault(f"{m.status.name}:{m.retry_count}", []).append(m.message_id)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -115,8 +158,13 @@ class OutboxOperations:
         return MessagePage(rows, None)
 
     def requeue(self, request: RequeueRequest) -> RequeueResult:
-        """Requeue the rows the filter selects: FAILED ones, pending ones due later, SENT ones only
-        with ``include_sent``. Bounded to ``requeue_max_rows``; a dry run changes nothing."""
+        """Requeue the rows the filter selects: FAILED ones, and SENT ones only with ``include_sent``.
+
+        Pending rows are the relay's: in flight under a lease or waiting for their retry, which the
+        relay honours without help. A requeued row keeps its attempt count (one more attempt) unless
+        ``reset_attempts`` asks for a fresh budget; its prior state is kept in the audit row. Bounded
+        to ``requeue_max_rows``; a dry run changes nothing and shows the same changes.
+        """
         if OutboxStatus.SENT in request.where.statuses and not request.include_sent:
             raise NotRequeueable("requeueing sent messages needs includeSent: true")
         now = self._clock.now()
@@ -127,10 +175,18 @@ class OutboxOperations:
             more = len(candidates) > self._requeue_max_rows
             candidates = candidates[: self._requeue_max_rows]
             sample = [c.message_id for c in candidates[:SAMPLE_SIZE]]
+            changes = planned_changes(
+                candidates[:SAMPLE_SIZE], now=now, reset_attempts=request.reset_attempts
+            )
             if request.dry_run:
-                return RequeueResult(True, len(candidates), sample, self._requeue_max_rows, more)
+                return RequeueResult(
+                    True, len(candidates), sample, self._requeue_max_rows, more, changes=changes
+                )
             changed = tx.operations.requeue(
-                [c.id for c in candidates if c.id is not None], now=now, include_sent=request.include_sent
+                [c.id for c in candidates if c.id is not None],
+                now=now,
+                include_sent=request.include_sent,
+                reset_attempts=request.reset_attempts,
             )
             audit_id = tx.operations.record_audit(
                 AuditEntry(
@@ -139,7 +195,9 @@ class OutboxOperations:
                     filters={
                         **request.where.to_dict(),
                         "includeSent": request.include_sent,
+                        "resetAttempts": request.reset_attempts,
                         "maxRows": self._requeue_max_rows,
+                        "before": _history(candidates),
                     },
                     affected_count=changed,
                     reason=request.reason,
@@ -148,35 +206,63 @@ class OutboxOperations:
             )
             tx.commit()
         logger.warning(
-            "outbox requeue by %s: %d row(s), more=%s, audit id %d", request.actor, changed, more, audit_id
+            "outbox requeue by %s: %d row(s), resetAttempts=%s, more=%s, audit id %d",
+            request.actor,
+            changed,
+            request.reset_attempts,
+            more,
+            audit_id,
         )
-        return RequeueResult(False, changed, sample, self._requeue_max_rows, more, audit_id)
+        return RequeueResult(False, changed, sample, self._requeue_max_rows, more, audit_id, changes)
 
     def requeue_message(
-        self, message_id: str, *, reason: str, actor: str, dry_run: bool = False, include_sent: bool = False
+        self,
+        message_id: str,
+        *,
+        reason: str,
+        actor: str,
+        dry_run: bool = False,
+        include_sent: bool = False,
+        reset_attempts: bool = False,
     ) -> RequeueResult:
         now = self._clock.now()
         with self._uow() as tx:
             message = tx.outbox.get(message_id)
             if message is None or message.id is None:
                 raise MessageNotFound(f"message {message_id} not found")
-            _check_requeueable(message, now=now, include_sent=include_sent)
+            _check_requeueable(message, include_sent=include_sent)
+            changes = planned_changes([message], now=now, reset_attempts=reset_attempts)
             if dry_run:
-                return RequeueResult(True, 1, [message_id], 1, False)
-            changed = tx.operations.requeue([message.id], now=now, include_sent=include_sent)
+                return RequeueResult(True, 1, [message_id], 1, False, changes=changes)
+            changed = tx.operations.requeue(
+                [message.id], now=now, include_sent=include_sent, reset_attempts=reset_attempts
+            )
             audit_id = tx.operations.record_audit(
                 AuditEntry(
                     actor=actor,
                     action="requeue_message",
-                    filters={"messageId": message_id, "includeSent": include_sent},
+                    filters={
+                        "messageId": message_id,
+                        "includeSent": include_sent,
+                        "resetAttempts": reset_attempts,
+                        "before": _history([message]),
+                    },
                     affected_count=changed,
                     reason=reason,
                     created_at=now,
                 )
             )
             tx.commit()
-        logger.warning("outbox message %s requeued by %s, audit id %d", message_id, actor, audit_id)
-        return RequeueResult(False, changed, [message_id] if changed else [], 1, False, audit_id)
+        logger.warning(
+            "outbox message %s requeued by %s (resetAttempts=%s), audit id %d",
+            message_id,
+            actor,
+            reset_attempts,
+            audit_id,
+        )
+        return RequeueResult(
+            False, changed, [message_id] if changed else [], 1, False, audit_id, changes if changed else []
+        )
 
     def stats(self) -> OutboxStats:
         now = self._clock.now()
@@ -201,7 +287,7 @@ class OutboxOperations:
         )
 
 
-def _check_requeueable(message: OutboxMessage, *, now: datetime, include_sent: bool) -> None:
+def _check_requeueable(message: OutboxMessage, *, include_sent: bool) -> None:
     if message.status is OutboxStatus.FAILED:
         return
     if message.status is OutboxStatus.SENT:
@@ -210,7 +296,6 @@ def _check_requeueable(message: OutboxMessage, *, now: datetime, include_sent: b
         raise NotRequeueable(
             f"message {message.message_id} was sent; pass includeSent: true to publish it again"
         )
-    if message.next_retry_at <= now:
-        raise NotRequeueable(
-            f"message {message.message_id} is pending and already due; the relay will send it"
-        )
+    raise NotRequeueable(
+        f"message {message.message_id} is pending: in flight or waiting for its retry, the relay sends it"
+    )

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from payment_outbox.clock import epoch_seconds, to_naive_utc
-from payment_outbox.domain import signature
+from payment_outbox.domain import grammar, signature
 from payment_outbox.domain.orders import (
     Order,
     PaymentDecision,
@@ -23,7 +23,7 @@ from payment_outbox.domain.orders import (
     new_order,
 )
 from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
-from payment_outbox.errors import OrderNotFound
+from payment_outbox.errors import InvalidRequest, OrderNotFound, OrderNumberTaken
 from payment_outbox.ports import Clock, UnitOfWorkFactory, WebhookSecrets
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,13 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
+#: Draws of a fresh order number before giving up. Two draws collide with probability 1e-6 within one
+#: second; the unique key on order_no refuses the second, and the order is simply drawn again.
+MAX_ORDER_NO_DRAWS = 5
+
+
 def new_order_no(clock: Clock) -> str:
+    """ "PO" + UTC time to the second + 6 random digits (22 ASCII characters)."""
     return f"PO{clock.now():%Y%m%d%H%M%S}{secrets.randbelow(10**6):06d}"
 
 
@@ -60,19 +66,32 @@ class PaymentService:
         handoff_lease: timedelta,
         after_commit: AfterCommitPublisher | None = None,
         message_ids: Callable[[], str] = new_message_id,
+        order_numbers: Callable[[], str] | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._handoff_lease = handoff_lease
         self._after_commit = after_commit
         self._message_ids = message_ids
+        self._order_numbers = order_numbers or (lambda: new_order_no(clock))
 
     def create_order(self, request: NewOrder) -> Order:
+        """Store a new CREATED order under a fresh order number, drawing again if that number is taken."""
+        for draw in range(1, MAX_ORDER_NO_DRAWS + 1):
+            try:
+                return self._insert_order(request, self._order_numbers())
+            except OrderNumberTaken:
+                if draw == MAX_ORDER_NO_DRAWS:
+                    raise
+                logger.warning("order number taken, drawing another (draw %d)", draw)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert_order(self, request: NewOrder, order_no: str) -> Order:
         now = self._clock.now()
         with self._uow() as tx:
             order = tx.orders.add(
                 new_order(
-                    order_no=new_order_no(self._clock),
+                    order_no=order_no,
                     user_id=request.user_id,
                     phone=request.phone,
                     amount=request.amount,
@@ -96,6 +115,11 @@ class PaymentService:
         A replay of the same transaction answers with the order as it is and writes nothing.
         """
         now = self._clock.now()
+        if not grammar.matches(grammar.ORDER_NO_PATTERN, notice.order_no):
+            raise OrderNotFound("order not found")  # no order of ours can carry this number
+        problem = grammar.paid_at_problem(notice.paid_at, now)
+        if problem is not None:
+            raise InvalidRequest(problem, details=[{"field": "paidAt", "problem": problem}])
         with self._uow() as tx:
             order = tx.orders.get_by_order_no_for_update(notice.order_no)
             if order is None:
@@ -107,7 +131,11 @@ class PaymentService:
             paid = mark_paid(
                 order,
                 PaymentNotice(
-                    notice.order_no, notice.transaction_id, notice.amount, to_naive_utc(notice.paid_at)
+                    notice.order_no,
+                    notice.transaction_id,
+                    notice.amount,
+                    to_naive_utc(notice.paid_at),
+                    notice.currency,
                 ),
                 now,
             )

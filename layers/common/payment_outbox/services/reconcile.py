@@ -2,16 +2,19 @@
 rows sent long ago whose consumer effect never appeared, and idempotency records stuck INPROGRESS.
 
 It only reports (metrics, logs); repairing is an operator's decision (see docs/operations.md).
+Metrics carry the full counts every run (the alarms read them); the logs name each anomaly once,
+in the first run that can see it, so a FAILED row left for a day does not write a line every run.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from payment_outbox.clock import epoch_seconds
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS, Envelope, PointsPayload, parse_payload
+from payment_outbox.domain.orders import Order
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import InvalidEnvelope
 from payment_outbox.ports import (
@@ -39,10 +42,18 @@ class ReconcileReport:
     sent_checked: int = 0
     without_effect: list[str] = field(default_factory=list)
     stuck_idempotency: list[StuckIdempotencyRecord] = field(default_factory=list)
+    #: What the previous run could not have seen (each is logged once, in this run).
+    new_findings: list[str] = field(default_factory=list)
+
+
+#: The reconciler's schedule (template.yaml: rate(15 minutes)); a finding newer than one interval is
+#: one the previous run could not have seen.
+RUN_INTERVAL = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
 class ReconcileLimits:
+    run_interval: timedelta = RUN_INTERVAL
     effect_grace: timedelta = timedelta(minutes=30)
     effect_window: timedelta = timedelta(hours=24)
     max_sent_checks: int = 500
@@ -77,6 +88,7 @@ class Reconciler:
                 paid_since=now - limits.orders_lookback, limit=MAX_ORDERS_CHECKED
             )
             report.failed_total, failed = tx.operations.failed_messages(limit=SAMPLE_SIZE)
+            newly_failed = tx.operations.failed_since(now - limits.run_interval, limit=SAMPLE_SIZE)
             # Sent at least the grace period ago, at most grace + window ago: newest first, bounded.
             sent = tx.operations.sent_between(
                 sent_from=now - limits.effect_grace - limits.effect_window,
@@ -91,13 +103,46 @@ class Reconciler:
         report.stuck_idempotency = self._idempotency.stuck_in_progress(
             now_epoch_seconds=epoch_seconds(now), max_items=limits.idempotency_scan_limit
         )
-        for order_no in report.orders_missing_outbox:
-            logger.error("PAID order has no outbox rows: orderNo=%s", order_no)
-        for message_id in report.without_effect:
-            logger.error("sent outbox message has no consumer effect: messageId=%s", message_id)
-        for record in report.stuck_idempotency:
-            logger.error("idempotency record stuck INPROGRESS: id=%s", record.key)
+        self._log_new_findings(report, now=now, missing=missing, newly_failed=newly_failed, sent=sent)
         return report
+
+    def _log_new_findings(
+        self,
+        report: ReconcileReport,
+        *,
+        now: datetime,
+        missing: list[Order],
+        newly_failed: list[OutboxMessage],
+        sent: list[OutboxMessage],
+    ) -> None:
+        """Log what became true since the previous run, judged by the rows' own times."""
+        since = now - self._limits.run_interval
+        for order in missing:
+            if order.updated_at > since:
+                report.new_findings.append(f"PAID order has no outbox rows: orderNo={order.order_no}")
+        for message in newly_failed:
+            report.new_findings.append(
+                f"outbox message FAILED since the last run: messageId={message.message_id}"
+            )
+        # A sent row crosses the grace period once: in the run right after it does.
+        crossed_after = since - self._limits.effect_grace
+        without = set(report.without_effect)
+        for message in sent:
+            if message.message_id in without and message.sent_time and message.sent_time > crossed_after:
+                report.new_findings.append(
+                    f"sent outbox message has no consumer effect: messageId={message.message_id}"
+                )
+        since_epoch = epoch_seconds(since)
+        for record in report.stuck_idempotency:
+            stuck_at = (
+                record.in_progress_expiration / 1000
+                if record.in_progress_expiration is not None
+                else record.expiration
+            )
+            if stuck_at is None or stuck_at > since_epoch:
+                report.new_findings.append(f"idempotency record stuck INPROGRESS: id={record.key}")
+        for line in report.new_findings:
+            logger.error(line)
 
     def _has_effect(self, message: OutboxMessage) -> bool:
         try:

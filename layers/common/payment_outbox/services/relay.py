@@ -169,12 +169,20 @@ class ImmediatePublisher:
     hand-off lease ends (or sooner, at the retry time recorded after a failed attempt).
     """
 
-    def __init__(self, relay_factory: Callable[[], OutboxRelay]) -> None:
+    def __init__(
+        self,
+        relay_factory: Callable[[], OutboxRelay],
+        on_report: Callable[[RelayReport], None] | None = None,
+    ) -> None:
         self._relay_factory = relay_factory
+        # Told what this path published, so the metrics count both publish paths, not the relay's alone.
+        self._on_report = on_report
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         try:
-            self._relay_factory().deliver_handed_off(messages)
+            report = self._relay_factory().deliver_handed_off(messages)
+            if self._on_report is not None:
+                self._on_report(report)
         except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
             logger.warning(
                 "immediate publish failed; the relay will deliver %d message(s)", len(messages), exc_info=True

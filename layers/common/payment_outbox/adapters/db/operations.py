@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from payment_outbox.adapters.db.repositories import message_from_row, order_from_row
@@ -40,24 +40,30 @@ class SqlOperationsRepository:
     ) -> list[OutboxMessage]:
         rows = self._session.scalars(
             select(MessageRecordRow)
-            .where(*_conditions(where), _requeueable(now, include_sent))
+            .where(*_conditions(where), _requeueable(include_sent))
             .order_by(MessageRecordRow.id)
             .limit(limit)
         ).all()
         return [message_from_row(r) for r in rows]
 
-    def requeue(self, ids: Sequence[int], *, now: datetime, include_sent: bool) -> int:
-        """Make the rows due now with a fresh attempt budget; ``last_error`` stays for history.
+    def requeue(
+        self, ids: Sequence[int], *, now: datetime, include_sent: bool, reset_attempts: bool = False
+    ) -> int:
+        """Make the rows due now; ``retry_count`` and ``last_error`` stay (history) unless
+        ``reset_attempts`` gives a fresh attempt budget.
 
         The eligibility test is repeated here, so a row that changed since it was selected (sent by
         the relay meanwhile, say) is left alone.
         """
         if not ids:
             return 0
+        values: dict[str, Any] = {"status": _PENDING, "next_retry_at": now, "update_time": now}
+        if reset_attempts:
+            values["retry_count"] = 0
         result = self._session.execute(
             update(MessageRecordRow)
-            .where(MessageRecordRow.id.in_(list(ids)), _requeueable(now, include_sent))
-            .values(status=_PENDING, next_retry_at=now, retry_count=0, update_time=now),
+            .where(MessageRecordRow.id.in_(list(ids)), _requeueable(include_sent))
+            .values(**values),
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
@@ -122,6 +128,16 @@ class SqlOperationsRepository:
             .limit(limit)
         ).all()
         return int(total or 0), [message_from_row(r) for r in rows]
+
+    def failed_since(self, since: datetime, *, limit: int) -> list[OutboxMessage]:
+        """FAILED rows that became FAILED after ``since`` (their last update is the give-up)."""
+        rows = self._session.scalars(
+            select(MessageRecordRow)
+            .where(MessageRecordRow.status == _FAILED, MessageRecordRow.update_time > since)
+            .order_by(MessageRecordRow.id)
+            .limit(limit)
+        ).all()
+        return [message_from_row(r) for r in rows]
 
     def sent_between(
         self, *, sent_from: datetime, sent_to: datetime, topics: Sequence[str], limit: int
@@ -207,12 +223,10 @@ def _conditions(where: MessageFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _requeueable(now: datetime, include_sent: bool) -> ColumnElement[bool]:
-    """FAILED rows, pending rows waiting for a later time, and SENT rows only when asked for."""
-    eligible: list[Any] = [
-        MessageRecordRow.status == _FAILED,
-        and_(MessageRecordRow.status == _PENDING, MessageRecordRow.next_retry_at > now),
-    ]
+def _requeueable(include_sent: bool) -> ColumnElement[bool]:
+    """FAILED rows, and SENT rows only when asked for. Never a pending row: it is either in flight
+    (leased to a relay or the after-commit publish) or waiting for a retry the relay will make."""
+    eligible: list[Any] = [MessageRecordRow.status == _FAILED]
     if include_sent:
         eligible.append(MessageRecordRow.status == _SENT)
     return or_(*eligible)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow
 from payment_outbox.domain.orders import Order, OrderStatus
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus, truncate_error
-from payment_outbox.errors import TransactionAlreadyUsed
+from payment_outbox.errors import OrderNumberTaken, TransactionAlreadyUsed
 
 
 class SqlOrderRepository:
@@ -34,7 +34,11 @@ class SqlOrderRepository:
             updated_at=order.updated_at,
         )
         self._session.add(row)
-        self._session.flush()
+        try:
+            self._session.flush()
+        except IntegrityError as exc:
+            # order_no is the only unique key a new order can break (its id is the database's own).
+            raise OrderNumberTaken(f"order number {order.order_no} is taken") from exc
         return order_from_row(row)
 
     def get(self, order_id: int) -> Order | None:

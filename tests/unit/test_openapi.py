@@ -1,0 +1,83 @@
+"""The checked-in OpenAPI document is what the handlers' routes and models generate, covers every API
+route of the template, states the field grammar, and loads in schemathesis."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import schemathesis
+
+from payment_outbox.domain import grammar
+from payment_outbox_dev import openapi
+from payment_outbox_dev.template import api_routes, load_template
+from tests.support import ROOT
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[str, Any]:
+    return openapi.build(ROOT)
+
+
+def test_the_checked_in_document_is_what_the_models_generate() -> None:
+    # Given the routes and models as they are / When the document is generated again
+    text = openapi.render(ROOT)
+
+    # Then docs/openapi.json holds exactly that (run `python -m payment_outbox_dev.openapi` if not)
+    assert (ROOT / "docs" / "openapi.json").read_text() == text
+
+
+def test_the_drift_check_fails_on_a_stale_document(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a copy of the project whose document lost a route
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "functions").symlink_to(ROOT / "functions")
+    stale = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    stale["paths"].pop("/payments/notify")
+    (tmp_path / "docs" / "openapi.json").write_text(json.dumps(stale))
+
+    # When it is checked / Then the check fails and says how to fix it
+    assert openapi.main(["--root", str(tmp_path), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+
+
+def _shape(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+def test_every_api_route_of_the_template_is_documented(generated: dict[str, Any]) -> None:
+    routes = api_routes(load_template(ROOT / "template.yaml"))
+    template_routes = {(r.method.lower(), _shape(r.path)) for r in routes}
+    documented = {(m, _shape(p)) for p, ops in generated["paths"].items() for m in ops}
+    assert documented == template_routes
+
+
+def test_request_fields_carry_the_grammar_patterns(generated: dict[str, Any]) -> None:
+    create = generated["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    notify = generated["paths"]["/payments/notify"]["post"]["requestBody"]["content"]["application/json"]
+    props = create["properties"]
+    assert props["amount"]["pattern"] == grammar.AMOUNT_PATTERN
+    assert props["phone"]["pattern"] == grammar.PHONE_PATTERN
+    assert props["currency"]["pattern"] == grammar.CURRENCY_PATTERN
+    assert (props["userId"]["minimum"], props["userId"]["maximum"]) == (1, 2**63 - 1)
+    assert create["additionalProperties"] is False
+    assert notify["schema"]["properties"]["paidAt"]["pattern"] == grammar.TIMESTAMP_PATTERN
+
+
+def test_every_refusal_is_documented_with_the_error_model(generated: dict[str, Any]) -> None:
+    notify = generated["paths"]["/payments/notify"]["post"]
+    assert set(notify["responses"]) == {"200", "400", "401", "404", "409", "413", "422"}
+    assert notify["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorView"
+    }
+    assert "security" not in notify
+    assert generated["paths"]["/admin/stats"]["get"]["security"] == [{"sigv4": []}]
+
+
+def test_schemathesis_loads_the_document() -> None:
+    schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
+    operations = {o.ok().label for o in schema.get_all_operations()}
+    assert "POST /payments/notify" in operations and len(operations) == 9
