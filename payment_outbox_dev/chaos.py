@@ -77,6 +77,11 @@ class ChaosReport:
     seed: int
     database: str
     elapsed_seconds: float = 0.0
+    title: str = "chaos run"
+    #: False for a run that sees no publish or delivery from inside (the kill run drives HTTP only).
+    counts_inside: bool = True
+    #: What a run adds to the standard lines (e.g. the kill run's kills and restarts).
+    notes: list[str] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     callbacks: int = 0
     publishes: int = 0
@@ -111,17 +116,24 @@ class ChaosReport:
 
     def render(self) -> str:
         lines = [
-            f"chaos run: {self.orders} orders, seed {self.seed}, database {self.database}, "
+            f"{self.title}: {self.orders} orders, seed {self.seed}, database {self.database}, "
             f"{self.elapsed_seconds:.1f} s",
+            *self.notes,
             f"faults injected: {sum(self.faults.values())}",
             *(f"  {count:6d}  {kind}" for kind, count in sorted(self.faults.items(), key=lambda kv: -kv[1])),
             f"callbacks sent:               {self.callbacks}",
-            f"publishes (SNS accepted):     {self.publishes}",
-            f"duplicate publishes seen:     {self.duplicate_publishes}",
-            f"records delivered to consumers: {self.deliveries}",
+            *(
+                [
+                    f"publishes (SNS accepted):     {self.publishes}",
+                    f"duplicate publishes seen:     {self.duplicate_publishes}",
+                    f"records delivered to consumers: {self.deliveries}",
+                ]
+                if self.counts_inside
+                else []
+            ),
             f"ledger entries / SMS records / SMS sent: {self.ledger_entries} / {self.sms_records} / "
             f"{self.sms_sent}",
-            f"drain rounds after healing:   {self.drain_rounds}",
+            *([f"drain rounds after healing:   {self.drain_rounds}"] if self.counts_inside else []),
             f"duplicate effects:            {self.duplicate_effects}  (must be 0)",
             f"lost messages:                {self.lost_messages}  (must be 0)",
             f"rows left pending:            {self.rows_pending}  (must be 0)",
@@ -565,84 +577,123 @@ class _ChaosRun:
 
     def _verify(self) -> None:
         from moto.sns.models import sns_backends
-        from sqlalchemy import bindparam, text
 
         from payment_outbox_dev.harness import ACCOUNT, REGION
 
         report = self.report
         report.publishes = sum(self.published.values())
         report.duplicate_publishes = sum(n - 1 for n in self.published.values() if n > 1)
-        rows: dict[str, list[Any]] = defaultdict(list)
-        statuses: dict[int, str] = {}
-        order_nos = [o.order_no for o in self.orders]
-        with self.db.connect() as conn:
-            for start in range(0, len(order_nos), 500):
-                chunk = order_nos[start : start + 500]
-                for row in conn.execute(
-                    text(
-                        "SELECT message_id, topic, status, business_key FROM message_record"
-                        " WHERE business_key IN :keys"
-                    ).bindparams(bindparam("keys", expanding=True)),
-                    {"keys": chunk},
-                ):
-                    rows[row.business_key].append(row)
-                for order_id, status in conn.execute(
-                    text("SELECT id, status FROM orders WHERE order_no IN :keys").bindparams(
-                        bindparam("keys", expanding=True)
-                    ),
-                    {"keys": chunk},
-                ):
-                    statuses[int(order_id)] = str(status)
-        credits: dict[int, list[str]] = defaultdict(list)
-        balances: dict[int, int] = {}
-        for item in _scan(self.dynamodb, self.resources.refs["PointsTable"]):
-            user_id = int(item["pk"]["S"].removeprefix("USER#"))
-            if item["sk"]["S"] == "BALANCE":
-                balances[user_id] = int(item["balance"]["N"])
-            else:
-                credits[int(item["orderId"]["N"])].append(item["messageId"]["S"])
-        records = Counter(
-            i["messageId"]["S"] for i in _scan(self.dynamodb, self.resources.refs["SmsDeliveriesTable"])
-        )
-        sent_for: Counter[str] = Counter()
         sms_texts = [message for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values()]
-        for sms_text in sms_texts:
-            # "Payment received for order <orderNo>: <amount>. ..."
-            sent_for[sms_text.split("order ", 1)[-1].split(":", 1)[0]] += 1
-        report.ledger_entries = sum(len(v) for v in credits.values())
-        report.sms_records = sum(records.values())
-        report.sms_sent = len(sms_texts)
+        check_invariants(
+            report,
+            self.orders,
+            db=self.db,
+            dynamodb=self.dynamodb,
+            sqs=self.sqs,
+            refs=self.resources.refs,
+            sms_texts=sms_texts,
+        )
 
-        expected: dict[int, int] = defaultdict(int)
-        for order in self.orders:
-            expected[order.user_id] += int(Decimal(order.amount))
-            if statuses.get(order.order_id) != "PAID":
-                report.problems.append(f"order {order.order_no} is {statuses.get(order.order_id)}, not PAID")
-            by_topic = {r.topic: r for r in rows[order.order_no]}
-            if len(rows[order.order_no]) != 2 or set(by_topic) != {TOPIC_POINTS, TOPIC_SMS}:
-                report.problems.append(f"order {order.order_no} has {len(rows[order.order_no])} outbox rows")
-                report.lost_messages += max(0, 2 - len(by_topic))
-            for row in rows[order.order_no]:
-                report.rows_pending += int(row.status == 0)
-                report.rows_failed += int(row.status == 2)
-            entries = credits.get(order.order_id, [])
-            if not entries:
-                report.lost_messages += 1
-            report.duplicate_effects += max(0, len(entries) - 1)
-            points_row = by_topic.get(TOPIC_POINTS)
-            if entries and points_row is not None and entries != [points_row.message_id]:
-                report.problems.append(f"order {order.order_no}: ledger entry is not its points message")
-            sms_row = by_topic.get(TOPIC_SMS)
-            if sms_row is None or records[sms_row.message_id] == 0 or sent_for[order.order_no] == 0:
-                report.lost_messages += int(sms_row is not None)
-            report.duplicate_effects += max(0, sent_for[order.order_no] - 1)
-        for user_id, total in expected.items():
-            balance = balances.get(user_id, 0)
-            if balance != total:
-                report.problems.append(f"user {user_id}: balance {balance}, expected {total}")
-                report.duplicate_effects += int(balance > total)
-        report.dead_letters = self._queued(DEAD_LETTER_QUEUES)
-        report.left_on_queues = self._queued()
+
+def check_invariants(
+    report: ChaosReport,
+    orders: list[Any],
+    *,
+    db: Any,
+    dynamodb: Any,
+    sqs: Any,
+    refs: dict[str, str],
+    sms_texts: list[str],
+) -> None:
+    """What every chaos run checks once healed, per paid order: two outbox rows, both SENT; one ledger
+    entry (its points message) and the exact balance per user; one SMS delivery record and one SMS
+    sent; and nothing left on the consumers' queues or their dead-letter queues. ``orders`` are the
+    paid orders (``order_id``, ``order_no``, ``user_id``, ``amount``); findings go into ``report``."""
+    from sqlalchemy import bindparam, text
+
+    rows: dict[str, list[Any]] = defaultdict(list)
+    statuses: dict[int, str] = {}
+    order_nos = [o.order_no for o in orders]
+    with db.connect() as conn:
+        for start in range(0, len(order_nos), 500):
+            chunk = order_nos[start : start + 500]
+            for row in conn.execute(
+                text(
+                    "SELECT message_id, topic, status, business_key FROM message_record"
+                    " WHERE business_key IN :keys"
+                ).bindparams(bindparam("keys", expanding=True)),
+                {"keys": chunk},
+            ):
+                rows[row.business_key].append(row)
+            for order_id, status in conn.execute(
+                text("SELECT id, status FROM orders WHERE order_no IN :keys").bindparams(
+                    bindparam("keys", expanding=True)
+                ),
+                {"keys": chunk},
+            ):
+                statuses[int(order_id)] = str(status)
+    credits: dict[int, list[str]] = defaultdict(list)
+    balances: dict[int, int] = {}
+    for item in _scan(dynamodb, refs["PointsTable"]):
+        user_id = int(item["pk"]["S"].removeprefix("USER#"))
+        if item["sk"]["S"] == "BALANCE":
+            balances[user_id] = int(item["balance"]["N"])
+        else:
+            credits[int(item["orderId"]["N"])].append(item["messageId"]["S"])
+    records = Counter(i["messageId"]["S"] for i in _scan(dynamodb, refs["SmsDeliveriesTable"]))
+    sent_for: Counter[str] = Counter()
+    for sms_text in sms_texts:
+        # "Payment received for order <orderNo>: <amount>. ..."
+        sent_for[sms_text.split("order ", 1)[-1].split(":", 1)[0]] += 1
+    report.ledger_entries = sum(len(v) for v in credits.values())
+    report.sms_records = sum(records.values())
+    report.sms_sent = len(sms_texts)
+
+    expected: dict[int, int] = defaultdict(int)
+    for order in orders:
+        expected[order.user_id] += int(Decimal(order.amount))
+        if statuses.get(order.order_id) != "PAID":
+            report.problems.append(f"order {order.order_no} is {statuses.get(order.order_id)}, not PAID")
+        by_topic = {r.topic: r for r in rows[order.order_no]}
+        if len(rows[order.order_no]) != 2 or set(by_topic) != {TOPIC_POINTS, TOPIC_SMS}:
+            report.problems.append(f"order {order.order_no} has {len(rows[order.order_no])} outbox rows")
+            report.lost_messages += max(0, 2 - len(by_topic))
+        for row in rows[order.order_no]:
+            report.rows_pending += int(row.status == 0)
+            report.rows_failed += int(row.status == 2)
+        entries = credits.get(order.order_id, [])
+        if not entries:
+            report.lost_messages += 1
+            report.problems.append(f"order {order.order_no}: never credited")
+        report.duplicate_effects += max(0, len(entries) - 1)
+        points_row = by_topic.get(TOPIC_POINTS)
+        if entries and points_row is not None and entries != [points_row.message_id]:
+            report.problems.append(f"order {order.order_no}: ledger entry is not its points message")
+        sms_row = by_topic.get(TOPIC_SMS)
+        if sms_row is None or records[sms_row.message_id] == 0 or sent_for[order.order_no] == 0:
+            report.lost_messages += int(sms_row is not None)
+            report.problems.append(f"order {order.order_no}: SMS not recorded or not sent")
+        report.duplicate_effects += max(0, sent_for[order.order_no] - 1)
+    for user_id, total in expected.items():
+        balance = balances.get(user_id, 0)
+        if balance != total:
+            report.problems.append(f"user {user_id}: balance {balance}, expected {total}")
+            report.duplicate_effects += int(balance > total)
+    report.dead_letters = queued(sqs, [refs[q] for q in DEAD_LETTER_QUEUES])
+    report.left_on_queues = queued(sqs, [refs[q] for q in CONSUMERS])
+
+
+def queued(sqs: Any, urls: list[str]) -> int:
+    """Messages on the queues, visible or in flight."""
+    total = 0
+    for url in urls:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        total += int(attributes["ApproximateNumberOfMessages"])
+        total += int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    return total
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -731,6 +782,14 @@ def _parameter(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--kill" in arguments:
+        from payment_outbox_dev import chaos_kill
+
+        arguments.remove("--kill")
+        return chaos_kill.main(arguments)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

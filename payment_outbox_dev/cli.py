@@ -5,6 +5,7 @@
     payment-outbox sign --body '{...}'                        the X-Signature header for a callback
     payment-outbox demo                                       a narrated scenario against `local`
     payment-outbox migrate                                    the configured database to the newest schema
+    payment-outbox chaos [--kill]                             the chaos runs (docs/reliability.md)
 
 Run it from the project folder (the one holding template.yaml), or pass --root.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox_dev.timing import DEFAULT_TIME_SCALE
 
 
 def find_root(start: Path) -> Path:
@@ -36,6 +38,18 @@ def _parameter(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected Name=Value, got {text!r}")
     return name, value
+
+
+def positive_fraction(text: str) -> float:
+    """A number, or a fraction such as ``1/30``."""
+    try:
+        numerator, _, denominator = text.partition("/")
+        value = float(numerator) / (float(denominator) if denominator else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 0.05 or 1/30, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATABASE_URL"),
         help="MySQL instead of SQLite, e.g. mysql+pymysql://user:pass@host:3306/db (default $DATABASE_URL)",
     )
-    local.add_argument("--relay-interval", type=float, default=5.0, help="seconds between scheduled runs (5)")
     local.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between empty queue polls (1)"
     )
     local.add_argument(
-        "--visibility-timeout",
+        "--time-scale",
+        type=positive_fraction,
+        default=DEFAULT_TIME_SCALE,
+        help="one factor for every duration the stack shortens: visibility timeouts, schedules, "
+        "function timeouts, the relay's lease (default 1/30: 180 s of visibility become 6 s, "
+        "rate(1 minute) 2 s, a 30 s timeout 1 s)",
+    )
+    local.add_argument(
+        "--workers",
         type=int,
         default=2,
-        help="seconds before a failed record is received again (the template's 180 s, shortened; 2)",
+        help="worker processes per function, each like a Lambda container (default 2)",
     )
     local.add_argument(
         "--webhook-secret",
@@ -150,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each outcome (60)")
 
     commands.add_parser(
+        "chaos",
+        add_help=False,
+        help="the chaos runs: faults in one process (make chaos), or --kill: SIGKILLs against a live stack",
+        description="payment-outbox chaos [--kill] [options]; --help after it lists the run's options.",
+    )
+
+    commands.add_parser(
         "migrate",
         help="bring the configured database to the newest schema",
         description="Run the migrations the SchemaMigrator function runs on deploy, against the database "
@@ -159,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command == "chaos":
+        from payment_outbox_dev import chaos
+
+        return chaos.main(extra)
+    if extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "sign":
         return _sign(args)
     if args.command == "demo":
@@ -185,9 +219,9 @@ def _local(root: Path, args: argparse.Namespace) -> int:
         emulator_url=args.emulator_url,
         data_dir=args.data_dir,
         database_url=args.database_url,
-        relay_interval=args.relay_interval,
         poll_interval=args.poll_interval,
-        visibility_timeout=args.visibility_timeout,
+        time_scale=args.time_scale,
+        workers=args.workers,
         webhook_secret=args.webhook_secret,
         parameters=dict(args.parameter_overrides),
         verbose=args.verbose,

@@ -9,7 +9,13 @@ It is the WSGI application ``moto.server.ThreadedMotoServer`` serves, wrapped on
   fault), which the relay treats as permanent. SMS (publish to a phone number) is never affected.
 - **observation**: every SNS publish is reported to an observer, so the local stack can narrate it.
 
+- **SMS sent**: ``GET /_emulator/sms`` lists the text of every SMS published (what a phone would have
+  received), for the kill chaos run's checks.
+
 Nothing here exists in AWS: the faults are switched from the local stack's ``/_local/faults``.
+
+``python -m payment_outbox_dev.emulator --port 0`` runs the emulator as a process of its own (the kill
+chaos run keeps it apart from the stack it kills) and prints its URL once it listens.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape  # nosec B406 - escapes output; nothing is parsed
 
+SMS_PATH = "/_emulator/sms"
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 FAULT_MODES = ("outage", "reject")
 
@@ -116,6 +123,8 @@ class FaultInjectingApp:
         self._observer = observer
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == SMS_PATH:
+            return _respond_json(start_response, sent_sms())
         if "/sns/" not in environ.get("HTTP_AUTHORIZATION", ""):
             return self._app(environ, start_response)  # type: ignore[no-any-return]
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -146,6 +155,24 @@ class FaultInjectingApp:
     def _report(self, call: SnsCall, status: int, fault: str | None) -> None:
         if self._observer is not None:
             self._observer(SnsCall(call.action, call.topic_arn, call.phone, call.topics, status, fault))
+
+
+def sent_sms() -> list[str]:
+    """The text of every SMS this emulator's SNS published, in order (all accounts and regions)."""
+    from moto.sns.models import sns_backends
+
+    texts: list[str] = []
+    for _account, _region, backend in sns_backends.iter_backends():
+        texts.extend(message for _phone, message, *_ in backend.sms_messages.values())
+    return texts
+
+
+def _respond_json(start_response: StartResponse, document: Any) -> list[bytes]:
+    import json
+
+    payload = json.dumps(document).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
 
 
 def _respond(start_response: StartResponse, status: int, body: str) -> list[bytes]:
@@ -227,3 +254,28 @@ class EmulatorServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._server = self._thread = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The emulator alone, until SIGTERM or SIGINT: prints ``emulator <url>`` once it listens."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="The local AWS emulator (moto) as a process of its own.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    args = parser.parse_args(argv)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    server = EmulatorServer(args.host, args.port)
+    server.start()
+    print(f"emulator {server.url}", flush=True)
+    while not stopped.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

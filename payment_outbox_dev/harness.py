@@ -84,8 +84,15 @@ class LocalFunctions:
     """The template's functions, loaded from their CodeUri and invoked with their own environment."""
 
     def __init__(
-        self, root: Path, template: dict[str, Any], environments: dict[str, dict[str, str]] | None = None
+        self,
+        root: Path,
+        template: dict[str, Any],
+        environments: dict[str, dict[str, str]] | None = None,
+        *,
+        timeouts: dict[str, float] | None = None,
     ) -> None:
+        """``timeouts`` replaces the template's Timeout of the functions it names (the local stack's
+        time-scaled ones), as the Lambda context reports it to the handler."""
         self._root = root
         self._environments = environments or {}
         self._specs = {spec.logical_id: spec for spec in functions(template)}
@@ -95,7 +102,7 @@ class LocalFunctions:
             logical_id: float(resource.get("Properties", {}).get("Timeout", globals_fn.get("Timeout", 3)))
             for logical_id, resource in template.get("Resources", {}).items()
             if resource.get("Type") == "AWS::Serverless::Function"
-        }
+        } | (timeouts or {})
         self._modules: dict[str, ModuleType] = {}
         #: Database engines each function's handler created: a container's end disposes them.
         self._engines: dict[str, weakref.WeakSet[Any]] = {}
@@ -156,6 +163,11 @@ class LocalFunctions:
 
         self._engine_listener = on_connect
         event.listen(Engine, "engine_connect", on_connect)
+
+    def module(self, logical_id: str) -> ModuleType:
+        """The function's handler module, loaded."""
+        self.handler(logical_id)
+        return self._modules[logical_id]
 
     def _load(self, logical_id: str, module_name: str) -> ModuleType:
         spec = self._specs[logical_id]

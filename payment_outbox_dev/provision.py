@@ -2,7 +2,11 @@
 function's environment against them, so the local system cannot drift from what deploys.
 
 Only what the functions talk to is provisioned: SNS topics and subscriptions, SQS queues with their
-redrive policies, DynamoDB tables. Values the emulator cannot provide (the database, the webhook
+redrive policies and queue policies, DynamoDB tables — each with every setting the template gives it
+(retention periods, encryption, policies, TTL, point-in-time recovery…), so what the emulator reports
+is what AWS would (tests/integration/test_provisioning.py compares them). The one deliberate
+difference: the local stack may shorten visibility timeouts (``visibility_timeouts``, from
+``payment_outbox_dev.timing``). Values the emulator cannot provide (the database, the webhook
 secret) are supplied by the caller as overrides. Provisioning twice is harmless: what exists is kept
 and brought to the template's settings (the local stack may attach to an emulator that holds them).
 """
@@ -69,8 +73,23 @@ class Provisioned:
         return {spec.logical_id: self.environment(spec, overrides) for spec in functions(template)}
 
 
+#: Template properties that name or tag a resource rather than set one of its attributes.
+QUEUE_NOT_ATTRIBUTES = frozenset({"QueueName", "Tags"})
+TOPIC_NOT_ATTRIBUTES = frozenset({"TopicName", "Tags", "Subscription"})
+SUBSCRIPTION_NOT_ATTRIBUTES = frozenset({"TopicArn", "Protocol", "Endpoint", "Region"})
+#: Properties of the template that are JSON documents in the API's attributes.
+JSON_ATTRIBUTES = frozenset(
+    {"RedrivePolicy", "RedriveAllowPolicy", "FilterPolicy", "DeliveryPolicy", "Policy"}
+)
+_NO_VALUE = object()
+
+
 def provision(
-    template: dict[str, Any], *, region: str = "us-east-1", parameters: dict[str, str] | None = None
+    template: dict[str, Any],
+    *,
+    region: str = "us-east-1",
+    parameters: dict[str, str] | None = None,
+    visibility_timeouts: dict[str, int] | None = None,
 ) -> Provisioned:
     session = boto3.session.Session(region_name=region)
     # Untyped clients: the template's values are only known at run time.
@@ -82,19 +101,13 @@ def provision(
 
     for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
         props = resource.get("Properties", {})
-        fifo = out.flag(props.get("FifoTopic"))
-        name = (
-            props.get("TopicName")
-            if isinstance(props.get("TopicName"), str)
-            else _local_name(logical_id, fifo)
+        attributes = topic_attributes(out, props)
+        name = _literal(out, props.get("TopicName")) or _local_name(
+            logical_id, attributes.get("FifoTopic") == "true"
         )
-        topic_attributes = {}
-        if fifo:
-            topic_attributes["FifoTopic"] = "true"
-            topic_attributes["ContentBasedDeduplication"] = str(
-                out.flag(props.get("ContentBasedDeduplication"))
-            ).lower()
-        arn = sns.create_topic(Name=name, Attributes=topic_attributes)["TopicArn"]
+        arn = sns.create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        for attribute, value in attributes.items():  # an existing topic (a kept emulator) too
+            sns.set_topic_attributes(TopicArn=arn, AttributeName=attribute, AttributeValue=value)
         out.refs[logical_id] = arn
         out.attributes[(logical_id, "TopicName")] = name
         out.attributes[(logical_id, "TopicArn")] = arn
@@ -103,28 +116,12 @@ def provision(
     # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
     for logical_id in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
         props = queues[logical_id].get("Properties", {})
-        fifo = out.flag(props.get("FifoQueue"))
-        attributes: dict[Any, str] = {}
-        if fifo:
-            attributes["FifoQueue"] = "true"
-            attributes["ContentBasedDeduplication"] = str(
-                out.flag(props.get("ContentBasedDeduplication"))
-            ).lower()
-            for fifo_setting in ("DeduplicationScope", "FifoThroughputLimit"):
-                value = out.resolve(props.get(fifo_setting))
-                if value is not None:
-                    attributes[fifo_setting] = value
-        if "VisibilityTimeout" in props:
-            attributes["VisibilityTimeout"] = str(props["VisibilityTimeout"])
-        if "RedrivePolicy" in props:
-            redrive = props["RedrivePolicy"]
-            attributes["RedrivePolicy"] = json.dumps(
-                {
-                    "deadLetterTargetArn": out.resolve(redrive["deadLetterTargetArn"]),
-                    "maxReceiveCount": int(redrive["maxReceiveCount"]),
-                }
-            )
-        name = _local_name(logical_id, fifo)
+        attributes = queue_attributes(out, props)
+        if visibility_timeouts and logical_id in visibility_timeouts:
+            attributes["VisibilityTimeout"] = str(visibility_timeouts[logical_id])
+        name = _literal(out, props.get("QueueName")) or _local_name(
+            logical_id, attributes.get("FifoQueue") == "true"
+        )
         url = _create_queue(sqs, name, attributes)
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out.refs[logical_id] = url
@@ -132,37 +129,68 @@ def provision(
         out.attributes[(logical_id, "QueueName")] = name
         out.attributes[(logical_id, "QueueUrl")] = url
 
+    for resource in resources_of_type(template, "AWS::SQS::QueuePolicy").values():
+        props = resource.get("Properties", {})
+        policy = json.dumps(resolve_deep(out, props["PolicyDocument"]))
+        for queue in props.get("Queues", []):
+            sqs.set_queue_attributes(QueueUrl=out.resolve(queue), Attributes={"Policy": policy})
+
+    for resource in resources_of_type(template, "AWS::SNS::TopicPolicy").values():
+        props = resource.get("Properties", {})
+        policy = json.dumps(resolve_deep(out, props["PolicyDocument"]))
+        for topic in props.get("Topics", []):
+            sns.set_topic_attributes(
+                TopicArn=out.resolve(topic), AttributeName="Policy", AttributeValue=policy
+            )
+
     for resource in resources_of_type(template, "AWS::SNS::Subscription").values():
         props = resource["Properties"]
         if props.get("Protocol") != "sqs":
             continue  # e-mail and other human endpoints mean nothing locally
-        attributes = {"RawMessageDelivery": str(props.get("RawMessageDelivery", False)).lower()}
-        if "FilterPolicy" in props:
-            policy = props["FilterPolicy"]
-            attributes["FilterPolicy"] = policy if isinstance(policy, str) else json.dumps(policy)
-            attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
+        attributes = subscription_attributes(out, props)
         topic_arn, endpoint = out.resolve(props["TopicArn"]), out.resolve(props["Endpoint"])
         _subscribe(sns, topic_arn, props["Protocol"], endpoint, attributes)
 
     for logical_id, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
         props = resource["Properties"]
+        name = _literal(out, props.get("TableName")) or logical_id
+        table: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        for optional in ("ProvisionedThroughput", "GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            if optional in props:
+                table[optional] = resolve_deep(out, props[optional])
+        if "StreamSpecification" in props:
+            table["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+        sse = props.get("SSESpecification")
+        if sse:
+            table["SSESpecification"] = {
+                "Enabled": bool(sse.get("SSEEnabled")),
+                **({"SSEType": sse["SSEType"]} if "SSEType" in sse else {}),
+            }
         # Provisioned before (an emulator that kept running): keep the table and its items.
         with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
-            dynamodb.create_table(
-                TableName=logical_id,
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-                BillingMode="PAY_PER_REQUEST",
-            )
+            dynamodb.create_table(**table)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             dynamodb.update_time_to_live(
-                TableName=logical_id,
+                TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
-        out.refs[logical_id] = logical_id
+        recovery = props.get("PointInTimeRecoverySpecification")
+        if recovery:
+            dynamodb.update_continuous_backups(
+                TableName=name,
+                PointInTimeRecoverySpecification={
+                    "PointInTimeRecoveryEnabled": bool(recovery.get("PointInTimeRecoveryEnabled"))
+                },
+            )
+        out.refs[logical_id] = name
         account = _KNOWN_PSEUDO["AWS::AccountId"]
-        out.attributes[(logical_id, "Arn")] = f"arn:aws:dynamodb:{region}:{account}:table/{logical_id}"
+        out.attributes[(logical_id, "Arn")] = f"arn:aws:dynamodb:{region}:{account}:table/{name}"
 
     s3: Any = session.client("s3")
     for logical_id, resource in resources_of_type(template, "AWS::S3::Bucket").items():
@@ -174,6 +202,63 @@ def provision(
         out.refs[logical_id] = name
         out.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
     return out
+
+
+def queue_attributes(out: Provisioned, props: dict[str, Any]) -> dict[str, str]:
+    """Every SQS attribute the template's queue properties set, as the SQS API spells them."""
+    return _attributes(out, props, QUEUE_NOT_ATTRIBUTES)
+
+
+def topic_attributes(out: Provisioned, props: dict[str, Any]) -> dict[str, str]:
+    """Every SNS topic attribute the template's topic properties set."""
+    return _attributes(out, props, TOPIC_NOT_ATTRIBUTES)
+
+
+def subscription_attributes(out: Provisioned, props: dict[str, Any]) -> dict[str, str]:
+    """Every SNS subscription attribute the template's subscription properties set."""
+    return _attributes(out, props, SUBSCRIPTION_NOT_ATTRIBUTES)
+
+
+def _attributes(out: Provisioned, props: dict[str, Any], skip: frozenset[str]) -> dict[str, str]:
+    attributes = {}
+    for name, raw in props.items():
+        if name in skip:
+            continue
+        value = resolve_deep(out, raw)
+        if value is _NO_VALUE:
+            continue
+        if name in JSON_ATTRIBUTES or isinstance(value, dict | list):
+            attributes[name] = value if isinstance(value, str) else json.dumps(value)
+        elif isinstance(value, bool):
+            attributes[name] = str(value).lower()
+        else:
+            attributes[name] = str(value)
+    return attributes
+
+
+def resolve_deep(out: Provisioned, value: Any) -> Any:
+    """``value`` with every intrinsic function resolved (``Ref``, ``Fn::GetAtt``, ``Fn::If``); a
+    ``Ref: AWS::NoValue`` drops the key or item it stands for."""
+    if isinstance(value, dict):
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if "Fn::If" in value:
+            condition, when_true, when_false = value["Fn::If"]
+            return resolve_deep(out, when_true if out.conditions.get(condition) else when_false)
+        if len(value) == 1 and ("Ref" in value or "Fn::GetAtt" in value):
+            return out.resolve(value)
+        resolved = {k: resolve_deep(out, v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+    if isinstance(value, list):
+        return [v for v in (resolve_deep(out, item) for item in value) if v is not _NO_VALUE]
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def _literal(out: Provisioned, value: Any) -> str | None:
+    resolved = resolve_deep(out, value) if value is not None else None
+    return resolved if isinstance(resolved, str) and resolved else None
 
 
 def _conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:

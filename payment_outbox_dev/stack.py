@@ -2,7 +2,7 @@
 
     payment-outbox local [--api-port 3000] [--emulator-port 5000] [--data-dir .local-stack] ...
 
-What runs, all in this process, all derived from template.yaml:
+What runs, all derived from template.yaml:
 
 - an AWS emulator (moto's server) on ``--emulator-port``, provisioned with the template's topics,
   queues with their DLQs and redrive policies, raw-delivery subscriptions with filter policies, and
@@ -10,18 +10,22 @@ What runs, all in this process, all derived from template.yaml:
 - the database: SQLite in the data directory, or MySQL at ``--database-url``; migrated on start;
 - the API: every ``Api`` event of the template served on ``--api-port``, each HTTP request turned into
   the API Gateway proxy event its function gets, and the function's result back into HTTP;
-- every ``Schedule`` event, fired every ``--relay-interval`` seconds (instead of its rate);
-- every ``SQS`` event source: the queue polled and the function invoked with real SQS batch events,
-  with partial batch failures honoured — failed records come back after ``--visibility-timeout``
-  seconds and, past the queue's maxReceiveCount, the emulator's redrive moves them to the DLQ;
+- every ``Schedule`` event, fired at its rate times ``--time-scale``;
+- every ``SQS`` event source: the queue polled (by as many pollers as the function has workers) and
+  the function invoked with real SQS batch events, with partial batch failures honoured — failed
+  records come back after the queue's visibility timeout and, past the queue's maxReceiveCount, the
+  emulator's redrive moves them to the DLQ;
 - the template's single-metric alarms, evaluated on the metrics the handlers emit (EMF).
 
-Handlers are invoked one at a time (each Lambda would run in its own container; here they share a
-process, its environment and its caches, so invocations are serialised).
+Each function runs in worker processes of its own (``--workers`` per function,
+``payment_outbox_dev.workers``), like Lambda containers: supervised, replaced when they die, a worker
+killed mid-invocation being a container dying mid-invocation. The emulator and the database live
+outside the workers. Every duration the stack shortens is shortened by one factor,
+``--time-scale`` (``payment_outbox_dev.timing``), so the template's orderings keep holding.
 
 Local-only controls live under ``/_local/`` on the API port — they are not in the template and do
-not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``POST /_local/faults``. The API's
-OpenAPI document is served at ``GET /openapi.json``.
+not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``GET /_local/workers``,
+``POST /_local/faults``. The API's OpenAPI document is served at ``GET /openapi.json``.
 
 On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
 the next start (see ``payment_outbox_dev.snapshot``); the SQLite file is the database itself.
@@ -29,8 +33,6 @@ the next start (see ``payment_outbox_dev.snapshot``); the SQLite file is the dat
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ import threading
 import time
 import traceback
 import warnings
+import socket
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,12 +54,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
+from payment_outbox_dev.describe import describe as _describe
+from payment_outbox_dev.describe import mask_phones
 from payment_outbox_dev.emulator import EmulatorServer, Faults, SnsCall
 from payment_outbox_dev.harness import REGION, Delivery, LocalFunctions
 from payment_outbox_dev.provision import Provisioned, provision
 from payment_outbox_dev.template import (
     AlarmSpec,
     Route,
+    api_routes,
     ScheduleSource,
     SqsEventSource,
     alarms,
@@ -65,6 +71,8 @@ from payment_outbox_dev.template import (
     schedules,
     sqs_event_sources,
 )
+from payment_outbox_dev.timing import DEFAULT_TIME_SCALE, Timing, scaled_timing
+from payment_outbox_dev.workers import FunctionPool, InvocationFailed, Outcome, WorkerDied, WorkerSpec, worker_context
 
 #: The webhook secret the local stack verifies callbacks with unless told otherwise.
 LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
@@ -73,7 +81,8 @@ CONTROL_PREFIX = "/_local/"
 OPENAPI_PATH = "/openapi.json"
 CONTROL_ROUTES = (
     ("GET", "/_local/routes", "the API routes served, from template.yaml"),
-    ("GET", "/_local/state", "faults, metrics, alarms, resources and outbox rows"),
+    ("GET", "/_local/state", "faults, metrics, alarms, resources, timing, workers and outbox rows"),
+    ("GET", "/_local/workers", "each function's worker processes (pid, busy)"),
     ("POST", "/_local/faults", 'set or clear a fault: {"sns": "outage" | "reject" | null}'),
 )
 SNAPSHOT_FILE = "emulator-state.json"
@@ -95,9 +104,11 @@ class StackConfig:
     emulator_url: str | None = None
     data_dir: Path = Path(".local-stack")
     database_url: str | None = None
-    relay_interval: float = 5.0
     poll_interval: float = 1.0
-    visibility_timeout: int = 2
+    #: One factor for every duration the stack shortens (payment_outbox_dev.timing).
+    time_scale: float = DEFAULT_TIME_SCALE
+    #: Worker processes per function (each a Lambda container).
+    workers: int = 2
     webhook_secret: str = LOCAL_WEBHOOK_SECRET
     parameters: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
@@ -121,27 +132,6 @@ class Narrator:
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
-
-
-class HandlerOutput(io.TextIOBase):
-    """What handlers print (Powertools JSON logs, EMF metrics), cut into lines for the stack to read."""
-
-    def __init__(self, on_line: Any) -> None:
-        super().__init__()
-        self.current = "-"
-        self._on_line = on_line
-        self._partial = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._partial += text
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
-            if line.strip():
-                self._on_line(self.current, line)
-        return len(text)
 
 
 class MetricsBoard:
@@ -211,34 +201,25 @@ def _statistic(name: str, values: list[float]) -> float:
     return sum(values)
 
 
-class _SerialFunctions(LocalFunctions):
-    """The harness, invoking one function at a time with its output captured."""
+class _PooledFunctions(LocalFunctions):
+    """The harness's API Gateway and SQS plumbing, each invocation run by the function's worker pool;
+    the supervisor itself never imports a handler."""
 
-    def __init__(
-        self,
-        root: Path,
-        template: dict[str, Any],
-        environments: dict[str, dict[str, str]],
-        output: HandlerOutput,
-    ) -> None:
-        super().__init__(root, template, environments)
-        self._lock = threading.RLock()
-        self._output = output
+    def __init__(self, root: Path, template: dict[str, Any], pools: dict[str, FunctionPool]) -> None:
+        super().__init__(root, template)
+        self.pools = pools
+        self._last = threading.local()
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        with self._lock, contextlib.redirect_stdout(self._output):
-            self._output.current = logical_id
-            try:
-                return super().invoke(logical_id, event)
-            finally:
-                self._output.current = "-"
+        self._last.outcome = None
+        outcome = self.pools[logical_id].invoke(event)
+        self._last.outcome = outcome
+        return outcome.result
 
-    def preload(self) -> None:
-        """Import every handler now (a broken one fails the start, not the first request); the
-        Powertools loggers they create write to the captured output."""
-        with self._lock, contextlib.redirect_stdout(self._output):
-            for logical_id in self.specs:
-                self.handler(logical_id)
+    def last_outcome(self) -> Outcome | None:
+        """This thread's last invocation that answered (None if it raised or its worker died)."""
+        outcome: Outcome | None = getattr(self._last, "outcome", None)
+        return outcome
 
 
 class _NarratingLogHandler(logging.Handler):
@@ -262,7 +243,9 @@ class LocalStack:
         self.faults = Faults()
         self.metrics = MetricsBoard(alarms(self.template))
         self.resources = Provisioned()
-        self.functions: _SerialFunctions | None = None
+        self.functions: _PooledFunctions | None = None
+        self.timing: Timing = scaled_timing(self.template, config.time_scale, config.parameters)
+        self.pools: dict[str, FunctionPool] = {}
         self.emulator: EmulatorServer | None = None
         self.emulator_url = ""
         self.api_url = ""
@@ -290,9 +273,12 @@ class LocalStack:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # Bind the API port first: a port in use fails the start before anything else runs.
-        self._http = ThreadingHTTPServer((config.host, config.api_port), _request_handler(self))
-        self._http.daemon_threads = True
+        self._http = _ApiServer((config.host, config.api_port), _request_handler(self))
+        self._http.narrator = self.narrator
         self._configure_process()
+        broken = self.timing.violations()
+        if broken:
+            raise ValueError("--time-scale breaks the template's timing: " + "; ".join(broken))
         if config.emulator_url:
             self.emulator_url = config.emulator_url.rstrip("/")
         else:
@@ -306,7 +292,12 @@ class LocalStack:
             "aws", f"emulator at {self.emulator_url}" + ("" if self.emulator else " (attached)")
         )
 
-        self.resources = provision(self.template, region=REGION, parameters=config.parameters)
+        self.resources = provision(
+            self.template,
+            region=REGION,
+            parameters=config.parameters,
+            visibility_timeouts=self.timing.visibilities,
+        )
         self._narrate_resources()
         if self.emulator is not None:
             self._restore_snapshot()
@@ -325,14 +316,13 @@ class LocalStack:
             "DATABASE_URL": database_url,
             "WEBHOOK_SECRET": config.webhook_secret,
             "POWERTOOLS_TRACE_DISABLED": "true",
+            # The relay's claims and the payment API's hand-off, leased on the stack's clock.
+            "OUTBOX_LEASE_SECONDS": str(self.timing.lease_seconds),
         }
         if not config.verbose:
             overrides["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-        output = HandlerOutput(self._on_handler_line)
-        self.functions = _SerialFunctions(
-            config.root, self.template, self.resources.environments(self.template, overrides), output
-        )
-        self.functions.preload()
+        self._start_pools(self.resources.environments(self.template, overrides))
+        self.functions = _PooledFunctions(config.root, self.template, self.pools)
 
         host, port = self._http.server_address[:2]
         self.api_url = f"http://{host!s}:{port}"
@@ -342,8 +332,11 @@ class LocalStack:
             if schedule.enabled:
                 self._spawn(f"schedule-{schedule.function}", self._schedule_loop, schedule)
         for source in sqs_event_sources(self.template):
-            self._spawn(f"poll-{source.queue}", self._poll_loop, source)
+            # Lambda polls with as many concurrent batches as the function may run.
+            for number in range(self.pools[source.function].size):
+                self._spawn(f"poll-{source.queue}-{number}", self._poll_loop, source)
         self._spawn("watch", self._watch_loop)
+        self._spawn("supervise", self._supervise_loop)
         for route in self.routes:
             self.narrator.say("api", f"{route.method:<6} {self.api_url}{route.path}  → {route.function}")
         self.narrator.say(
@@ -360,6 +353,10 @@ class LocalStack:
             if self._serving:
                 self._http.shutdown()
             self._http.server_close()
+        for pool in self.pools.values():
+            pool.close()
+        for pool in self.pools.values():
+            pool.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         if self.emulator is not None:
@@ -415,6 +412,60 @@ class LocalStack:
         library.setLevel(logging.INFO if self.config.verbose else logging.WARNING)
         library.propagate = False
 
+    def _start_pools(self, environments: dict[str, dict[str, str]]) -> None:
+        """A pool for each function an event of the template invokes (API, schedule, queue), all
+        started at once; each worker gets the function's environment and its time-scaled timeout."""
+        invoked = {route.function for route in api_routes(self.template)}
+        invoked |= {s.function for s in schedules(self.template) if s.enabled}
+        invoked |= {s.function for s in sqs_event_sources(self.template)}
+        process_environment = {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith(("AWS_", "POWERTOOLS_", "PATH", "HOME", "LANG", "TZ", "PYTHON"))
+        }
+        context = worker_context()
+        level = logging.INFO if self.config.verbose else logging.WARNING
+        for logical_id in sorted(invoked):
+            spec = WorkerSpec(
+                root=str(self.config.root),
+                logical_id=logical_id,
+                environment=process_environment | environments[logical_id],
+                timeout_seconds=self.timing.function_timeouts[logical_id],
+                library_log_level=level,
+            )
+            self.pools[logical_id] = FunctionPool(
+                spec, self.config.workers, context, self._on_handler_line, self.narrator.say
+            )
+        errors: list[BaseException] = []
+
+        def start(pool: FunctionPool) -> None:
+            try:
+                pool.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        starters = [threading.Thread(target=start, args=(pool,)) for pool in self.pools.values()]
+        for starter in starters:
+            starter.start()
+        for starter in starters:
+            starter.join()
+        if errors:
+            raise errors[0]
+        self.narrator.say(
+            "worker",
+            f"{self.config.workers} worker process(es) per function: {', '.join(self.pools)}"
+            f" · time scale {self.timing.scale:g}",
+        )
+
+    def _supervise_loop(self) -> None:
+        """Workers that died while idle are replaced at once (not at the next invocation)."""
+        while not self._stop.wait(0.2):
+            for pool in self.pools.values():
+                pool.check()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [worker for pool in self.pools.values() for worker in pool.workers()]
+
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
@@ -449,7 +500,7 @@ class LocalStack:
             boto3.client("sqs"),
             self._tables(),
             self._queues(),
-            in_flight_wait_seconds=self.config.visibility_timeout + 1,
+            in_flight_wait_seconds=max(self.timing.visibilities.values(), default=0) + 1,
         )
         snapshot.save(self.snapshot_path, state)
         items = sum(len(v) for v in state["dynamodb"].values())
@@ -474,8 +525,17 @@ class LocalStack:
             result = self.functions.api_result(
                 method, path, text, headers, query=query or None, default_content_type=False
             )
+        except WorkerDied as exc:
+            # API Gateway's answer when the function's container dies without answering.
+            self.narrator.say("error", f"{method} {path}: {exc}; answered 502")
+            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
+        except InvocationFailed as exc:
+            self.narrator.say("error", f"{method} {path}: the function raised {exc}; answered 502")
+            if self.config.verbose:
+                self.narrator.raw(exc.trace)
+            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
         except Exception as exc:
-            self.narrator.say("error", f"{method} {path}: the function raised {_describe(exc)}")
+            self.narrator.say("error", f"{method} {path}: {_describe(exc)}; answered 502")
             if self.config.verbose:
                 self.narrator.raw(traceback.format_exc())
             return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
@@ -501,6 +561,8 @@ class LocalStack:
             }
         if (method, path) == ("GET", "/_local/state"):
             return 200, self.state()
+        if (method, path) == ("GET", "/_local/workers"):
+            return 200, {"workers": self.workers(), "timing": self.timing.describe()}
         if (method, path) == ("POST", "/_local/faults"):
             try:
                 requested = json.loads(body or b"{}")
@@ -546,6 +608,8 @@ class LocalStack:
             "faults": self.faults.snapshot(),
             **self.metrics.snapshot(),
             "resources": dict(self.resources.refs),
+            "timing": self.timing.describe(),
+            "workers": self.workers(),
             "emulator": self.emulator_url,
             "outbox": outbox,
         }
@@ -555,10 +619,13 @@ class LocalStack:
     def _schedule_loop(self, schedule: ScheduleSource) -> None:
         if self.functions is None:
             raise RuntimeError("start() first")
-        while not self._stop.wait(self.config.relay_interval):
+        period = self.timing.schedule_periods[(schedule.function, schedule.name)]
+        while not self._stop.wait(period):
             try:
                 result = self.functions.run_scheduled(schedule.function)
             except Exception as exc:
+                if self._stop.is_set():
+                    return
                 self.narrator.say(
                     "error", f"{schedule.function} ({schedule.expression}) raised {_describe(exc)}"
                 )
@@ -587,7 +654,6 @@ class LocalStack:
                     source.function,
                     max_messages=source.batch_size,
                     retry_failed_now=False,
-                    visibility_timeout=self.config.visibility_timeout,
                     sqs_client=sqs,
                     queue_arn=arn,
                     reports_item_failures=source.reports_item_failures,
@@ -605,10 +671,24 @@ class LocalStack:
             if delivery.received == 0:
                 self._stop.wait(self.config.poll_interval)
                 continue
-            self._narrate_delivery(source, delivery, max_receives)
+            if self._stop.is_set() and isinstance(delivery.error, (WorkerDied, RuntimeError)):
+                return  # stopping: the batch goes back to the queue untouched
+            outcome = self.functions.last_outcome() if delivery.error is None else None
+            self._narrate_delivery(source, delivery, max_receives, outcome.record_errors if outcome else {})
 
-    def _narrate_delivery(self, source: SqsEventSource, delivery: Delivery, max_receives: int | None) -> None:
-        if delivery.error is not None:
+    def _narrate_delivery(
+        self,
+        source: SqsEventSource,
+        delivery: Delivery,
+        max_receives: int | None,
+        record_errors: dict[str, str],
+    ) -> None:
+        if isinstance(delivery.error, WorkerDied):
+            self.narrator.say(
+                "error",
+                f"{source.queue} → {source.function}: {delivery.error}; its batch settles nothing",
+            )
+        elif delivery.error is not None:
             self.narrator.say(
                 "error",
                 f"{source.queue} → {source.function} raised {_describe(delivery.error)}"
@@ -623,15 +703,21 @@ class LocalStack:
                 continue
             receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             limit = f"{receives}/{max_receives}" if max_receives else str(receives)
+            visibility = self.timing.visibilities.get(source.queue)
             then = (
                 "next receive moves it to the dead-letter queue"
                 if max_receives and receives >= max_receives
-                else f"back in {self.config.visibility_timeout} s"
+                else f"back in {visibility} s"
             )
+            why = record_errors.get(message["MessageId"]) or (
+                str(delivery.error) if isinstance(delivery.error, WorkerDied) else None
+            )
+            if why is None and delivery.error is not None:
+                why = _describe(delivery.error)
             self.narrator.say(
-                "retry",
+                "retry" if not (max_receives and receives >= max_receives) else "dlq",
                 f"{source.queue} → {source.function}: record [{_describe_message(message)}] failed"
-                f" (receive {limit}); {then}",
+                f" (receive {limit}): {why or 'reported failed by the function'}; {then}",
             )
 
     def _max_receive_count(self, queue: str) -> int | None:
@@ -660,7 +746,7 @@ class LocalStack:
                     self.narrator.say(
                         "dlq",
                         f"{name} now holds {depth} message(s) (+{depth - depths[name]}):"
-                        " inspect, fix, redrive",
+                        " the retry lines above say why; inspect, fix, redrive",
                     )
                 depths[name] = depth
             self._narrate_alarms()
@@ -714,10 +800,11 @@ class LocalStack:
             }
             detail = " ".join(f"{k}={v}" for k, v in extras.items())
             self.narrator.say(
-                "log", f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"
+                "log",
+                mask_phones(f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"),
             )
         else:
-            self.narrator.say("out", f"{function}: {line}")
+            self.narrator.say("out", mask_phones(f"{function}: {line}"))
 
     def _on_sns_call(self, call: SnsCall) -> None:
         if call.phone:
@@ -740,6 +827,8 @@ class LocalStack:
 def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "payment-outbox-local"
+        # HTTP/1.1: keep-alive, and ``Expect: 100-continue`` answered before the body is read.
+        protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             self._serve()
@@ -750,6 +839,14 @@ def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             """The stack narrates each request itself."""
 
         def _serve(self) -> None:
+            try:
+                self._answer()
+            except (ConnectionError, TimeoutError, socket.timeout) as exc:
+                # The client went away: nothing to answer, nothing to print but one line.
+                self.close_connection = True
+                stack.narrator.say("http", f"{self.command} {self.path}: client gone ({_describe(exc)})")
+
+        def _answer(self) -> None:
             started = time.monotonic()
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -781,10 +878,21 @@ def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _describe(exc: BaseException) -> str:
-    """One line: the exception's type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+class _ApiServer(ThreadingHTTPServer):
+    """The API front: one thread per connection, each request handed to the function's worker pool."""
+
+    daemon_threads = True
+    narrator: Narrator | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that disconnects mid-request is one narrated line, never a traceback."""
+        exc = sys.exc_info()[1]
+        if self.narrator is None or exc is None:
+            return
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            self.narrator.say("http", f"client {client_address[0]} gone ({_describe(exc)})")
+        else:
+            self.narrator.say("error", f"HTTP front: {_describe(exc)}")
 
 
 def _describe_message(message: dict[str, Any]) -> str:

@@ -154,7 +154,7 @@ def start_stack(data_dir: Path, log: Path, *extra_args: str) -> RunningStack:
     command = [
         sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(ROOT), "local",
         "--api-port", str(api_port), "--emulator-port", str(emulator_port), "--data-dir", str(data_dir),
-        "--relay-interval", "1", "--poll-interval", "0.5", "--visibility-timeout", "1", *extra_args,
+        "--poll-interval", "0.5", "--time-scale", "1/60", *extra_args,
     ]  # fmt: skip
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # noqa: S603

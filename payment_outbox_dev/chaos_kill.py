@@ -1,0 +1,554 @@
+"""The kill chaos run: real process death against a live local stack, as an operator would try it.
+
+    payment-outbox chaos --kill --orders 1000 --kills 20 --seed 7
+    make chaos-kill ARGS="--orders 200 --kills 6"
+
+What it does, on MySQL/MariaDB (a database of its own, created for the run and dropped after):
+
+1. starts the AWS emulator as a process of its own, and ``payment-outbox local`` on it (workers per
+   function, the run's database) as another process group;
+2. drives N seeded orders over HTTP from several client threads: create, then the provider's signed
+   callback (sometimes twice); a request that gets no answer (connection refused or cut, a 502 from a
+   worker that died) is sent again after a short wait, as a payment provider retries its callbacks;
+3. meanwhile SIGKILLs random workers (a container dying, mid-invocation when one is busy) and,
+   sometimes, the whole stack (supervisor and every worker at once), which it starts again;
+4. stops killing, lets the stack heal (the relay's leases and SQS visibility timeouts run out on
+   the stack's own clock), stops it cleanly, and checks the same invariants as ``make chaos``
+   (``payment_outbox_dev.chaos.check_invariants``): per paid order exactly two outbox rows SENT, one
+   credit, one SMS recorded and sent, exact balances, empty queues and dead-letter queues.
+
+The seed fixes the orders and the kill plan (when, whom); the moments the signals land, and so what
+each kill interrupts, depend on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from payment_outbox_dev.chaos import ChaosReport, check_invariants, queued
+from payment_outbox_dev.timing import DEFAULT_TIME_SCALE
+
+KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
+DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/"
+START_DEADLINE_SECONDS = 180.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class KillConfig:
+    orders: int = 200
+    #: At least this many SIGKILLs (workers or the whole stack) while orders are driven.
+    kills: int = 6
+    seed: int = 7
+    #: Client threads sending orders and callbacks.
+    clients: int = 4
+    workers: int = 2
+    time_scale: float = DEFAULT_TIME_SCALE
+    #: Chance that a kill takes the whole stack down rather than one worker.
+    stack_kill_rate: float = 0.2
+    duplicate_rate: float = 0.1
+    #: The MySQL/MariaDB server (its database part is ignored: the run creates its own database).
+    server_url: str = os.environ.get("CHAOS_SERVER_URL", DEFAULT_SERVER_URL)
+    root: Path | None = None
+    #: Upper bound of the healing phase.
+    heal_seconds: float = 600.0
+    #: Where the stack's narration goes (None: a temporary file, shown when the run fails).
+    stack_log: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Order:
+    order_id: int
+    order_no: str
+    user_id: int
+    amount: str
+
+
+@dataclass
+class _Plan:
+    user_id: int
+    amount: str
+    duplicate: bool
+
+
+@dataclass
+class _Tally:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, what: str, count: int = 1) -> None:
+        with self.lock:
+            self.counts[what] += count
+
+
+def run_kill_chaos(config: KillConfig) -> ChaosReport:
+    root = (config.root or _find_root(Path.cwd())).resolve()
+    with (
+        tempfile.TemporaryDirectory(prefix="payment-outbox-kill-") as scratch,
+        _run_database(config.server_url) as database_url,
+        _emulator(Path(scratch)) as emulator_url,
+    ):
+        log = config.stack_log or Path(scratch) / "stack.log"
+        return _KillRun(config, root, database_url, emulator_url, Path(scratch), log).execute()
+
+
+class _KillRun:
+    def __init__(
+        self, config: KillConfig, root: Path, database_url: str, emulator_url: str, scratch: Path, log: Path
+    ) -> None:
+        from sqlalchemy import create_engine
+
+        self.config = config
+        self.root = root
+        self.database_url = database_url
+        self.emulator_url = emulator_url
+        self.scratch = scratch
+        self.log = log
+        self.rng = random.Random(config.seed)  # noqa: S311 - reproducible plan  # nosec B311
+        self.api_port = _free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.stack: subprocess.Popen[bytes] | None = None
+        self.stack_lock = threading.Lock()
+        self.stack_up = threading.Event()
+        self.db = create_engine(database_url)
+        self.tally = _Tally()
+        self.report = ChaosReport(config.orders, config.seed, "mysql", title="kill chaos run", counts_inside=False)
+        self.paid: list[_Order] = []
+        self.done = 0
+        self.done_lock = threading.Lock()
+        self.failures: list[str] = []
+        base_user = 5_000_000 + config.seed * 10_000
+        users = max(1, config.orders // 5)
+        self.plans = [
+            _Plan(
+                user_id=base_user + self.rng.randrange(users),
+                amount=f"{self.rng.randrange(1, 500)}.{self.rng.randrange(100):02d}",
+                duplicate=self.rng.random() < config.duplicate_rate,
+            )
+            for _ in range(config.orders)
+        ]
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def execute(self) -> ChaosReport:
+        started = time.monotonic()
+        try:
+            self._start_stack()
+            refs = self._resources()
+            clients = [
+                threading.Thread(target=self._client, args=(number,), name=f"client-{number}")
+                for number in range(self.config.clients)
+            ]
+            work = iter(range(self.config.orders))
+            self._work = work
+            self._work_lock = threading.Lock()
+            for client in clients:
+                client.start()
+            self._kill_while_driving(clients)
+            for client in clients:
+                client.join()
+            healed = self._heal(refs)
+            self.report.notes.append(f"healed in:                    {healed:.1f} s after the last kill")
+            self._stop_stack()
+            self._check(refs)
+        finally:
+            self._kill_stack()
+            self.db.dispose()
+        self.report.elapsed_seconds = time.monotonic() - started
+        self.report.faults.update(self.tally.counts)
+        kills = sum(n for kind, n in self.tally.counts.items() if "SIGKILLed" in kind)
+        self.report.notes.insert(0, f"SIGKILLs:                     {kills} (workers {self.config.workers} per function,"
+                                 f" time scale {self.config.time_scale:g})")  # fmt: skip
+        self.report.callbacks = self.tally.counts["callback answered"]
+        for kind in ("callback answered", "order created"):
+            self.report.faults.pop(kind, None)
+        self.report.problems.extend(self.failures)
+        return self.report
+
+    # --- the stack --------------------------------------------------------------------------------
+
+    def _start_stack(self) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL", "AWS_PROFILE")
+        }
+        command = [
+            sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(self.root), "local",
+            "--api-port", str(self.api_port), "--emulator-url", self.emulator_url,
+            "--database-url", self.database_url, "--data-dir", str(self.scratch / "stack"),
+            "--workers", str(self.config.workers), "--time-scale", repr(self.config.time_scale),
+            "--webhook-secret", KILL_WEBHOOK_SECRET, "--poll-interval", "0.2",
+        ]  # fmt: skip
+        with self.log.open("ab") as sink:
+            # A session of its own: one killpg takes the supervisor and all its workers.
+            process = subprocess.Popen(  # noqa: S603
+                command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True
+            )
+        with self.stack_lock:
+            self.stack = process
+        ends = time.monotonic() + START_DEADLINE_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the stack exited with {process.returncode}: see {self.log}")
+            with contextlib.suppress(OSError, ValueError):
+                if self._request("GET", "/_local/routes", timeout=5)[0] == 200:
+                    break
+            if time.monotonic() > ends:
+                raise RuntimeError(f"the stack did not answer within {START_DEADLINE_SECONDS:.0f} s")
+            time.sleep(0.3)
+        self.stack_up.set()
+
+    def _kill_stack(self) -> None:
+        with self.stack_lock:
+            process = self.stack
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def _stop_stack(self) -> None:
+        with self.stack_lock:
+            process = self.stack
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.failures.append("the stack did not stop within 120 s of SIGINT")
+
+    def _resources(self) -> dict[str, str]:
+        status, state = self._request("GET", "/_local/state")
+        if status != 200:
+            raise RuntimeError(f"GET /_local/state answered {status}")
+        refs: dict[str, str] = state["resources"]
+        return refs
+
+    # --- killing ----------------------------------------------------------------------------------
+
+    def _kill_while_driving(self, clients: list[threading.Thread]) -> None:
+        """Kill number k falls when k/(kills+1) of the orders are done (plus a seeded jitter), so the
+        kills spread over the whole run; kills still owed when the orders are done fall at once."""
+        kills = self.config.kills
+        plan = [
+            (self.rng.uniform(0.0, 1.5), self.rng.random() < self.config.stack_kill_rate, self.rng.random())
+            for _ in range(kills)
+        ]
+        if kills >= 3 and self.config.stack_kill_rate > 0 and not any(whole for _, whole, _ in plan):
+            # "Sometimes the whole stack": at least once in any run of three kills or more.
+            jitter, _, pick = plan[kills // 2]
+            plan[kills // 2] = (jitter, True, pick)
+        for number, (jitter, whole_stack, pick) in enumerate(plan, start=1):
+            mark = self.config.orders * number / (kills + 1)
+            while self._done() < mark and any(c.is_alive() for c in clients):
+                time.sleep(0.05)
+            time.sleep(jitter)
+            if whole_stack:
+                self._kill_whole_stack()
+            else:
+                self._kill_a_worker(pick)
+
+    def _kill_whole_stack(self) -> None:
+        self.stack_up.clear()
+        self._kill_stack()
+        self.tally.add("whole stack SIGKILLed (supervisor and every worker), restarted")
+        self._start_stack()
+
+    def _kill_a_worker(self, pick: float) -> None:
+        try:
+            status, answer = self._request("GET", "/_local/workers", timeout=10)
+        except OSError:
+            status, answer = 0, None
+        if status != 200:
+            self.tally.add("worker kill skipped: the stack did not list its workers")
+            return
+        workers = [w for w in answer["workers"] if w["alive"]]
+        busy = [w for w in workers if w["busy"]]
+        # Most kills land on a worker mid-invocation when there is one: that is the case that matters.
+        candidates = busy if busy and pick < 0.75 else workers
+        victim = candidates[int(pick * 1_000_003) % len(candidates)]
+        try:
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+        except ProcessLookupError:
+            self.tally.add("worker kill missed: it had just died")
+            return
+        state = "mid-invocation" if victim["busy"] else "idle"
+        self.tally.add(f"worker SIGKILLed {state}: {victim['function']}")
+
+    # --- the clients ------------------------------------------------------------------------------
+
+    def _done(self) -> int:
+        with self.done_lock:
+            return self.done
+
+    def _client(self, number: int) -> None:
+        while True:
+            with self._work_lock:
+                index = next(self._work, None)
+            if index is None:
+                return
+            try:
+                self._drive(self.plans[index])
+            except Exception as exc:  # a client thread must not die silently
+                from payment_outbox_dev.describe import describe
+
+                self.failures.append(f"client {number}, order #{index}: {describe(exc)}")
+            with self.done_lock:
+                self.done += 1
+
+    def _drive(self, plan: _Plan) -> None:
+        order = self._until_answered(
+            "create",
+            "POST",
+            "/orders",
+            json.dumps({"userId": plan.user_id, "phone": "+8613812345678", "amount": plan.amount}),
+            expect=201,
+        )
+        self.tally.add("order created")
+        body = json.dumps(
+            {
+                "orderNo": order["orderNo"],
+                "transactionId": f"txn-{order['orderNo']}",
+                "amount": order["amount"],
+                "paidAt": "2026-11-30T10:15:00Z",
+            }
+        )
+        self._until_answered("callback", "POST", "/payments/notify", body, expect=200, signed=True)
+        self.tally.add("callback answered")
+        if plan.duplicate:
+            self._until_answered("duplicate callback", "POST", "/payments/notify", body, expect=200, signed=True)
+            self.tally.add("duplicate callback answered 200")
+            self.tally.add("callback answered")
+        with self.done_lock:
+            self.paid.append(_Order(int(order["orderId"]), order["orderNo"], plan.user_id, plan.amount))
+
+    def _until_answered(
+        self, what: str, method: str, path: str, body: str, *, expect: int, signed: bool = False
+    ) -> Any:
+        """Send until the expected answer: no answer, or a 5xx, is retried after a short wait (as a
+        provider retries a callback); any other answer is a failure of the run."""
+        for attempt in range(200):
+            headers = {"Content-Type": "application/json"}
+            if signed:
+                from payment_outbox.domain.signature import sign
+
+                headers["X-Signature"] = sign(body.encode(), KILL_WEBHOOK_SECRET, int(time.time()))
+            try:
+                status, answer = self._request(method, path, body, headers)
+            except (OSError, ValueError):
+                status, answer = 0, None
+            if status == expect:
+                return answer
+            if status and status < 500:
+                raise RuntimeError(f"{what} {path} answered {status}: {answer}")
+            self.tally.add(f"{what} got no answer ({'HTTP ' + str(status) if status else 'no response'}),"
+                           " sent again")  # fmt: skip
+            self.stack_up.wait(timeout=START_DEADLINE_SECONDS)
+            time.sleep(min(2.0, 0.1 * (attempt + 1)))
+        raise RuntimeError(f"{what} {path}: no answer after 200 attempts")
+
+    def _request(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> tuple[int, Any]:  # fmt: skip
+        request = urllib.request.Request(  # noqa: S310 - the stack's loopback URL
+            self.api + path, data=None if body is None else body.encode(), method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310
+                return int(response.status), json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                return int(error.code), json.loads(raw or b"null")
+            except ValueError:
+                return int(error.code), raw.decode("utf-8", "replace")
+
+    # --- healing and checking ---------------------------------------------------------------------
+
+    def _heal(self, refs: dict[str, str]) -> float:
+        """Wait until no outbox row is pending and the consumers' queues are empty (twice in a row,
+        a visibility timeout apart), within ``heal_seconds``."""
+        from sqlalchemy import text
+
+        from payment_outbox_dev.chaos import CONSUMERS
+
+        sqs = self._aws("sqs")
+        started = time.monotonic()
+        quiet_since: float | None = None
+        settle = 2 * max(1.0, 180 * self.config.time_scale)
+        while time.monotonic() - started < self.config.heal_seconds:
+            with self.db.connect() as conn:
+                pending = int(conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one())
+            left = queued(sqs, [refs[q] for q in CONSUMERS])
+            if pending == 0 and left == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return time.monotonic() - started
+            else:
+                quiet_since = None
+            time.sleep(0.5)
+        self.failures.append(f"not healed within {self.config.heal_seconds:.0f} s")
+        return time.monotonic() - started
+
+    def _check(self, refs: dict[str, str]) -> None:
+        with urllib.request.urlopen(f"{self.emulator_url}/_emulator/sms", timeout=30) as response:  # noqa: S310  # nosec B310
+            sms_texts = json.loads(response.read())
+        self.report.orders = len(self.paid)
+        check_invariants(
+            self.report,
+            sorted(self.paid, key=lambda o: o.order_id),
+            db=self.db,
+            dynamodb=self._aws("dynamodb"),
+            sqs=self._aws("sqs"),
+            refs=refs,
+            sms_texts=sms_texts,
+        )
+        if len(self.paid) != self.config.orders:
+            self.report.problems.append(f"{self.config.orders - len(self.paid)} order(s) never paid")
+
+    def _aws(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.emulator_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # nosec B106 - emulator credentials
+        )
+
+
+# --- the run's database and emulator ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _run_database(server_url: str) -> Iterator[str]:
+    """A database unique to the run on the server, dropped at the end whatever happens."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url)
+    if server.get_backend_name() != "mysql":
+        raise SystemExit(f"the kill chaos run needs MySQL/MariaDB, got {server.get_backend_name()}")
+    name = f"payment_outbox_kill_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server.set(database=""))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def _emulator(scratch: Path) -> Iterator[str]:
+    """The emulator in a process of its own: killing the stack never touches SQS or DynamoDB state."""
+    log = (scratch / "emulator.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "payment_outbox_dev.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None  # noqa: S101 - set by PIPE
+        line = process.stdout.readline().decode().strip()
+        if not line.startswith("emulator "):
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        yield line.split(" ", 1)[1]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _find_root(start: Path) -> Path:
+    for candidate in (start, *start.parents):
+        if (candidate / "template.yaml").is_file():
+            return candidate
+    raise SystemExit("template.yaml not found: run from the project folder (or pass --root)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from payment_outbox_dev.cli import positive_fraction
+
+    parser = argparse.ArgumentParser(
+        prog="payment-outbox chaos --kill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=KillConfig.orders)
+    parser.add_argument("--kills", type=int, default=KillConfig.kills, help="SIGKILLs at least (workers or stack)")
+    parser.add_argument("--seed", type=int, default=KillConfig.seed)
+    parser.add_argument("--clients", type=int, default=KillConfig.clients, help="client threads")
+    parser.add_argument("--workers", type=int, default=KillConfig.workers, help="workers per function")
+    parser.add_argument("--time-scale", type=positive_fraction, default=KillConfig.time_scale)
+    parser.add_argument("--stack-kill-rate", type=float, default=KillConfig.stack_kill_rate)
+    parser.add_argument("--duplicate-rate", type=float, default=KillConfig.duplicate_rate)
+    parser.add_argument("--heal-seconds", type=float, default=KillConfig.heal_seconds)
+    parser.add_argument(
+        "--server-url",
+        "--database-url",
+        default=KillConfig.server_url,
+        help="MySQL/MariaDB server; the run creates and drops a database of its own ($CHAOS_SERVER_URL)",
+    )
+    parser.add_argument("--stack-log", type=Path, default=None, help="keep the stack's narration here")
+    parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
+    args = parser.parse_args(argv)
+    # A SIGTERM (a CI time limit, `timeout`) still kills the stack, stops the emulator, drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report = run_kill_chaos(
+        KillConfig(
+            orders=args.orders,
+            kills=args.kills,
+            seed=args.seed,
+            clients=args.clients,
+            workers=args.workers,
+            time_scale=args.time_scale,
+            stack_kill_rate=args.stack_kill_rate,
+            duplicate_rate=args.duplicate_rate,
+            server_url=args.server_url,
+            root=args.root,
+            heal_seconds=args.heal_seconds,
+            stack_log=args.stack_log,
+        )
+    )
+    print(report.render(), flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
