@@ -47,6 +47,20 @@ chaos: install
 openapi: install
 	$(BIN)/python -m payment_outbox_dev.openapi
 
+## The kill chaos run: seeded orders and signed callbacks over HTTP against a live local stack on
+## MariaDB/MySQL (a database of its own, dropped after), random workers and sometimes the whole stack
+## SIGKILLed and restarted; fails if any paid order was lost, doubled or dead-lettered (docs/reliability.md).
+## Options: make chaos-kill ARGS="--orders 1000 --kills 20 --seed 7 --server-url mysql+pymysql://..."
+.PHONY: chaos-kill
+chaos-kill: install
+	$(BIN)/payment-outbox chaos --kill $(ARGS)
+
+## Load: locust drives create + signed callback against a local stack on MariaDB/MySQL for a bounded
+## time and reports orders/s and latency percentiles (docs/load.md). Options: make load ARGS="--workers 1 --seconds 60"
+.PHONY: load
+load: install
+	$(BIN)/python -m payment_outbox_dev.load $(ARGS)
+
 ## Static checks: ruff (lint and format), mypy (strict), the architecture's import contracts
 ## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint, bandit.
 lint: install

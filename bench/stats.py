@@ -127,8 +127,18 @@ class Report:
 
     def write(self, markdown_path: Path, json_path: Path) -> None:
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(self.to_markdown(), encoding="utf-8")
+        markdown_path.write_text(self.to_markdown() + LOAD_SECTION, encoding="utf-8")
         json_path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+#: Kept at the end of every regenerated benchmarks.md: the load figures live in their own document.
+LOAD_SECTION = """
+## Load on the local stack
+
+`make load` drives create + signed callback with locust against a local stack on MariaDB, with one
+worker per function and with the default pool: the figures and how they are taken are in
+[docs/load.md](load.md), kept apart from the benchmark figures above (which `make bench` writes).
+"""
 
 
 def _verdict(target: Target) -> str:

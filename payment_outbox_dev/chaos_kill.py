@@ -103,8 +103,8 @@ def run_kill_chaos(config: KillConfig) -> ChaosReport:
     root = (config.root or _find_root(Path.cwd())).resolve()
     with (
         tempfile.TemporaryDirectory(prefix="payment-outbox-kill-") as scratch,
-        _run_database(config.server_url) as database_url,
-        _emulator(Path(scratch)) as emulator_url,
+        run_database(config.server_url) as database_url,
+        emulator_process(Path(scratch)) as emulator_url,
     ):
         log = config.stack_log or Path(scratch) / "stack.log"
         return _KillRun(config, root, database_url, emulator_url, Path(scratch), log).execute()
@@ -123,14 +123,16 @@ class _KillRun:
         self.scratch = scratch
         self.log = log
         self.rng = random.Random(config.seed)  # noqa: S311 - reproducible plan  # nosec B311
-        self.api_port = _free_port()
+        self.api_port = free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.stack: subprocess.Popen[bytes] | None = None
         self.stack_lock = threading.Lock()
         self.stack_up = threading.Event()
         self.db = create_engine(database_url)
         self.tally = _Tally()
-        self.report = ChaosReport(config.orders, config.seed, "mysql", title="kill chaos run", counts_inside=False)
+        self.report = ChaosReport(
+            config.orders, config.seed, "mysql", title="kill chaos run", counts_inside=False
+        )
         self.paid: list[_Order] = []
         self.done = 0
         self.done_lock = threading.Lock()
@@ -175,8 +177,8 @@ class _KillRun:
         self.report.elapsed_seconds = time.monotonic() - started
         self.report.faults.update(self.tally.counts)
         kills = sum(n for kind, n in self.tally.counts.items() if "SIGKILLed" in kind)
-        self.report.notes.insert(0, f"SIGKILLs:                     {kills} (workers {self.config.workers} per function,"
-                                 f" time scale {self.config.time_scale:g})")  # fmt: skip
+        scale = f"{self.config.workers} worker(s) per function, time scale {self.config.time_scale:g}"
+        self.report.notes.insert(0, f"SIGKILLs:                     {kills} ({scale})")
         self.report.callbacks = self.tally.counts["callback answered"]
         for kind in ("callback answered", "order created"):
             self.report.faults.pop(kind, None)
@@ -186,35 +188,20 @@ class _KillRun:
     # --- the stack --------------------------------------------------------------------------------
 
     def _start_stack(self) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL", "AWS_PROFILE")
-        }
-        command = [
-            sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(self.root), "local",
-            "--api-port", str(self.api_port), "--emulator-url", self.emulator_url,
-            "--database-url", self.database_url, "--data-dir", str(self.scratch / "stack"),
-            "--workers", str(self.config.workers), "--time-scale", repr(self.config.time_scale),
-            "--webhook-secret", KILL_WEBHOOK_SECRET, "--poll-interval", "0.2",
-        ]  # fmt: skip
-        with self.log.open("ab") as sink:
-            # A session of its own: one killpg takes the supervisor and all its workers.
-            process = subprocess.Popen(  # noqa: S603
-                command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True
-            )
+        process = start_stack(
+            self.root,
+            api_port=self.api_port,
+            emulator_url=self.emulator_url,
+            database_url=self.database_url,
+            data_dir=self.scratch / "stack",
+            workers=self.config.workers,
+            time_scale=self.config.time_scale,
+            webhook_secret=KILL_WEBHOOK_SECRET,
+            log=self.log,
+        )
         with self.stack_lock:
             self.stack = process
-        ends = time.monotonic() + START_DEADLINE_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the stack exited with {process.returncode}: see {self.log}")
-            with contextlib.suppress(OSError, ValueError):
-                if self._request("GET", "/_local/routes", timeout=5)[0] == 200:
-                    break
-            if time.monotonic() > ends:
-                raise RuntimeError(f"the stack did not answer within {START_DEADLINE_SECONDS:.0f} s")
-            time.sleep(0.3)
+        wait_until_serving(self.api, process, self.log)
         self.stack_up.set()
 
     def _kill_stack(self) -> None:
@@ -336,7 +323,9 @@ class _KillRun:
         self._until_answered("callback", "POST", "/payments/notify", body, expect=200, signed=True)
         self.tally.add("callback answered")
         if plan.duplicate:
-            self._until_answered("duplicate callback", "POST", "/payments/notify", body, expect=200, signed=True)
+            self._until_answered(
+                "duplicate callback", "POST", "/payments/notify", body, expect=200, signed=True
+            )
             self.tally.add("duplicate callback answered 200")
             self.tally.add("callback answered")
         with self.done_lock:
@@ -372,7 +361,10 @@ class _KillRun:
         timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> tuple[int, Any]:  # fmt: skip
         request = urllib.request.Request(  # noqa: S310 - the stack's loopback URL
-            self.api + path, data=None if body is None else body.encode(), method=method, headers=headers or {}
+            self.api + path,
+            data=None if body is None else body.encode(),
+            method=method,
+            headers=headers or {},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310
@@ -399,7 +391,9 @@ class _KillRun:
         settle = 2 * max(1.0, 180 * self.config.time_scale)
         while time.monotonic() - started < self.config.heal_seconds:
             with self.db.connect() as conn:
-                pending = int(conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one())
+                pending = int(
+                    conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one()
+                )
             left = queued(sqs, [refs[q] for q in CONSUMERS])
             if pending == 0 and left == 0:
                 quiet_since = quiet_since or time.monotonic()
@@ -423,9 +417,19 @@ class _KillRun:
             sqs=self._aws("sqs"),
             refs=refs,
             sms_texts=sms_texts,
+            sms_resends_allowed=self._sms_consumer_deaths(),
         )
         if len(self.paid) != self.config.orders:
             self.report.problems.append(f"{self.config.orders - len(self.paid)} order(s) never paid")
+
+    def _sms_consumer_deaths(self) -> int:
+        """The kills that may have landed between an SMS send and its delivery record: SMS consumer
+        workers killed mid-invocation, and every SMS worker at each whole-stack kill (at most one
+        record of a batch is in that window at a time)."""
+        counts = self.tally.counts
+        stack_kills = sum(n for kind, n in counts.items() if kind.startswith("whole stack"))
+        mid_invocation = counts["worker SIGKILLed mid-invocation: SmsConsumerFunction"]
+        return mid_invocation + stack_kills * self.config.workers
 
     def _aws(self, service: str) -> Any:
         import boto3
@@ -435,7 +439,7 @@ class _KillRun:
             endpoint_url=self.emulator_url,
             region_name="us-east-1",
             aws_access_key_id="local",
-            aws_secret_access_key="local",  # nosec B106 - emulator credentials
+            aws_secret_access_key="local",  # noqa: S106  # nosec B106 - emulator credentials
         )
 
 
@@ -443,7 +447,7 @@ class _KillRun:
 
 
 @contextlib.contextmanager
-def _run_database(server_url: str) -> Iterator[str]:
+def run_database(server_url: str) -> Iterator[str]:
     """A database unique to the run on the server, dropped at the end whatever happens."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -464,17 +468,17 @@ def _run_database(server_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _emulator(scratch: Path) -> Iterator[str]:
+def emulator_process(scratch: Path) -> Iterator[str]:
     """The emulator in a process of its own: killing the stack never touches SQS or DynamoDB state."""
     log = (scratch / "emulator.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "-m", "payment_outbox_dev.emulator", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,
     )
     try:
-        assert process.stdout is not None  # noqa: S101 - set by PIPE
+        assert process.stdout is not None
         line = process.stdout.readline().decode().strip()
         if not line.startswith("emulator "):
             raise RuntimeError(f"the emulator did not start: {line!r}")
@@ -489,7 +493,55 @@ def _emulator(scratch: Path) -> Iterator[str]:
         log.close()
 
 
-def _free_port() -> int:
+def start_stack(
+    root: Path,
+    *,
+    api_port: int,
+    emulator_url: str,
+    database_url: str,
+    data_dir: Path,
+    workers: int,
+    time_scale: float,
+    webhook_secret: str,
+    log: Path,
+) -> subprocess.Popen[bytes]:
+    """``payment-outbox local`` on an emulator of its own, in a session of its own: one ``killpg``
+    takes the supervisor and all its workers, as a host dying would."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL", "AWS_PROFILE")
+    }
+    command = [
+        sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(root), "local",
+        "--api-port", str(api_port), "--emulator-url", emulator_url,
+        "--database-url", database_url, "--data-dir", str(data_dir),
+        "--workers", str(workers), "--time-scale", repr(time_scale),
+        "--webhook-secret", webhook_secret, "--poll-interval", "0.2",
+    ]  # fmt: skip
+    with log.open("ab") as sink:
+        return subprocess.Popen(  # noqa: S603
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
+
+
+def wait_until_serving(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    ends = time.monotonic() + START_DEADLINE_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the stack exited with {process.returncode}: see {log}")
+        with (
+            contextlib.suppress(OSError, ValueError),
+            urllib.request.urlopen(f"{api}/_local/routes", timeout=5) as response,  # noqa: S310  # nosec B310
+        ):
+            if response.status == 200:
+                return
+        if time.monotonic() > ends:
+            raise RuntimeError(f"the stack did not answer within {START_DEADLINE_SECONDS:.0f} s")
+        time.sleep(0.3)
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -508,10 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     from payment_outbox_dev.cli import positive_fraction
 
     parser = argparse.ArgumentParser(
-        prog="payment-outbox chaos --kill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="payment-outbox chaos --kill",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--orders", type=int, default=KillConfig.orders)
-    parser.add_argument("--kills", type=int, default=KillConfig.kills, help="SIGKILLs at least (workers or stack)")
+    parser.add_argument(
+        "--kills", type=int, default=KillConfig.kills, help="SIGKILLs at least (workers or stack)"
+    )
     parser.add_argument("--seed", type=int, default=KillConfig.seed)
     parser.add_argument("--clients", type=int, default=KillConfig.clients, help="client threads")
     parser.add_argument("--workers", type=int, default=KillConfig.workers, help="workers per function")

@@ -46,7 +46,9 @@ def positive_fraction(text: str) -> float:
         numerator, _, denominator = text.partition("/")
         value = float(numerator) / (float(denominator) if denominator else 1.0)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a positive number such as 0.05 or 1/30, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number such as 0.05 or 1/30, got {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value

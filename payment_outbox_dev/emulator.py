@@ -163,7 +163,8 @@ def sent_sms() -> list[str]:
 
     texts: list[str] = []
     for _account, _region, backend in sns_backends.iter_backends():
-        texts.extend(message for _phone, message, *_ in backend.sms_messages.values())
+        sms: dict[str, tuple[str, str]] = getattr(backend, "sms_messages", {})
+        texts.extend(message for _phone, message, *_ in sms.values())
     return texts
 
 

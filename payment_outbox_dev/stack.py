@@ -37,12 +37,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 import warnings
-import socket
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,17 +62,24 @@ from payment_outbox_dev.provision import Provisioned, provision
 from payment_outbox_dev.template import (
     AlarmSpec,
     Route,
-    api_routes,
     ScheduleSource,
     SqsEventSource,
     alarms,
+    api_routes,
     load_template,
     resources_of_type,
     schedules,
     sqs_event_sources,
 )
 from payment_outbox_dev.timing import DEFAULT_TIME_SCALE, Timing, scaled_timing
-from payment_outbox_dev.workers import FunctionPool, InvocationFailed, Outcome, WorkerDied, WorkerSpec, worker_context
+from payment_outbox_dev.workers import (
+    FunctionPool,
+    InvocationFailed,
+    Outcome,
+    WorkerDied,
+    WorkerSpec,
+    worker_context,
+)
 
 #: The webhook secret the local stack verifies callbacks with unless told otherwise.
 LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
@@ -801,7 +808,9 @@ class LocalStack:
             detail = " ".join(f"{k}={v}" for k, v in extras.items())
             self.narrator.say(
                 "log",
-                mask_phones(f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"),
+                mask_phones(
+                    f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"
+                ),
             )
         else:
             self.narrator.say("out", mask_phones(f"{function}: {line}"))
@@ -841,7 +850,7 @@ def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             try:
                 self._answer()
-            except (ConnectionError, TimeoutError, socket.timeout) as exc:
+            except (ConnectionError, TimeoutError) as exc:
                 # The client went away: nothing to answer, nothing to print but one line.
                 self.close_connection = True
                 stack.narrator.say("http", f"{self.command} {self.path}: client gone ({_describe(exc)})")

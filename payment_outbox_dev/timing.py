@@ -138,7 +138,9 @@ def scaled_timing(template: dict[str, Any], scale: float, parameters: dict[str, 
     global_timeout = float(template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
     resources = template.get("Resources", {})
     timeouts = {
-        spec.logical_id: float(resources[spec.logical_id].get("Properties", {}).get("Timeout", global_timeout))
+        spec.logical_id: float(
+            resources[spec.logical_id].get("Properties", {}).get("Timeout", global_timeout)
+        )
         * scale
         for spec in functions(template)
     }
@@ -181,7 +183,8 @@ def scaled_timing(template: dict[str, Any], scale: float, parameters: dict[str, 
 
 def _margins(template: dict[str, Any], relay: str | None) -> dict[str, float]:
     """The functions whose handlers budget by the context's remaining time, with their margins."""
-    from payment_outbox.services import janitor, relay as relay_service
+    from payment_outbox.services import janitor
+    from payment_outbox.services import relay as relay_service
 
     margins = {relay: relay_service.SAFETY_MARGIN_MS / 1000} if relay else {}
     for spec in functions(template):

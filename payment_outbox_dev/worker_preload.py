@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3  # noqa: F401
 import botocore.session  # noqa: F401
-import pymysql  # noqa: F401
+import pymysql  # type: ignore[import-untyped]  # noqa: F401
 import sqlalchemy  # noqa: F401
 from aws_lambda_powertools import Logger, Metrics, Tracer  # noqa: F401
 from aws_lambda_powertools.utilities.batch import BatchProcessor  # noqa: F401

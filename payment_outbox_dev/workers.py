@@ -284,7 +284,9 @@ class FunctionPool:
         worker = _Worker(process, parent, self.function)
         if not parent.poll(INIT_DEADLINE_SECONDS):
             process.kill()
-            raise RuntimeError(f"{self.function}: a worker did not finish its init in {INIT_DEADLINE_SECONDS} s")
+            raise RuntimeError(
+                f"{self.function}: a worker did not finish its init in {INIT_DEADLINE_SECONDS} s"
+            )
         while True:
             try:
                 message = parent.recv()
@@ -399,8 +401,8 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         try:
             result = functions.invoke(spec.logical_id, message[1])
         except Exception as exc:
-            send(("error", type(exc).__name__, mask_phones(_message_of(exc)), mask_phones(traceback.format_exc()),
-                  {}))  # fmt: skip
+            trace = mask_phones(traceback.format_exc())
+            send(("error", type(exc).__name__, mask_phones(_message_of(exc)), trace, {}))
             continue
         sys.stdout.flush()
         send(("ok", result, _record_errors(functions, spec.logical_id)))

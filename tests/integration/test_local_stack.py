@@ -462,3 +462,69 @@ def test_the_installed_console_script_invokes_by_short_name(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["statusCode"] == 201
     assert "PaymentApiFunction returned" in result.stderr
+
+
+# --- HTTP front: 100-continue, clients that go away, why a record failed -------------------------------
+
+
+def _raw(stack: RunningStack) -> socket.socket:
+    host, port = stack.api.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(stack: RunningStack) -> None:
+    # Given a client that announces a body and waits for the go-ahead, as curl does for large bodies
+    body = json.dumps({"userId": _user_id(), "phone": "+8613812345678", "amount": "3.00"}).encode()
+    with _raw(stack) as client:
+        client.sendall(
+            b"POST /orders HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        # When it waits for the interim answer, Then 100 Continue comes at once
+        interim = client.recv(64)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        # And the body then gets the function's answer
+        client.sendall(body)
+        answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+
+
+def test_a_client_that_disconnects_mid_request_prints_no_traceback(stack: RunningStack) -> None:
+    # Given clients that go away: one mid-body, one right after its headers, one resetting the connection
+    for partial in (
+        b'POST /orders HTTP/1.1\r\nHost: local\r\nContent-Length: 500\r\n\r\n{"userId": 1',
+        b"GET /orders/1 HTTP/1.1\r\nHost: local\r\n",
+    ):
+        with _raw(stack) as client:
+            client.sendall(partial)
+    with _raw(stack) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.sendall(b"POST /orders HTTP/1.1\r\nHost: local\r\nContent-Length: 50\r\n\r\n{")
+
+    # When the stack goes on serving
+    assert stack.http("GET", "/_local/routes")[0] == 200
+
+    # Then its output holds no traceback
+    time.sleep(0.5)
+    assert "Traceback" not in stack.output()
+
+
+def test_a_retry_line_names_the_error_that_failed_the_record(stack: RunningStack) -> None:
+    # Given a message on the topic the SMS consumer cannot parse
+    resources = stack.resources()
+    poison = f"not json either {time.monotonic_ns()}"
+    stack.aws("sns").publish(
+        TopicArn=resources["OrderEventsTopic"],
+        Message=poison,
+        MessageAttributes={"topic": {"DataType": "String", "StringValue": "topic.sms"}},
+    )
+
+    # When the consumer fails it, Then the retry line says why: the exception's class and message
+    def named() -> str | None:
+        lines = [
+            line for line in stack.output().splitlines() if "SmsQueue" in line and "failed (receive" in line
+        ]
+        return next((line for line in lines if "(not an envelope)" in line and "Invalid" in line), None)
+
+    line = wait_for("a retry line naming the error", named)
+    assert "reported failed by the function" not in line

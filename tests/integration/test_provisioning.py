@@ -53,7 +53,9 @@ def _same(expected: str, reported: str) -> bool:
     return bool(_json_or_text(expected) == _json_or_text(reported))
 
 
-def test_every_queue_attribute_the_template_sets_is_what_the_emulator_reports(provisioned: Provisioned) -> None:
+def test_every_queue_attribute_the_template_sets_is_what_the_emulator_reports(
+    provisioned: Provisioned,
+) -> None:
     sqs = boto3.client("sqs", region_name=REGION)
     queues = resources_of_type(TEMPLATE, "AWS::SQS::Queue")
     assert queues
@@ -110,7 +112,9 @@ def test_every_topic_and_subscription_attribute_is_the_templates(provisioned: Pr
     subscriptions = [
         sub
         for topic in resources_of_type(TEMPLATE, "AWS::SNS::Topic")
-        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=provisioned.refs[topic])
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
+            TopicArn=provisioned.refs[topic]
+        )
         for sub in page["Subscriptions"]
     ]
     for logical_id, resource in resources_of_type(TEMPLATE, "AWS::SNS::Subscription").items():
@@ -134,7 +138,9 @@ def test_every_table_setting_of_the_template_is_the_emulators(provisioned: Provi
         name = provisioned.refs[logical_id]
         table = dynamodb.describe_table(TableName=name)["Table"]
         assert table["KeySchema"] == props["KeySchema"], logical_id
-        assert sorted(table["AttributeDefinitions"], key=str) == sorted(props["AttributeDefinitions"], key=str)
+        assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+            props["AttributeDefinitions"], key=str
+        )
         if "BillingMode" in props:
             assert table["BillingModeSummary"]["BillingMode"] == props["BillingMode"], logical_id
         if props.get("SSESpecification", {}).get("SSEEnabled"):

@@ -41,9 +41,13 @@ def test_local_defaults_are_the_documented_ports_interval_and_data_dir() -> None
     # Given no options, When `local` is parsed
     args = cli.build_parser().parse_args(["local"])
 
-    # Then the API is on 3000, the emulator on 5000, the relay every 5 s, data in .local-stack
+    # Then the API is on 3000, the emulator on 5000, time at 1/15, 2 workers, data in .local-stack
     assert (args.api_port, args.emulator_port, args.host) == (3000, 5000, "127.0.0.1")
-    assert args.relay_interval == 5.0
+    assert args.time_scale == pytest.approx(1 / 15)
+    assert args.workers == 2
+    assert cli.build_parser().parse_args(["local", "--time-scale", "1/30"]).time_scale == pytest.approx(
+        1 / 30
+    )
     assert args.data_dir == Path(".local-stack")
     assert args.verbose is False
 

@@ -62,7 +62,9 @@ def test_every_duration_is_shortened_by_the_one_factor_and_every_ordering_still_
     for source in sqs_event_sources(TEMPLATE):
         template_visibility = TEMPLATE["Resources"][source.queue]["Properties"]["VisibilityTimeout"]
         # whole seconds, rounded up: only ever longer, so the ordering cannot flip
-        assert template_visibility * scale <= timing.visibilities[source.queue] < template_visibility * scale + 1
+        assert (
+            template_visibility * scale <= timing.visibilities[source.queue] < template_visibility * scale + 1
+        )
         # And the in-progress lock of a record whose consumer died ends before the record comes back
         assert timing.in_progress_window(source.function) < timing.visibilities[source.queue]
     # And the relay's lease outlasts any relay run

@@ -1,0 +1,55 @@
+"""Load on the local stack: each simulated provider client creates an order and pays it with a signed
+callback, as fast as the stack answers.
+
+    locust -f payment_outbox_dev/locustfile.py --host http://127.0.0.1:3000
+    make load                      # a stack of its own on MariaDB, headless, bounded, with a summary
+
+The callback is signed with $LOAD_WEBHOOK_SECRET (default: the local stack's secret). A paid order
+is one ``POST /payments/notify`` answered 200; the relay and consumers work behind it as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+from locust import HttpUser, constant, task
+
+from payment_outbox.domain.signature import sign
+
+SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret")
+CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
+
+
+class PayingCustomer(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    def create_and_pay(self) -> None:
+        user_id = random.randrange(1, 10_000)  # noqa: S311 - load data  # nosec B311
+        amount = f"{random.randrange(1, 500)}.{random.randrange(100):02d}"  # noqa: S311  # nosec B311
+        created = self.client.post(
+            "/orders", json={"userId": user_id, "phone": "+8613812345678", "amount": amount}, name=CREATE
+        )
+        if created.status_code != 201:
+            return
+        order = created.json()
+        body = json.dumps(
+            {
+                "orderNo": order["orderNo"],
+                "transactionId": f"txn-{order['orderNo']}",
+                "amount": order["amount"],
+                "paidAt": "2026-11-30T10:15:00Z",
+            }
+        )
+        self.client.post(
+            "/payments/notify",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Signature": sign(body.encode(), SECRET, int(time.time())),
+            },
+            name=NOTIFY,
+        )
