@@ -14,7 +14,7 @@ import argparse
 import csv
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 - starts this project's own processes
 import sys
 import tempfile
 from pathlib import Path
@@ -57,7 +57,7 @@ def run_load(
             try:
                 wait_until_serving(api, stack, log)
                 locust = Path(sys.executable).parent / "locust"
-                subprocess.run(  # noqa: S603
+                subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, no shell
                     [
                         str(locust),
                         "-f",

@@ -393,7 +393,7 @@ class LocalStack:
         try:
             try:
                 self.start()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self.narrator.say("error", f"cannot start: {exc}")
                 return 1
             while not requested.wait(0.5):
@@ -537,7 +537,7 @@ class LocalStack:
             self.narrator.say("error", f"{method} {path}: {exc}; answered 502")
             return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
         except InvocationFailed as exc:
-            self.narrator.say("error", f"{method} {path}: the function raised {exc}; answered 502")
+            self.narrator.say("error", f"{method} {path}: the function raised {_why(exc)}; answered 502")
             if self.config.verbose:
                 self.narrator.raw(exc.trace)
             return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
@@ -681,7 +681,10 @@ class LocalStack:
             if self._stop.is_set() and isinstance(delivery.error, (WorkerDied, RuntimeError)):
                 return  # stopping: the batch goes back to the queue untouched
             outcome = self.functions.last_outcome() if delivery.error is None else None
-            self._narrate_delivery(source, delivery, max_receives, outcome.record_errors if outcome else {})
+            errors = outcome.record_errors if outcome else {}
+            if isinstance(delivery.error, InvocationFailed):
+                errors = delivery.error.record_errors
+            self._narrate_delivery(source, delivery, max_receives, errors)
 
     def _narrate_delivery(
         self,
@@ -698,8 +701,7 @@ class LocalStack:
         elif delivery.error is not None:
             self.narrator.say(
                 "error",
-                f"{source.queue} → {source.function} raised {_describe(delivery.error)}"
-                " (the whole batch failed)",
+                f"{source.queue} → {source.function} raised {_why(delivery.error)} (the whole batch failed)",
             )
         ok = [m for m in delivery.messages if m["MessageId"] not in delivery.failed_ids]
         if ok:
@@ -716,11 +718,9 @@ class LocalStack:
                 if max_receives and receives >= max_receives
                 else f"back in {visibility} s"
             )
-            why = record_errors.get(message["MessageId"]) or (
-                str(delivery.error) if isinstance(delivery.error, WorkerDied) else None
-            )
+            why = record_errors.get(message["MessageId"])
             if why is None and delivery.error is not None:
-                why = _describe(delivery.error)
+                why = _why(delivery.error)
             self.narrator.say(
                 "retry" if not (max_receives and receives >= max_receives) else "dlq",
                 f"{source.queue} → {source.function}: record [{_describe_message(message)}] failed"
@@ -885,6 +885,11 @@ def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                 stack.narrator.say("http", f"{self.command} {url.path} → {status} ({elapsed:.0f} ms)")
 
     return Handler
+
+
+def _why(error: BaseException) -> str:
+    """A worker's death or a handler's exception as they describe themselves; others by class."""
+    return str(error) if isinstance(error, WorkerDied | InvocationFailed) else _describe(error)
 
 
 class _ApiServer(ThreadingHTTPServer):

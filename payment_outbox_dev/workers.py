@@ -68,9 +68,11 @@ class WorkerDied(Exception):
 class InvocationFailed(Exception):
     """The handler raised: Lambda reports the error type and message (the worker lives on)."""
 
-    def __init__(self, error_type: str, message: str, trace: str) -> None:
+    def __init__(self, error_type: str, message: str, trace: str, record_errors: dict[str, str]) -> None:
         self.error_type, self.message, self.trace = error_type, message, trace
-        super().__init__(f"{error_type}: {message}")
+        #: SQS message id -> why its record failed (when the handler raised because every one did).
+        self.record_errors = record_errors
+        super().__init__(f"{error_type}: {message}" if message else error_type)
 
 
 @dataclass
@@ -169,8 +171,8 @@ class FunctionPool:
                 elif kind == "ok":
                     return Outcome(message[1], message[2], worker.pid, time.monotonic() - started)
                 elif kind == "error":
-                    _, error_type, text, trace, _errors = message
-                    raise InvocationFailed(error_type, text, trace)
+                    _, error_type, text, trace, errors = message
+                    raise InvocationFailed(error_type, text, trace, errors)
         except (EOFError, OSError):
             died = True
         finally:
@@ -402,7 +404,8 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
             result = functions.invoke(spec.logical_id, message[1])
         except Exception as exc:
             trace = mask_phones(traceback.format_exc())
-            send(("error", type(exc).__name__, mask_phones(_message_of(exc)), trace, {}))
+            errors = _record_errors(functions, spec.logical_id)
+            send(("error", type(exc).__name__, mask_phones(_message_of(exc)), trace, errors))
             continue
         sys.stdout.flush()
         send(("ok", result, _record_errors(functions, spec.logical_id)))

@@ -37,6 +37,8 @@ pytestmark = pytest.mark.local_stack
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 DEADLINE_SECONDS = 20.0
+#: The shortest time scale that keeps the template's orderings (the relay's timeout above its reserve).
+TIME_SCALE = "1/15"
 START_DEADLINE_SECONDS = 45.0
 MISSING = {"message": "Missing Authentication Token"}
 T = TypeVar("T")
@@ -154,7 +156,7 @@ def start_stack(data_dir: Path, log: Path, *extra_args: str) -> RunningStack:
     command = [
         sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(ROOT), "local",
         "--api-port", str(api_port), "--emulator-port", str(emulator_port), "--data-dir", str(data_dir),
-        "--poll-interval", "0.5", "--time-scale", "1/60", *extra_args,
+        "--poll-interval", "0.5", "--time-scale", TIME_SCALE, *extra_args,
     ]  # fmt: skip
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # noqa: S603
@@ -273,7 +275,11 @@ def test_a_record_its_consumer_fails_is_received_again_and_finally_lands_in_the_
         ).get("Messages", [])
         return next((m for m in messages if m["Body"] == poison), None)
 
-    message = wait_for("the poison message in the points DLQ", dead_lettered, deadline=40)
+    # (each receive comes a visibility timeout after the last: the template's, time-scaled)
+    visibility = stack.http("GET", "/_local/workers")[1]["timing"]["visibilityTimeouts"]["PointsQueue"]
+    message = wait_for(
+        "the poison message in the points DLQ", dead_lettered, deadline=max_receives * visibility + 30
+    )
 
     # Then it was received maxReceiveCount times from the queue before the redrive moved it
     assert int(message["Attributes"]["ApproximateReceiveCount"]) > max_receives
