@@ -534,3 +534,60 @@ def test_a_retry_line_names_the_error_that_failed_the_record(stack: RunningStack
 
     line = wait_for("a retry line naming the error", named)
     assert "reported failed by the function" not in line
+
+
+# --- time: the template's orderings, on the running stack -----------------------------------------------
+
+
+def test_the_running_stack_keeps_every_ordering_of_the_template(stack: RunningStack) -> None:
+    from payment_outbox_dev.cli import positive_fraction
+    from payment_outbox_dev.timing import scaled_timing
+
+    # Given the timing derived from the template at the stack's time scale
+    expected = scaled_timing(TEMPLATE, positive_fraction(TIME_SCALE))
+    assert expected.violations() == []
+
+    # When the running stack is asked for its effective timing
+    status, answer = stack.http("GET", "/_local/workers")
+
+    # Then it is that timing, and the emulator's polled queues really have its visibility timeouts
+    assert status == 200
+    assert answer["timing"] == json.loads(json.dumps(expected.describe()))
+    resources = stack.resources()
+    for queue, seconds in expected.visibilities.items():
+        attributes = stack.aws("sqs").get_queue_attributes(
+            QueueUrl=resources[queue], AttributeNames=["VisibilityTimeout", "MessageRetentionPeriod"]
+        )["Attributes"]
+        assert attributes["VisibilityTimeout"] == str(seconds), queue
+    # And every function the template invokes runs in workers of its own
+    functions_with_workers = {w["function"] for w in answer["workers"] if w["alive"]}
+    assert {r.function for r in api_routes(TEMPLATE)} <= functions_with_workers
+    assert {"PointsConsumerFunction", "SmsConsumerFunction", "OutboxRelayFunction"} <= functions_with_workers
+
+
+def test_the_in_progress_window_is_the_consumers_time_scaled_timeout(stack: RunningStack) -> None:
+    from payment_outbox_dev.cli import positive_fraction
+    from payment_outbox_dev.timing import scaled_timing
+
+    # Given a paid order whose points message was consumed
+    user_id = _user_id()
+    order = stack.create_order(user_id, "7.00")
+    assert stack.pay(order)[0] == 200
+    wait_for("points credited", lambda: stack.balance(user_id) == 7)
+    points_id = next(
+        r["messageId"] for r in stack.outbox_of(order["orderNo"]) if r["topic"] == "topic.points"
+    )
+
+    # When its idempotency record is read
+    items = stack.aws("dynamodb").scan(TableName=stack.resources()["IdempotencyTable"], ConsistentRead=True)
+    record = next(i for i in items["Items"] if points_id in json.dumps(i))
+
+    # Then the INPROGRESS lock it held lasted at most the consumer's time-scaled timeout (the Lambda
+    # context's remaining time), not the template's 30 s: the lock ends long before a redelivery
+    timing = scaled_timing(TEMPLATE, positive_fraction(TIME_SCALE))
+    ttl = 86_400  # IDEMPOTENCY_TTL_SECONDS' default: the completed record's expiry is completion + ttl
+    lock_ends = int(record["in_progress_expiration"]["N"]) / 1000
+    completed = int(record["expiration"]["N"]) - ttl
+    window = timing.in_progress_window("PointsConsumerFunction")
+    assert lock_ends - completed <= window + 1.0  # whole seconds in "expiration"
+    assert window < timing.visibilities["PointsQueue"]
