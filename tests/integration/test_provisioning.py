@@ -36,10 +36,15 @@ TEMPLATE = load_template(ROOT / "template.yaml")
 REGION = "us-east-1"
 
 
-@pytest.fixture
-def provisioned() -> Iterator[Provisioned]:
+#: Attributes the template sets that moto accepts but does not report back (checked nowhere else).
+EMULATOR_DOES_NOT_REPORT = frozenset({"FifoThroughputScope"})
+
+
+@pytest.fixture(params=["false", "true"], ids=["standard", "ordered-delivery"])
+def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
+    """Both shapes of the template: standard, and OrderedDelivery=true (FIFO topic and queues)."""
     with mock_aws():
-        yield provision(TEMPLATE, region=REGION)
+        yield provision(TEMPLATE, region=REGION, parameters={"OrderedDelivery": request.param})
 
 
 def _json_or_text(value: str) -> Any:
@@ -107,6 +112,8 @@ def test_every_topic_and_subscription_attribute_is_the_templates(provisioned: Pr
         expected = topic_attributes(provisioned, resource.get("Properties", {}))
         reported = sns.get_topic_attributes(TopicArn=provisioned.refs[logical_id])["Attributes"]
         for name, value in expected.items():
+            if name in EMULATOR_DOES_NOT_REPORT:
+                continue
             assert _same(value, reported.get(name, "")), (logical_id, name, value, reported.get(name))
 
     subscriptions = [
