@@ -4,9 +4,7 @@ functions resolved against the resources provisioned in moto, and every AWS call
 
 from __future__ import annotations
 
-import copy
 import fnmatch
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,35 +15,15 @@ import pytest
 
 from payment_outbox_dev.harness import ACCOUNT, REGION, current_function
 from payment_outbox_dev.provision import Provisioned
+from payment_outbox_dev.template_proofs import transform_offline
+
+#: The offline SAM transform is the proofs' own (payment_outbox_dev.template_proofs); re-exported here.
+__all__ = ["transform_offline"]
 
 #: Environment variables Powertools itself reads (service name, metrics namespace, log level).
 POWERTOOLS_VARIABLES = frozenset(
     {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 )
-
-
-class _NoManagedPolicies:
-    """The transform asks IAM for managed policy ARNs only to resolve names; we use none by name."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-def transform_offline(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
-    """Run the SAM transform with aws-sam-translator, no AWS involved."""
-    from samtranslator.translator.transform import transform
-
-    document = copy.deepcopy(template)
-    for logical_id, resource in document["Resources"].items():
-        props = resource.get("Properties", {})
-        # The transform wants S3 locations; `sam build` would upload the folders there.
-        if resource["Type"] == "AWS::Serverless::Function":
-            props["CodeUri"] = f"s3://payment-outbox-artifacts/{logical_id}.zip"
-        elif resource["Type"] == "AWS::Serverless::LayerVersion":
-            props["ContentUri"] = f"s3://payment-outbox-artifacts/{logical_id}.zip"
-    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    transformed: dict[str, Any] = transform(document, parameters, _NoManagedPolicies())  # type: ignore[arg-type]
-    return transformed
 
 
 @dataclass

@@ -20,21 +20,24 @@ schema_migrator = cache(build_schema_migrator)
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     if "ResponseURL" not in event:  # invoked by hand
-        return {"revision": schema_migrator().migrate()}
-    revision, success, reason = "", True, "schema is at head"
-    try:
-        # Deleting the stack leaves the data alone: the schema outlives the stack on purpose.
-        if event["RequestType"] in ("Create", "Update"):
-            revision = schema_migrator().migrate()
-    except Exception:
-        logger.exception("schema migration failed")
-        success, reason = False, "schema migration failed; see the function's log"
-    schema_migrator().answer_cloudformation(
+        return {"revision": schema_migrator().migrate(None)}
+
+    def remaining_seconds() -> float:
+        return context.get_remaining_time_in_millis() / 1000
+
+    def migrate() -> dict[str, str]:
+        # A DDL waiting on a lock gives up before the answer's deadline instead of running on.
+        budget = int(remaining_seconds() - schema_migrator().answer_reserve_seconds)
+        return {"Revision": schema_migrator().migrate(budget)}
+
+    # Deleting the stack leaves the data alone: the schema outlives the stack on purpose. The answer
+    # always goes out, before the function's deadline, whatever the migration does.
+    outcome = schema_migrator().answer_cloudformation(
         event,
-        success=success,
-        reason=reason,
+        work=migrate,
+        remaining_seconds=remaining_seconds,
         physical_resource_id=PHYSICAL_ID,
-        data={"Revision": revision},
         log_stream_name=context.log_stream_name,
+        reserve_seconds=schema_migrator().answer_reserve_seconds,
     )
-    return {"revision": revision}
+    return {"revision": outcome.data.get("Revision", "")}

@@ -25,8 +25,16 @@ class DatabaseSettings(_Settings):
     db_port: int = 3306
     db_name: str | None = None
     db_secret_arn: str | None = None
-    #: Verify the server's certificate (RDS Proxy and Aurora present publicly trusted ones).
+    #: Encrypt and verify the server's certificate and host name (never encrypted without verifying).
     db_tls: bool = False
+    #: Secret holding the PEM CA bundle to verify against; without it, the system's trusted
+    #: authorities, which hold the RDS Proxy's CA but not the RDS CA of an RDS or Aurora endpoint.
+    db_tls_ca_secret_arn: str | None = None
+
+    @field_validator("db_tls_ca_secret_arn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def required_secret_arn(self) -> str:
         if not self.db_secret_arn:

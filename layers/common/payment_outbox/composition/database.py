@@ -18,12 +18,19 @@ def connect_database(settings: DatabaseSettings, clients: AwsClients) -> Databas
     if settings.database_url is not None:
         return Database.at_url(settings.database_url.get_secret_value())
     secret = CachedSecret(settings.required_secret_arn(), clients.factory("secretsmanager"))
+    # The CA bundle an RDS or Aurora endpoint needs (no system store holds the RDS CA).
+    ca_bundle = (
+        CachedSecret(settings.db_tls_ca_secret_arn, clients.factory("secretsmanager")).value()
+        if settings.db_tls_ca_secret_arn
+        else None
+    )
     return Database.on_mysql(
         host=settings.db_host,
         port=settings.db_port,
         name=settings.db_name,
         credentials=_credentials_from(secret),
         tls=settings.db_tls,
+        ca_bundle=ca_bundle,
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from payment_outbox.adapters import cfn_response
 from payment_outbox.adapters.aws import AwsClients
@@ -16,15 +15,23 @@ from payment_outbox.settings import DatabaseSettings
 
 @dataclass(frozen=True)
 class SchemaMigrator:
-    #: Brings the database to the newest schema and returns its revision.
-    migrate: Callable[[], str]
-    #: Answers CloudFormation's custom resource request (``cfn_response.send``).
-    answer_cloudformation: Callable[..., None]
+    #: Brings the database to the newest schema and returns its revision; a DDL waits at most the
+    #: given seconds for a lock (None: the server's default).
+    migrate: Callable[[int | None], str]
+    #: Runs work for a custom resource request and answers CloudFormation in time (``cfn_response.answer``).
+    answer_cloudformation: Callable[..., cfn_response.Outcome]
+    #: Seconds kept back from the function's deadline to deliver the answer.
+    answer_reserve_seconds: float
 
 
 def build_schema_migrator() -> SchemaMigrator:
     database = connect_database(DatabaseSettings(), AwsClients())
+
+    def migrate(lock_wait_seconds: int | None = None) -> str:
+        return migrate_schema(AlembicSchemaMigrations(database.engine, lock_wait_seconds=lock_wait_seconds))
+
     return SchemaMigrator(
-        migrate=partial(migrate_schema, AlembicSchemaMigrations(database.engine)),
-        answer_cloudformation=cfn_response.send,
+        migrate=migrate,
+        answer_cloudformation=cfn_response.answer,
+        answer_reserve_seconds=cfn_response.ANSWER_RESERVE_SECONDS,
     )

@@ -24,11 +24,19 @@ class Database:
 
     @classmethod
     def on_mysql(
-        cls, *, host: str | None, port: int, name: str | None, credentials: CredentialsProvider, tls: bool
+        cls,
+        *,
+        host: str | None,
+        port: int,
+        name: str | None,
+        credentials: CredentialsProvider,
+        tls: bool,
+        ca_bundle: str | None = None,
     ) -> Database:
-        """MySQL at ``host``, with no password in the URL: each new connection asks ``credentials``."""
+        """MySQL at ``host``, with no password in the URL: each new connection asks ``credentials``.
+        With ``tls`` the server is verified against ``ca_bundle`` (PEM) or the system's authorities."""
         url = URL.create("mysql+pymysql", host=host, port=port, database=name, query={"charset": "utf8mb4"})
-        return cls._on(make_engine(url.render_as_string(), credentials, tls=tls))
+        return cls._on(make_engine(url.render_as_string(), credentials, tls=tls, ca_bundle=ca_bundle))
 
     @classmethod
     def _on(cls, engine: Engine) -> Database:

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_outbox.errors import ConfigurationError
+
 #: MySQL's "Access denied": the password we hold was rotated away.
 ER_ACCESS_DENIED = 1045
 
@@ -17,12 +19,20 @@ ER_ACCESS_DENIED = 1045
 CredentialsProvider = Callable[[bool], tuple[str, str]]
 
 
-def make_engine(url: str, credentials: CredentialsProvider | None = None, *, tls: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    credentials: CredentialsProvider | None = None,
+    *,
+    tls: bool = False,
+    ca_bundle: str | None = None,
+) -> Engine:
     """An engine for ``url``. With ``credentials``, every new connection asks for the current
     username and password, and one refused with "access denied" is retried once with a refreshed
     secret — so a rotated database password is picked up without a cold start. With ``tls`` the
-    connection is encrypted and the server's certificate and host name are verified against the
-    system's trusted authorities."""
+    connection is encrypted and the server's certificate and host name are verified (see
+    ``tls_context``)."""
+    if ca_bundle and not tls:
+        raise ConfigurationError("a database CA bundle is given but TLS is off (DB_TLS=false)")
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url)
@@ -39,18 +49,25 @@ def make_engine(url: str, credentials: CredentialsProvider | None = None, *, tls
         pool_pre_ping=True,
         pool_recycle=300,
         isolation_level="READ COMMITTED",
-        connect_args={"connect_timeout": 5, **_tls_arguments(tls)},
+        connect_args={"connect_timeout": 5, **({"ssl": tls_context(ca_bundle)} if tls else {})},
     )
     if credentials is not None:
         event.listen(engine, "do_connect", _connect_with(credentials))
     return engine
 
 
-def _tls_arguments(tls: bool) -> dict[str, Any]:
-    if not tls:
-        return {}
-    paths = ssl.get_default_verify_paths()
-    return {"ssl": {"ca": paths.cafile or paths.openssl_cafile, "check_hostname": True}}
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """Verification of the server's certificate and host name, never switched off: against
+    ``ca_bundle`` (PEM) when given, else against the system's trusted authorities. The RDS Proxy
+    presents a publicly trusted certificate; an RDS or Aurora endpoint reached directly presents one
+    signed by the RDS CA, which no system store holds — it needs the bundle."""
+    try:
+        context = ssl.create_default_context(cadata=ca_bundle) if ca_bundle else ssl.create_default_context()
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError("the database CA bundle is not a PEM certificate bundle") from exc
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _connect_with(credentials: CredentialsProvider) -> Callable[..., Any]:

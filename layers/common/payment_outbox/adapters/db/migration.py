@@ -8,11 +8,14 @@ from payment_outbox.migrations.runner import upgrade
 
 
 class AlembicSchemaMigrations:
-    def __init__(self, engine: Engine) -> None:
+    """With ``lock_wait_seconds``, a DDL that waits longer for a table's lock fails instead of waiting."""
+
+    def __init__(self, engine: Engine, *, lock_wait_seconds: int | None = None) -> None:
         self._engine = engine
+        self._lock_wait_seconds = lock_wait_seconds
 
     def upgrade_to_head(self) -> None:
-        upgrade(self._engine)
+        upgrade(self._engine, lock_wait_seconds=self._lock_wait_seconds)
 
     def current_revision(self) -> str | None:
         with self._engine.connect() as conn:

@@ -1,0 +1,725 @@
+"""Offline proofs over template.yaml that CloudFormation only checks during a real deploy.
+
+The template is transformed with aws-sam-translator (no AWS involved), its Conditions and Rules are
+evaluated for given parameter values, and then:
+
+- **deploy order**: CloudFormation creates a resource after everything it references (Ref, GetAtt,
+  Sub, DependsOn); a custom resource must come after all that its function needs at run time, and
+  every function that uses the database after the schema migration;
+- **network reach**: each function in the VPC must reach every AWS service it calls (read from its
+  role: the IAM proof shows role and calls agree) through an endpoint created in the same deployment,
+  or through NAT the operator states with ``SubnetsHaveNat``;
+- **alarm coverage**: every function, queue, dead-letter queue, scheduled function, API and database
+  has an alarm that reaches someone;
+- **operator path**: IAM-authorised routes need only ``execute-api:Invoke`` from their callers;
+- **grants**: every secret a function is configured to read is granted to its role.
+
+Each check returns problems in plain words; an empty list means the deployment holds.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The parameter with which the operator states that the VPC subnets route through a NAT gateway.
+NAT_PARAMETER = "SubnetsHaveNat"
+#: Custom resources answer CloudFormation with a PUT to a pre-signed S3 URL.
+CUSTOM_RESOURCE_RESPONSE_SERVICE = "s3"
+REGION = "us-east-1"
+
+CUSTOM_RESOURCE_TYPE = "AWS::CloudFormation::CustomResource"
+
+_PSEUDO = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::StackId",
+           "AWS::URLSuffix", "AWS::NoValue", "AWS::NotificationARNs"}
+
+
+# --------------------------------------------------------------------------- loading
+
+class _CfnLoader(yaml.SafeLoader):
+    """A safe YAML loader that keeps CloudFormation short tags (!Ref, !GetAtt, ...) as plain data."""
+
+
+def _short_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _short_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506
+    return document
+
+
+class _NoManagedPolicies:
+    """The transform asks IAM for managed policy ARNs only to resolve names; we use none by name."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def transform_offline(template: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the SAM transform with aws-sam-translator, no AWS involved."""
+    from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
+
+    document = copy.deepcopy(template)
+    for logical_id, resource in document["Resources"].items():
+        props = resource.get("Properties", {})
+        # The transform wants S3 locations; `sam build` would upload the folders there.
+        if resource["Type"] == "AWS::Serverless::Function":
+            props["CodeUri"] = f"s3://payment-outbox-artifacts/{logical_id}.zip"
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            props["ContentUri"] = f"s3://payment-outbox-artifacts/{logical_id}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    transformed: dict[str, Any] = transform(document, parameters or {}, _NoManagedPolicies())
+    return transformed
+
+
+# --------------------------------------------------------------------------- parameters, conditions, rules
+
+def parameter_values(template: dict[str, Any], given: dict[str, str]) -> dict[str, str]:
+    """The stack's parameter values: the given ones over the template's defaults."""
+    values = {
+        name: str(spec["Default"])
+        for name, spec in template.get("Parameters", {}).items()
+        if "Default" in spec
+    }
+    values.update(given)
+    return values
+
+
+def _is_list_parameter(template: dict[str, Any], name: str) -> bool:
+    kind = str(template.get("Parameters", {}).get(name, {}).get("Type", ""))
+    return kind.startswith("List<") or kind == "CommaDelimitedList"
+
+
+def _parameter_value(template: dict[str, Any], parameters: dict[str, str], name: str) -> Any:
+    if name not in parameters:
+        raise KeyError(f"parameter {name} has no value")
+    value = parameters[name]
+    return value.split(",") if _is_list_parameter(template, name) else value
+
+
+def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str],
+              conditions: dict[str, bool] | None = None) -> Any:
+    """Evaluate the functions allowed in Conditions and Rules over parameter values."""
+    if isinstance(node, list):
+        return [_evaluate(n, template, parameters, conditions) for n in node]
+    if not isinstance(node, dict):
+        return str(node) if isinstance(node, int | float) and not isinstance(node, bool) else node
+    if len(node) != 1:
+        return node
+    ((key, arg),) = node.items()
+
+    def ev(n: Any) -> Any:
+        return _evaluate(n, template, parameters, conditions)
+
+    if key == "Ref":
+        return _parameter_value(template, parameters, arg)
+    if key == "Fn::Equals":
+        left, right = ev(arg[0]), ev(arg[1])
+        return str(left) == str(right) if not isinstance(left, list) else left == right
+    if key == "Fn::Not":
+        return not ev(arg[0])
+    if key == "Fn::And":
+        return all(ev(a) for a in arg)
+    if key == "Fn::Or":
+        return any(ev(a) for a in arg)
+    if key in ("Condition", "Fn::Condition"):
+        assert conditions is not None
+        return conditions[arg]
+    if key == "Fn::Join":
+        separator, parts = arg
+        values = ev(parts)
+        return separator.join(str(v) for v in (values if isinstance(values, list) else [values]))
+    if key == "Fn::Contains":
+        return str(ev(arg[1])) in [str(v) for v in ev(arg[0])]
+    if key == "Fn::EachMemberEquals":
+        return all(str(v) == str(ev(arg[1])) for v in ev(arg[0]))
+    if key == "Fn::EachMemberIn":
+        allowed = [str(v) for v in ev(arg[1])]
+        return all(str(v) in allowed for v in ev(arg[0]))
+    raise ValueError(f"cannot evaluate {key} here")
+
+
+def evaluate_conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:
+    definitions: dict[str, Any] = template.get("Conditions", {})
+    conditions: dict[str, bool] = {}
+
+    def resolve(name: str) -> bool:
+        if name not in conditions:
+            conditions[name] = bool(_evaluate(definitions[name], template, parameters, _Lazy(resolve)))
+        return conditions[name]
+
+    for name in definitions:
+        resolve(name)
+    return conditions
+
+
+class _Lazy(dict):  # type: ignore[type-arg]
+    """Conditions that refer to other conditions resolve them on first use."""
+
+    def __init__(self, resolve: Any) -> None:
+        super().__init__()
+        self._resolve = resolve
+
+    def __getitem__(self, name: str) -> bool:
+        return bool(self._resolve(name))
+
+
+def refusals(template: dict[str, Any], parameters: dict[str, str]) -> list[str]:
+    """What the template's Rules would refuse at deploy time, with their messages."""
+    messages = []
+    for name, rule in template.get("Rules", {}).items():
+        applies = rule.get("RuleCondition")
+        if applies is not None and not _evaluate(applies, template, parameters):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not _evaluate(assertion["Assert"], template, parameters):
+                text = " ".join(str(assertion.get("AssertDescription", name)).split())
+                messages.append(f"{name}: {text}")
+    return messages
+
+
+def _refs_to_parameters(node: Any) -> Iterator[tuple[str, list[str]]]:
+    """(parameter, literal values it is compared with) for every Ref in Conditions/Rules."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _refs_to_parameters(item)
+    elif isinstance(node, dict):
+        for key, arg in node.items():
+            if key in ("Fn::Equals", "Fn::EachMemberEquals") and isinstance(arg, list) and len(arg) == 2:
+                for a, b in (arg, arg[::-1]):
+                    if isinstance(a, dict) and set(a) == {"Ref"} and not isinstance(b, dict):
+                        yield a["Ref"], [str(b)]
+            if key == "Ref":
+                yield arg, []
+            else:
+                yield from _refs_to_parameters(arg)
+
+
+def parameter_combinations(template: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
+    """Every combination of the values that decide a Condition or a Rule: each parameter's allowed
+    values, or the literals it is compared with plus one value unlike them, over ``base``."""
+    specs = template.get("Parameters", {})
+    compared: dict[str, set[str]] = {}
+    for node in (template.get("Conditions", {}), template.get("Rules", {})):
+        for name, literals in _refs_to_parameters(node):
+            if name in specs:
+                compared.setdefault(name, set()).update(literals)
+    choices: dict[str, list[str]] = {}
+    for name, compared_with in sorted(compared.items()):
+        spec = specs[name]
+        if "AllowedValues" in spec:
+            choices[name] = [str(v) for v in spec["AllowedValues"]]
+            continue
+        values = set(compared_with)
+        if "Default" in spec:
+            values.add(str(spec["Default"]))
+        kind = str(spec.get("Type", "String"))
+        values.add("7" if kind == "Number" else "example-value")
+        choices[name] = sorted(values)
+    names = list(choices)
+    return [
+        {**base, **dict(zip(names, combination, strict=True))}
+        for combination in itertools.product(*(choices[n] for n in names))
+    ]
+
+
+# --------------------------------------------------------------------------- one deployment
+
+@dataclass
+class Deployment:
+    """The transformed template with its Conditions decided by one set of parameter values."""
+
+    source: dict[str, Any]
+    transformed: dict[str, Any]
+    parameters: dict[str, str]
+    conditions: dict[str, bool] = field(init=False)
+    _properties: dict[str, Any] = field(init=False, default_factory=dict)
+    _services: dict[str, set[str]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.conditions = evaluate_conditions(self.transformed, self.parameters)
+
+    @classmethod
+    def of(cls, source: dict[str, Any], transformed: dict[str, Any], given: dict[str, str]) -> Deployment:
+        return cls(source, transformed, parameter_values(source, given))
+
+    # --- what exists
+
+    @cached_property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.transformed["Resources"].items()
+            if "Condition" not in resource or self.conditions[resource["Condition"]]
+        }
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {i: r for i, r in self.resources.items() if r["Type"] == resource_type}
+
+    def resolve_ifs(self, node: Any) -> Any:
+        """The node with every Fn::If replaced by its branch in this deployment (NoValue dropped)."""
+        if isinstance(node, list):
+            return [v for v in (self.resolve_ifs(n) for n in node) if v != {"Ref": "AWS::NoValue"}]
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                condition, when_true, when_false = node["Fn::If"]
+                return self.resolve_ifs(when_true if self.conditions[condition] else when_false)
+            return {
+                k: v for k, v in ((k, self.resolve_ifs(v)) for k, v in node.items())
+                if v != {"Ref": "AWS::NoValue"}
+            }
+        return node
+
+    def properties(self, logical_id: str) -> dict[str, Any]:
+        if logical_id not in self._properties:
+            self._properties[logical_id] = self.resolve_ifs(self.resources[logical_id].get("Properties", {}))
+        resolved: dict[str, Any] = self._properties[logical_id]
+        return resolved
+
+    # --- creation order
+
+    @cached_property
+    def dependencies(self) -> dict[str, set[str]]:
+        """Each resource's direct dependencies as CloudFormation sees them."""
+        graph: dict[str, set[str]] = {}
+        for logical_id, resource in self.resources.items():
+            named = set(_referenced(self.properties(logical_id)))
+            named |= set(_referenced(self.resolve_ifs(resource.get("Metadata", {}))))
+            depends_on = resource.get("DependsOn", [])
+            named |= {depends_on} if isinstance(depends_on, str) else set(depends_on)
+            graph[logical_id] = {n for n in named if n in self.transformed["Resources"]}
+        return graph
+
+    def missing_references(self) -> list[str]:
+        return [
+            f"{logical_id} refers to {target}, which this deployment does not create"
+            for logical_id, targets in self.dependencies.items()
+            for target in sorted(targets)
+            if target not in self.resources
+        ]
+
+    def created_before(self, logical_id: str) -> set[str]:
+        """Everything CloudFormation finishes before it starts ``logical_id``."""
+        seen: set[str] = set()
+        stack = list(self.dependencies.get(logical_id, ()))
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.dependencies.get(current, ()))
+        return seen
+
+    # --- functions
+
+    @cached_property
+    def functions(self) -> dict[str, dict[str, Any]]:
+        return self.of_type("AWS::Lambda::Function")
+
+    def environment(self, function_id: str) -> dict[str, Any]:
+        variables: dict[str, Any] = self.properties(function_id).get("Environment", {}).get("Variables", {})
+        return variables
+
+    def in_vpc(self, function_id: str) -> bool:
+        return bool(self.properties(function_id).get("VpcConfig"))
+
+    def uses_database(self, function_id: str) -> bool:
+        return "DB_HOST" in self.environment(function_id)
+
+    @cached_property
+    def _custom_resources(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for logical_id, resource in self.resources.items():
+            if resource["Type"].startswith("Custom::") or resource["Type"] == CUSTOM_RESOURCE_TYPE:
+                target = _referenced_once(self.properties(logical_id).get("ServiceToken"))
+                if target is not None:
+                    found.setdefault(target, []).append(logical_id)
+        return found
+
+    def custom_resources_of(self, function_id: str) -> list[str]:
+        return self._custom_resources.get(function_id, [])
+
+    def log_group_of(self, function_id: str) -> str | None:
+        for logical_id in self.of_type("AWS::Logs::LogGroup"):
+            name = self.properties(logical_id).get("LogGroupName")
+            if isinstance(name, dict) and function_id in set(_referenced(name)):
+                return logical_id
+        return None
+
+    def role_statements(self, function_id: str) -> list[dict[str, Any]]:
+        role = self.properties(function_id).get("Role")
+        role_id = _referenced_once(role)
+        if role_id is None or role_id not in self.resources:
+            return []
+        statements = []
+        for policy in self.properties(role_id).get("Policies", []):
+            document = policy.get("PolicyDocument", {})
+            for statement in _as_list(document.get("Statement", [])):
+                statements.append(statement)
+        return statements
+
+    def services_called(self, function_id: str) -> set[str]:
+        """The AWS services the function's own code calls: the services of its role's inline grants
+        (managed policies are the Lambda service's own: logs, X-Ray, ENIs, queue polling), plus S3 for
+        a custom resource's answer."""
+        if function_id in self._services:
+            return self._services[function_id]
+        services = {
+            str(action).split(":", 1)[0]
+            for statement in self.role_statements(function_id)
+            if statement.get("Effect") == "Allow"
+            for action in _as_list(statement.get("Action", []))
+        }
+        if self.custom_resources_of(function_id):
+            services.add(CUSTOM_RESOURCE_RESPONSE_SERVICE)
+        self._services[function_id] = services
+        return services
+
+    # --- network
+
+    @cached_property
+    def endpoints(self) -> dict[str, list[str]]:
+        """Service name -> the VPC endpoints this deployment creates for it."""
+        found: dict[str, list[str]] = {}
+        for logical_id in self.of_type("AWS::EC2::VPCEndpoint"):
+            name = self.properties(logical_id).get("ServiceName")
+            text = name.get("Fn::Sub") if isinstance(name, dict) else name
+            if isinstance(text, str):
+                found.setdefault(text.rsplit(".", 1)[-1], []).append(logical_id)
+        return found
+
+    def has_nat(self) -> bool:
+        return self.parameters.get(NAT_PARAMETER) == "true"
+
+
+# --------------------------------------------------------------------------- the proofs
+
+def deploy_order_problems(deployment: Deployment) -> list[str]:
+    problems = list(deployment.missing_references())
+    migrations = [c for f in deployment.functions for c in deployment.custom_resources_of(f)]
+    for function_id in deployment.functions:
+        for custom in deployment.custom_resources_of(function_id):
+            before = deployment.created_before(custom)
+            needed = deployment.created_before(function_id) | {function_id}
+            log_group = deployment.log_group_of(function_id)
+            if log_group is not None:
+                needed.add(log_group)
+            for service in deployment.services_called(function_id):
+                needed.update(deployment.endpoints.get(service, []))
+            if deployment.uses_database(function_id):
+                needed.update(_database_resources(deployment))
+            for missing in sorted(needed - before):
+                problems.append(
+                    f"{custom} (run by {function_id} during the deploy) may start before {missing} "
+                    f"({deployment.resources[missing]['Type']}) exists, which it needs at run time"
+                )
+        if deployment.uses_database(function_id) and not deployment.custom_resources_of(function_id):
+            before = deployment.created_before(function_id)
+            for migration in migrations:
+                if migration not in before:
+                    problems.append(
+                        f"{function_id} uses the database but may go live before {migration} has run"
+                    )
+    return problems
+
+
+def _database_resources(deployment: Deployment) -> set[str]:
+    """The database, its proxy and everything that lets connections through to it."""
+    database = {i for i, r in deployment.resources.items() if r["Type"].startswith("AWS::RDS::")}
+    groups = {g for i in database for g in _referenced(deployment.properties(i))}
+    for logical_id in deployment.of_type("AWS::EC2::SecurityGroupIngress"):
+        if set(_referenced(deployment.properties(logical_id).get("GroupId"))) & groups:
+            database.add(logical_id)
+    return database
+
+
+def network_problems(deployment: Deployment) -> list[str]:
+    if deployment.has_nat():
+        return []
+    endpoints = deployment.endpoints
+    problems = []
+    for function_id in sorted(deployment.functions):
+        if not deployment.in_vpc(function_id):
+            continue
+        for service in sorted(deployment.services_called(function_id)):
+            if service not in endpoints:
+                answers = service == CUSTOM_RESOURCE_RESPONSE_SERVICE and deployment.custom_resources_of(
+                    function_id
+                )
+                why = " (its answer to CloudFormation: the deploy would hang)" if answers else ""
+                problems.append(
+                    f"{function_id} runs in the VPC and calls {service}{why}, but this deployment creates "
+                    f"no {service} endpoint and {NAT_PARAMETER} is not \"true\""
+                )
+    return problems
+
+
+def _metrics_of(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each metric an alarm watches: {namespace, name, dimensions}."""
+    if "MetricName" in alarm:
+        return [{"Namespace": alarm.get("Namespace"), "MetricName": alarm["MetricName"],
+                 "Dimensions": alarm.get("Dimensions", [])}]
+    return [query["MetricStat"]["Metric"] for query in alarm.get("Metrics", []) if "MetricStat" in query]
+
+
+def _dimension(metric: dict[str, Any], name: str) -> Any:
+    return next((d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == name), None)
+
+
+def alarm_problems(deployment: Deployment) -> list[str]:
+    alarms = {i: deployment.properties(i) for i in deployment.of_type("AWS::CloudWatch::Alarm")}
+    problems = []
+
+    def watched(namespace: str, metric_name: str, dimension: str, value: Any,
+                *, on_silence: bool = False) -> bool:
+        for alarm in alarms.values():
+            if on_silence and alarm.get("TreatMissingData") != "breaching":
+                continue
+            for metric in _metrics_of(alarm):
+                if (metric.get("Namespace"), metric.get("MetricName")) == (namespace, metric_name) and (
+                    _dimension(metric, dimension) == value
+                ):
+                    return True
+        return False
+
+    for function_id in sorted(deployment.functions):
+        for metric_name in ("Errors", "Throttles"):
+            if not watched("AWS/Lambda", metric_name, "FunctionName", {"Ref": function_id}):
+                problems.append(f"no alarm watches {function_id}'s {metric_name}")
+    # A scheduled function that stops emits nothing: something must alarm on its silence.
+    for rule_id in deployment.of_type("AWS::Events::Rule"):
+        for target in deployment.properties(rule_id).get("Targets", []):
+            target_id = _referenced_once(target.get("Arn"))
+            if target_id is None or target_id not in deployment.functions:
+                continue
+            function_id = target_id
+            service = deployment.environment(function_id).get("POWERTOOLS_SERVICE_NAME")
+            if not (
+                watched("AWS/Lambda", "Invocations", "FunctionName", {"Ref": function_id}, on_silence=True)
+                or watched("PaymentOutbox", "", "service", service, on_silence=True)
+                or any(
+                    alarm.get("TreatMissingData") == "breaching" and _dimension(m, "service") == service
+                    for alarm in alarms.values() for m in _metrics_of(alarm)
+                )
+            ):
+                problems.append(f"nothing alarms when the scheduled {function_id} stops running")
+    dead_letter = {
+        _referenced_once(deployment.properties(q).get("RedrivePolicy", {}).get("deadLetterTargetArn"))
+        for q in deployment.of_type("AWS::SQS::Queue")
+    }
+    for queue_id in sorted(deployment.of_type("AWS::SQS::Queue")):
+        queue_name = {"Fn::GetAtt": [queue_id, "QueueName"]}
+        if queue_id in dead_letter:
+            if not watched("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue_name):
+                problems.append(f"no alarm fires when a message lands in the dead-letter queue {queue_id}")
+        elif not watched("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue_name):
+            problems.append(f"no alarm fires when messages wait too long in {queue_id}")
+    for api_id in deployment.of_type("AWS::ApiGateway::RestApi"):
+        name = deployment.properties(api_id).get("Name")
+        if name is None or not watched("AWS/ApiGateway", "5XXError", "ApiName", name):
+            problems.append(f"no alarm fires when {api_id} answers 5XX")
+    for cluster_id in deployment.of_type("AWS::RDS::DBCluster"):
+        if not any(
+            m.get("Namespace") == "AWS/RDS" and _dimension(m, "DBClusterIdentifier") == {"Ref": cluster_id}
+            for alarm in alarms.values() for m in _metrics_of(alarm)
+        ):
+            problems.append(f"no alarm watches the database cluster {cluster_id}")
+    for proxy_id in deployment.of_type("AWS::RDS::DBProxy"):
+        if not any(
+            m.get("Namespace") == "AWS/RDS" and _dimension(m, "ProxyName") == {"Ref": proxy_id}
+            for alarm in alarms.values() for m in _metrics_of(alarm)
+        ):
+            problems.append(f"no alarm watches the database proxy {proxy_id}")
+    problems += _alarm_math_problems(alarms)
+    problems += _alarm_delivery_problems(deployment, alarms)
+    return problems
+
+
+def _alarm_math_problems(alarms: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for alarm_id, alarm in sorted(alarms.items()):
+        queries = alarm.get("Metrics", [])
+        if len(queries) > 10:
+            problems.append(f"{alarm_id} has {len(queries)} metric queries; CloudWatch allows 10")
+        stats = [q for q in queries if "MetricStat" in q]
+        for query in queries:
+            expression = query.get("Expression")
+            if expression and len(stats) > 1 and "FILL(" not in expression.replace(" ", ""):
+                problems.append(
+                    f"{alarm_id}'s expression {expression!r} drops out whenever one of its metrics has no "
+                    "datapoint (wrap them in FILL(..., 0))"
+                )
+    return problems
+
+
+def _alarm_delivery_problems(deployment: Deployment, alarms: dict[str, dict[str, Any]]) -> list[str]:
+    subscribed = {
+        _referenced_once(deployment.properties(s).get("TopicArn"))
+        for s in deployment.of_type("AWS::SNS::Subscription")
+    }
+    problems = []
+    for alarm_id, alarm in sorted(alarms.items()):
+        topics = [_referenced_once(a) for a in alarm.get("AlarmActions", [])]
+        if not topics:
+            problems.append(f"{alarm_id} has no alarm action: it would change state silently")
+        for topic in topics:
+            if topic not in subscribed and deployment.parameters.get("OpsAlarmEmail") != "none":
+                problems.append(
+                    f"{alarm_id} notifies {topic}, which nobody is subscribed to: set OpsAlarmEmail"
+                )
+    return sorted(set(problems))
+
+
+def operator_path_problems(deployment: Deployment) -> list[str]:
+    """IAM-authorised routes must need only execute-api:Invoke: API Gateway invokes the function with
+    its own permission (no per-caller credentials), which a Lambda permission grants."""
+    problems = []
+    permissions = [deployment.properties(p) for p in deployment.of_type("AWS::Lambda::Permission")]
+    for api_id in deployment.of_type("AWS::ApiGateway::RestApi"):
+        body = deployment.properties(api_id).get("Body", {})
+        for path, methods in body.get("paths", {}).items():
+            for method, operation in methods.items():
+                if not isinstance(operation, dict):
+                    continue
+                security = [name for entry in operation.get("security", []) for name in entry]
+                if "AWS_IAM" not in security:
+                    continue
+                integration = operation.get("x-amazon-apigateway-integration", {})
+                route = f"{method.upper()} {path}"
+                if "credentials" in integration:
+                    problems.append(
+                        f"{route} invokes its function with the caller's credentials: every operator "
+                        "would need lambda:InvokeFunction besides execute-api:Invoke (else 500)"
+                    )
+                target = next(iter(_referenced(integration.get("uri"))), None)
+                if target and not any(
+                    _referenced_once(p.get("FunctionName")) == target
+                    and p.get("Principal") == "apigateway.amazonaws.com"
+                    for p in permissions
+                ):
+                    problems.append(f"{route}: API Gateway has no permission to invoke {target}")
+    return problems
+
+
+def grant_problems(deployment: Deployment) -> list[str]:
+    """Every secret a function is configured to read is granted to it."""
+    problems = []
+    for function_id in sorted(deployment.functions):
+        granted = [
+            s.get("Resource")
+            for s in deployment.role_statements(function_id)
+            if s.get("Effect") == "Allow" and "secretsmanager:GetSecretValue" in _as_list(s.get("Action", []))
+        ]
+        for name, value in deployment.environment(function_id).items():
+            if not name.endswith("_SECRET_ARN") or _is_empty(deployment, value):
+                continue
+            if not any(_same(value, g) or (isinstance(g, list) and any(_same(value, x) for x in g))
+                       for g in granted):
+                problems.append(f"{function_id} reads {name} but its role may not read that secret")
+    return problems
+
+
+def _is_empty(deployment: Deployment, value: Any) -> bool:
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in deployment.parameters:
+        return deployment.parameters[value["Ref"]] == ""
+    return bool(value == "")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(_plain(a) == _plain(b))
+
+
+def _plain(value: Any) -> Any:
+    """``Fn::Sub ["${x}", {x: V}]`` (how SAM's policy templates wrap an ARN) is just V."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], list):
+        text, variables = value["Fn::Sub"]
+        match = re.fullmatch(r"\$\{([^}]+)\}", text)
+        if match and match.group(1) in variables:
+            return _plain(variables[match.group(1)])
+    return value
+
+
+def all_problems(deployment: Deployment) -> dict[str, list[str]]:
+    return {
+        "deploy order": deploy_order_problems(deployment),
+        "network reach": network_problems(deployment),
+        "alarms": alarm_problems(deployment),
+        "operator path": operator_path_problems(deployment),
+        "grants": grant_problems(deployment),
+    }
+
+
+def deployable_combinations(
+    source: dict[str, Any], transformed: dict[str, Any], base: dict[str, str]
+) -> Iterator[Deployment]:
+    """One Deployment per distinct outcome (conditions, NAT) among the combinations the Rules accept."""
+    seen: set[tuple[Any, ...]] = set()
+    for parameters in parameter_combinations(source, base):
+        values = parameter_values(source, parameters)
+        if refusals(source, values):
+            continue
+        conditions = evaluate_conditions(transformed, values)
+        key = (
+            tuple(sorted(conditions.items())),
+            values.get(NAT_PARAMETER),
+            values.get("OpsAlarmEmail") == "none",
+        )
+        if key not in seen:
+            seen.add(key)
+            yield Deployment(source, transformed, values)
+
+
+# --------------------------------------------------------------------------- reference helpers
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _referenced_once(node: Any) -> str | None:
+    names = list(_referenced(node))
+    return names[0] if names else None
+
+
+def _referenced(node: Any) -> Iterable[str]:
+    """Logical ids a node refers to through Ref, Fn::GetAtt and Fn::Sub (parameters and pseudo
+    parameters included; callers keep the resources)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _referenced(item)
+    elif isinstance(node, dict):
+        for key, arg in node.items():
+            if key == "Ref" and isinstance(arg, str) and arg not in _PSEUDO:
+                yield arg
+            elif key == "Fn::GetAtt":
+                yield (arg if isinstance(arg, list) else str(arg).split(".", 1))[0]
+            elif key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                for name in re.findall(r"\$\{([^}!]+)\}", text):
+                    head = name.split(".", 1)[0]
+                    if head not in variables and name not in _PSEUDO:
+                        yield head
+                yield from _referenced(variables)
+            else:
+                yield from _referenced(arg)

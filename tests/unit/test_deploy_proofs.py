@@ -1,0 +1,268 @@
+"""What a real `sam deploy` would only find out in AWS, proven offline from the transformed template for
+every parameter combination the template's Rules accept: CloudFormation's creation order, each VPC
+function's path to the services it calls, alarm coverage, and the operator's path through IAM routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payment_outbox_dev import template_proofs as proofs
+from payment_outbox_dev.template_proofs import Deployment
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Values for the parameters without defaults; every other one is enumerated or left at its default.
+REQUIRED = {
+    "WebhookSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:webhook",
+    "VpcId": "vpc-0123",
+    "SubnetIds": "subnet-a,subnet-b",
+    "SecurityGroupIds": "sg-0123",
+    "DbHost": "db.internal",
+    "DbSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
+    "OpsAlarmEmail": "ops@example.com",
+    "PrivateRouteTableIds": "rtb-a,rtb-b",
+}
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    return proofs.load_template(ROOT / "template.yaml")
+
+
+@pytest.fixture(scope="module")
+def transformed(source: dict[str, Any]) -> dict[str, Any]:
+    return proofs.transform_offline(source, {})
+
+
+@pytest.fixture(scope="module")
+def deployments(source: dict[str, Any], transformed: dict[str, Any]) -> list[Deployment]:
+    found = list(proofs.deployable_combinations(source, transformed, REQUIRED))
+    # Both database modes, both endpoint modes and NAT or not are among them.
+    shapes = {
+        (d.conditions["ShouldCreateDatabase"], d.conditions["ShouldCreateVpcEndpoints"], d.has_nat())
+        for d in found
+    }
+    assert shapes >= {(True, True, False), (False, True, False), (True, False, True), (False, False, True)}
+    return found
+
+
+def _deployment(source: dict[str, Any], transformed: dict[str, Any], **given: str) -> Deployment:
+    return Deployment.of(source, transformed, {**REQUIRED, **given})
+
+
+def _report(deployments: list[Deployment], check: Any) -> str:
+    problems: dict[str, list[str]] = {}
+    for deployment in deployments:
+        for problem in check(deployment):
+            problems.setdefault(problem, []).append(
+                ", ".join(f"{k}={v}" for k, v in sorted(deployment.parameters.items()) if k not in REQUIRED)
+            )
+    return "\n".join(
+        f"{p}\n    e.g. with {w[0]} ({len(w)} combinations)" for p, w in sorted(problems.items())
+    )
+
+
+# --------------------------------------------------------------------------- deploy order
+
+def test_the_migration_runs_after_all_it_needs_and_before_every_database_function(
+    deployments: list[Deployment],
+) -> None:
+    # Given every accepted parameter combination
+    # When CloudFormation's dependency graph is built from Ref, GetAtt, Sub and DependsOn
+    report = _report(deployments, proofs.deploy_order_problems)
+    # Then the migration waits for its log group, the database behind the proxy and its endpoints,
+    # and every function that uses the database waits for the migration
+    assert not report, report
+
+
+def test_the_deploy_order_proof_sees_a_migration_that_would_outrun_the_database(
+    source: dict[str, Any],
+) -> None:
+    # Given the template without the migration's references to what it needs
+    broken = copy.deepcopy(source)
+    del broken["Resources"]["SchemaMigration"]["Properties"]["RunsAfter"]
+    transformed = proofs.transform_offline(broken, {})
+    # When the proof runs with a created database and endpoints
+    problems = proofs.deploy_order_problems(
+        _deployment(broken, transformed, CreateDatabase="true", CreateVpcEndpoints="true")
+    )
+    # Then it names the instance, the proxy target group, the log group and the endpoints
+    text = "\n".join(problems)
+    for missing in ("DatabaseInstance", "DatabaseProxyTargetGroup", "SchemaMigratorLogGroup",
+                    "SecretsManagerEndpoint", "S3Endpoint"):
+        assert f"before {missing} " in text, text
+
+
+def test_cloudformation_gives_up_on_the_migration_before_its_default_hour(source: dict[str, Any]) -> None:
+    # Given the migration custom resource and its function
+    migration = source["Resources"]["SchemaMigration"]["Properties"]
+    function_timeout = source["Resources"]["SchemaMigratorFunction"]["Properties"]["Timeout"]
+    # Then CloudFormation's wait is bounded: longer than the function may run, far below an hour
+    assert function_timeout < int(migration["ServiceTimeout"]) <= 600
+
+
+def test_a_failed_first_create_can_roll_the_database_back(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given a first deploy that creates the database, with default protection
+    deployment = _deployment(source, transformed, CreateDatabase="true")
+    cluster = deployment.properties("DatabaseCluster")
+    # Then the cluster can be deleted by a rollback, and its data is snapshotted on delete
+    assert cluster["DeletionProtection"] is False
+    assert deployment.resources["DatabaseCluster"]["DeletionPolicy"] == "Snapshot"
+    # And an operator turns protection on explicitly
+    protected = _deployment(source, transformed, CreateDatabase="true", DatabaseDeletionProtection="true")
+    assert protected.properties("DatabaseCluster")["DeletionProtection"] is True
+
+
+# --------------------------------------------------------------------------- network reach
+
+def test_every_vpc_function_reaches_every_service_it_calls(deployments: list[Deployment]) -> None:
+    # Given every accepted parameter combination
+    # When each VPC function's services (from its role, plus S3 for a custom resource's answer) are
+    # matched with the endpoints created in the same combination, or NAT
+    report = _report(deployments, proofs.network_problems)
+    # Then each one is reachable
+    assert not report, report
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"SubnetsHaveNat": "false", "CreateVpcEndpoints": "false"}, "set CreateVpcEndpoints=true"),
+        ({"SubnetsHaveNat": "false", "CreateVpcEndpoints": "true", "PrivateRouteTableIds": ""},
+         "set PrivateRouteTableIds"),
+    ],
+)
+def test_a_combination_that_cannot_reach_aws_is_refused_saying_what_to_set(
+    source: dict[str, Any], transformed: dict[str, Any], given: dict[str, str], says: str
+) -> None:
+    # Given parameters under which a VPC function could not reach a service it calls
+    values = proofs.parameter_values(source, {**REQUIRED, **given})
+    assert proofs.network_problems(Deployment(source, transformed, values))
+    # When the template's Rules are evaluated
+    refused = " ".join(proofs.refusals(source, values))
+    # Then the deploy is refused before anything is created, saying what to set
+    assert says in refused and "SubnetsHaveNat=true" in refused, refused
+
+
+def test_subnets_with_nat_need_no_endpoints(source: dict[str, Any], transformed: dict[str, Any]) -> None:
+    values = proofs.parameter_values(
+        source,
+        {**REQUIRED, "SubnetsHaveNat": "true", "CreateVpcEndpoints": "false", "PrivateRouteTableIds": ""},
+    )
+    assert proofs.refusals(source, values) == []
+    assert proofs.network_problems(Deployment(source, transformed, values)) == []
+
+
+# --------------------------------------------------------------------------- operators and alarms
+
+def test_iam_routes_need_only_execute_api_invoke(deployments: list[Deployment]) -> None:
+    # Given the transformed API (SAM's default for AWS_IAM invokes with the caller's credentials)
+    # When each IAM-authorised route's integration is read
+    report = _report(deployments[:1], proofs.operator_path_problems)
+    # Then API Gateway invokes with its own permission, so callers need only execute-api:Invoke
+    assert not report, report
+
+
+def test_every_function_queue_api_and_database_is_alarmed_and_alarms_reach_someone(
+    deployments: list[Deployment],
+) -> None:
+    # Given every accepted combination (functions, queues, DLQs, the API and the database enumerated
+    # from the template, so ones added later are covered too)
+    report = _report(deployments, proofs.alarm_problems)
+    # Then each is covered by an alarm with an action, sums survive a missing datapoint, and a
+    # scheduled function that stops running alarms
+    assert not report, report
+
+
+def test_alarms_reaching_nobody_are_refused(source: dict[str, Any]) -> None:
+    values = proofs.parameter_values(source, {**REQUIRED, "OpsAlarmEmail": ""})
+    refused = " ".join(proofs.refusals(source, values))
+    assert "OpsAlarmEmail" in refused, refused
+
+
+def test_every_secret_a_function_reads_is_granted(deployments: list[Deployment]) -> None:
+    report = _report(deployments, proofs.grant_problems)
+    assert not report, report
+
+
+def test_the_sms_consumer_publishes_to_phone_numbers_but_never_to_a_topic(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given the SMS consumer's role
+    deployment = _deployment(source, transformed)
+    statements = deployment.role_statements("SmsConsumerFunction")
+    publish = [s for s in statements if "sns:Publish" in proofs._as_list(s["Action"])]
+    # Then sns:Publish is allowed on "*" (phone numbers have no ARN) and denied on every topic ARN
+    assert any(s["Effect"] == "Allow" and s["Resource"] == "*" for s in publish)
+    denied = [s["Resource"] for s in publish if s["Effect"] == "Deny"]
+    assert denied == [{"Fn::Sub": "arn:${AWS::Partition}:sns:*:*:*"}], denied
+
+
+def test_the_open_callback_is_logged_throttled_and_capped(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    deployment = _deployment(source, transformed)
+    stages = deployment.of_type("AWS::ApiGateway::Stage")
+    # Then there is exactly one stage, named by the Stage parameter (no stray "Stage" stage)
+    assert len(stages) == 1
+    for deployment_id in deployment.of_type("AWS::ApiGateway::Deployment"):
+        assert "StageName" not in deployment.properties(deployment_id)
+    stage = next(iter(stages.values()))["Properties"]
+    # And it writes access logs and throttles every route
+    assert stage["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["PaymentApiAccessLogGroup", "Arn"]}
+    assert json.loads(stage["AccessLogSetting"]["Format"])["status"] == "$context.status"
+    (setting,) = stage["MethodSettings"]
+    assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
+    assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    # And the callback's function has concurrency reserved
+    assert deployment.properties("PaymentApiFunction")["ReservedConcurrentExecutions"] == {
+        "Ref": "PaymentApiReservedConcurrency"
+    }
+    # And the access log group comes after the account's API Gateway logging role when the stack sets it
+    assert "ApiGatewayAccount" in deployment.created_before(
+        next(iter(stages))
+    ), "the stage could be created before API Gateway may write its logs"
+
+
+def test_the_sms_consumer_is_paced(source: dict[str, Any], transformed: dict[str, Any]) -> None:
+    deployment = _deployment(source, transformed)
+    mappings = [
+        deployment.properties(i) for i in deployment.of_type("AWS::Lambda::EventSourceMapping")
+        if deployment.properties(i)["FunctionName"] == {"Ref": "SmsConsumerFunction"}
+    ]
+    paced = [{"MaximumConcurrency": {"Ref": "SmsMaximumConcurrency"}}]
+    assert [m["ScalingConfig"] for m in mappings] == paced
+
+
+def test_prod_can_have_a_failover_replica_and_a_current_engine(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    from cfnlint.data.schemas.extensions import aws_rds_dbcluster
+
+    with_replica = _deployment(source, transformed, CreateDatabase="true", DatabaseFailoverReplica="true")
+    instances = with_replica.of_type("AWS::RDS::DBInstance")
+    assert len(instances) == 2
+    assert sorted(with_replica.properties(i)["PromotionTier"] for i in instances) == [0, 1]
+    deprecated = json.loads(
+        (Path(aws_rds_dbcluster.__file__).parent / "engine_version_deprecated.json").read_text()
+    )
+    version = source["Parameters"]["DatabaseEngineVersion"]["Default"]
+    assert version not in json.dumps(deprecated)
+    assert version.startswith("8.0.mysql_aurora.3.") and int(version.split(".")[4]) >= 10
+
+
+def test_a_created_database_is_reached_over_tls_only(source: dict[str, Any]) -> None:
+    values = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "true", "DbRequireTls": "false"})
+    assert any("DbRequireTls=true" in r for r in proofs.refusals(source, values))
+
