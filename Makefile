@@ -61,9 +61,21 @@ chaos-kill: install
 load: install
 	$(BIN)/python -m payment_outbox_dev.load $(ARGS)
 
+## Before `sam deploy`: what would hang, fail or stay silent with your parameter values (docs/deploy.md).
+## Options: make preflight ARGS="--config-env prod --parameter-overrides Key=Value ..."
+.PHONY: preflight
+preflight: install
+	$(BIN)/python -m payment_outbox_dev.preflight $(ARGS)
+
+## checkov (IaC security scan) lives in its own venv, like the SAM CLI: it pins its own boto3, which
+## must not move the application's. Skipped checks and their reasons: .checkov.yaml.
+CHECKOV_VENV := .venv-checkov
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+
 ## Static checks: ruff (lint and format), mypy (strict), the architecture's import contracts
-## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint, bandit.
-lint: install
+## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint and checkov on the
+## template, bandit, and the layer's pinned requirements still match pyproject.toml.
+lint: install $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -71,7 +83,34 @@ lint: install
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
+	$(CHECKOV) --config-file .checkov.yaml
 	$(BIN)/bandit --quiet --recursive layers functions payment_outbox_dev
+	$(MAKE) --no-print-directory requirements-check
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
+
+## The layer's requirements: every runtime dependency of pyproject.toml pinned with its hashes, resolved
+## for the functions' runtime (python3.13, arm64). The ONE command that writes them: `make requirements`.
+## boto3 and botocore are pinned as a pair: the X-Ray SDK needs botocore, so pip always puts one in the
+## layer, where it shadows the runtime's; shipping both pinned keeps them matched.
+LAYER_REQUIREMENTS := layers/common/requirements.txt
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.13 \
+	--python-platform aarch64-manylinux_2_28 --custom-compile-command "make requirements"
+
+.PHONY: requirements requirements-check
+requirements: install
+	$(UV_COMPILE) --output-file $(LAYER_REQUIREMENTS)
+
+## Fails when pyproject.toml changed without `make requirements` (the pins are kept as preferences).
+requirements-check: install
+	@tmp=$$(mktemp -d) && cp $(LAYER_REQUIREMENTS) $$tmp/requirements.txt && \
+	$(UV_COMPILE) --output-file $$tmp/requirements.txt && \
+	diff -u $(LAYER_REQUIREMENTS) $$tmp/requirements.txt; status=$$?; rm -rf $$tmp; \
+	if [ $$status -ne 0 ]; then echo "$(LAYER_REQUIREMENTS) is out of date: run make requirements"; fi; \
+	exit $$status
 
 ## Bring the database at DATABASE_URL (or DB_HOST/DB_NAME/DB_SECRET_ARN) to the newest schema.
 migrate: install
@@ -97,4 +136,4 @@ validate: $(SAM)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

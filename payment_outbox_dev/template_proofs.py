@@ -580,16 +580,20 @@ def _alarm_delivery_problems(deployment: Deployment, alarms: dict[str, dict[str,
         for s in deployment.of_type("AWS::SNS::Subscription")
     }
     problems = []
+    unheard: dict[str, list[str]] = {}
     for alarm_id, alarm in sorted(alarms.items()):
         topics = [_referenced_once(a) for a in alarm.get("AlarmActions", [])]
         if not topics:
             problems.append(f"{alarm_id} has no alarm action: it would change state silently")
         for topic in topics:
             if topic not in subscribed and deployment.parameters.get("OpsAlarmEmail") != "none":
-                problems.append(
-                    f"{alarm_id} notifies {topic}, which nobody is subscribed to: set OpsAlarmEmail"
-                )
-    return sorted(set(problems))
+                unheard.setdefault(str(topic), []).append(alarm_id)
+    for topic, alarm_ids in sorted(unheard.items()):
+        problems.append(
+            f"{len(alarm_ids)} alarms ({', '.join(alarm_ids)}) notify {topic}, which nobody is subscribed "
+            "to: set OpsAlarmEmail"
+        )
+    return problems
 
 
 def operator_path_problems(deployment: Deployment) -> list[str]:

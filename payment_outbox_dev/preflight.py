@@ -1,0 +1,191 @@
+"""``payment-outbox preflight``: before ``sam deploy``, say in plain words what would hang, fail or stay
+silent with *your* parameter values (samconfig.toml's environment plus ``--parameter-overrides``).
+
+It runs offline the proofs ``make test`` runs for every parameter combination (deploy order, network
+reach, alarm coverage, the operator's IAM path, secret grants), and adds what only your values show:
+parameters left empty or as placeholders, Rules that would refuse the deploy, TLS to an RDS endpoint
+without its CA bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from payment_outbox_dev import template_proofs as proofs
+
+PLACEHOLDER = "REPLACE_ME"
+
+#: Each proof's problems, and what they mean for the deploy or for the deployed system.
+CONSEQUENCES = {
+    "deploy order": "would hang or fail during the deploy",
+    "network reach": "would hang (the schema migrator's answer) or time out at run time",
+    "alarms": "would stay silent",
+    "operator path": "would answer operators 500",
+    "grants": "would be denied at run time",
+}
+
+
+@dataclass
+class Report:
+    blocking: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, heading: str, problems: Iterable[str]) -> None:
+        found = list(dict.fromkeys(problems))
+        if found:
+            self.blocking.setdefault(heading, []).extend(found)
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking
+
+    def render(self, environment: str) -> str:
+        lines = [f"payment-outbox preflight: config env {environment!r}"]
+        if self.ok:
+            lines.append("Nothing would hang, fail or stay silent: the deploy order, network paths, alarms, "
+                         "operator path and secret grants hold for these values.")
+        for heading, problems in self.blocking.items():
+            lines.append("")
+            lines.append(f"{heading}:")
+            lines.extend(f"  - {p}" for p in problems)
+        if self.notes:
+            lines.append("")
+            lines.append("Notes:")
+            lines.extend(f"  - {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def overrides_from_samconfig(path: Path, environment: str) -> dict[str, str]:
+    """The parameter_overrides of ``[<environment>.deploy.parameters]`` (or ``.global``)."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        config = tomllib.load(handle)
+    section = config.get(environment, {})
+    for command in ("deploy", "global"):
+        raw = section.get(command, {}).get("parameters", {}).get("parameter_overrides")
+        if raw is not None:
+            return parse_overrides(raw if isinstance(raw, list) else [raw])
+    return {}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``Key=Value`` pairs as SAM takes them (space-separated, values may be quoted), or CloudFormation's
+    ``ParameterKey=K,ParameterValue=V``."""
+    values: dict[str, str] = {}
+    for item in items:
+        for token in shlex.split(item):
+            if token.startswith("ParameterKey="):
+                key_part, _, value_part = token.partition(",ParameterValue=")
+                values[key_part.removeprefix("ParameterKey=")] = value_part
+                continue
+            key, separator, value = token.partition("=")
+            if not separator:
+                raise ValueError(f"not a Key=Value parameter override: {token!r}")
+            values[key] = value
+    return values
+
+
+def check(template_path: Path, given: dict[str, str]) -> Report:
+    report = Report()
+    source = proofs.load_template(template_path)
+    specs: dict[str, Any] = source.get("Parameters", {})
+    unknown = sorted(set(given) - set(specs))
+    report.add("Unknown parameters (CloudFormation would refuse the deploy)", unknown)
+    missing = [name for name, spec in specs.items() if "Default" not in spec and name not in given]
+    report.add(
+        "Parameters without a value (sam deploy would stop)",
+        [f"{name}: {' '.join(str(specs[name].get('Description', '')).split())}" for name in missing],
+    )
+    placeholders = [name for name, value in given.items() if PLACEHOLDER in value]
+    report.add(
+        "Parameters still holding the placeholder (sam deploy would fail)",
+        [f"{name}={given[name]}" for name in placeholders],
+    )
+    # Placeholders and missing values get stand-ins, so the proofs can still say the rest.
+    stand_ins = {name: _stand_in(specs[name]) for name in missing}
+    values = proofs.parameter_values(source, {**stand_ins, **{k: v for k, v in given.items() if k in specs}})
+    report.add("CloudFormation would refuse the deploy (template Rules)", proofs.refusals(source, values))
+    transformed = proofs.transform_offline(source, {})
+    deployment = proofs.Deployment(source, transformed, values)
+    for kind, problems in proofs.all_problems(deployment).items():
+        report.add(f"The {kind} proof: these {CONSEQUENCES[kind]}", problems)
+    report.add("Database TLS: every connection would fail", _tls_problems(values))
+    report.notes.extend(_notes(values))
+    return report
+
+
+def _stand_in(spec: dict[str, Any]) -> str:
+    kind = str(spec.get("Type", "String"))
+    if kind.startswith("List<") or kind == "CommaDelimitedList":
+        return "stand-in-a,stand-in-b"
+    return "stand-in"
+
+
+def _tls_problems(values: dict[str, str]) -> list[str]:
+    host = values.get("DbHost", "")
+    if (
+        values.get("CreateDatabase") == "false"
+        and values.get("DbRequireTls") == "true"
+        and host.endswith(".rds.amazonaws.com")
+        and not values.get("DbCaBundleSecretArn")
+    ):
+        return [
+            f"DbHost {host} is an RDS/Aurora endpoint, whose certificate is signed by the RDS CA that no "
+            "system store holds: put the Region's RDS CA bundle (PEM) in a secret and set DbCaBundleSecretArn"
+        ]
+    return []
+
+
+def _notes(values: dict[str, str]) -> list[str]:
+    notes = []
+    if values.get("CreateDatabase") == "true" and values.get("DatabaseDeletionProtection") == "true":
+        notes.append(
+            "DatabaseDeletionProtection=true: on a stack's first create, a failure cannot roll the cluster "
+            "back; turn it on after the first successful deploy"
+        )
+    if values.get("OpsAlarmEmail") == "none":
+        notes.append("OpsAlarmEmail=none: alarms reach only what you subscribe to the OpsTopicArn output")
+    if values.get("Stage") == "prod" and values.get("CreateDatabase") == "true" and (
+        values.get("DatabaseFailoverReplica") != "true"
+    ):
+        notes.append("prod with one database instance: a writer failure means minutes of downtime; "
+                     "DatabaseFailoverReplica=true adds a standby")
+    return notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="payment-outbox preflight",
+        description="Say what would hang, fail or stay silent with these parameters, before sam deploy.",
+    )
+    parser.add_argument("--config-env", default="default", help="samconfig.toml environment")
+    parser.add_argument("--config-file", type=Path, default=Path("samconfig.toml"))
+    parser.add_argument("--template-file", type=Path, default=Path("template.yaml"))
+    parser.add_argument(
+        "--parameter-overrides", nargs="*", default=[], metavar="Key=Value",
+        help="override samconfig's values, as with sam deploy",
+    )
+    args = parser.parse_args(argv)
+    try:
+        given = {
+            **overrides_from_samconfig(args.config_file, args.config_env),
+            **parse_overrides(args.parameter_overrides),
+        }
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        print(f"payment-outbox preflight: {exc}", file=sys.stderr)
+        return 2
+    report = check(args.template_file, given)
+    print(report.render(args.config_env))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
