@@ -65,7 +65,7 @@ load: install
 ## Options: make preflight ARGS="--config-env prod --parameter-overrides Key=Value ..."
 .PHONY: preflight
 preflight: install
-	$(BIN)/python -m payment_outbox_dev.preflight $(ARGS)
+	$(BIN)/payment-outbox preflight $(ARGS)
 
 ## checkov (IaC security scan) lives in its own venv, like the SAM CLI: it pins its own boto3, which
 ## must not move the application's. Skipped checks and their reasons: .checkov.yaml.

@@ -6,6 +6,8 @@
     payment-outbox demo                                       a narrated scenario against `local`
     payment-outbox migrate                                    the configured database to the newest schema
     payment-outbox chaos [--kill]                             the chaos runs (docs/reliability.md)
+    payment-outbox preflight --config-env prod                before sam deploy: what would hang, fail
+                                                              or stay silent with your parameters
 
 Run it from the project folder (the one holding template.yaml), or pass --root.
 """
@@ -185,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the migrations the SchemaMigrator function runs on deploy, against the database "
         "at DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME and DB_SECRET_ARN).",
     )
+    commands.add_parser(
+        "preflight",
+        add_help=False,
+        help="before sam deploy: what would hang, fail or stay silent with your parameters",
+        description="Run the deploy proofs against samconfig.toml's parameters (docs/deploy.md).",
+    )
     return parser
 
 
@@ -194,6 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         from payment_outbox_dev import chaos
 
         return chaos.main(extra)
+    if args.command == "preflight":
+        # preflight's options are its own (payment_outbox_dev.preflight).
+        from payment_outbox_dev import preflight
+
+        root = (args.root or find_root(Path.cwd())).resolve()
+        files = [
+            "--config-file",
+            str(root / "samconfig.toml"),
+            "--template-file",
+            str(root / "template.yaml"),
+        ]
+        return preflight.main([*files, *extra])
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "sign":

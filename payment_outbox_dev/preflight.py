@@ -49,8 +49,10 @@ class Report:
     def render(self, environment: str) -> str:
         lines = [f"payment-outbox preflight: config env {environment!r}"]
         if self.ok:
-            lines.append("Nothing would hang, fail or stay silent: the deploy order, network paths, alarms, "
-                         "operator path and secret grants hold for these values.")
+            lines.append(
+                "Nothing would hang, fail or stay silent: the deploy order, network paths, alarms, "
+                "operator path and secret grants hold for these values."
+            )
         for heading, problems in self.blocking.items():
             lines.append("")
             lines.append(f"{heading}:")
@@ -153,11 +155,15 @@ def _notes(values: dict[str, str]) -> list[str]:
         )
     if values.get("OpsAlarmEmail") == "none":
         notes.append("OpsAlarmEmail=none: alarms reach only what you subscribe to the OpsTopicArn output")
-    if values.get("Stage") == "prod" and values.get("CreateDatabase") == "true" and (
-        values.get("DatabaseFailoverReplica") != "true"
+    if (
+        values.get("Stage") == "prod"
+        and values.get("CreateDatabase") == "true"
+        and (values.get("DatabaseFailoverReplica") != "true")
     ):
-        notes.append("prod with one database instance: a writer failure means minutes of downtime; "
-                     "DatabaseFailoverReplica=true adds a standby")
+        notes.append(
+            "prod with one database instance: a writer failure means minutes of downtime; "
+            "DatabaseFailoverReplica=true adds a standby"
+        )
     return notes
 
 
@@ -170,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config-file", type=Path, default=Path("samconfig.toml"))
     parser.add_argument("--template-file", type=Path, default=Path("template.yaml"))
     parser.add_argument(
-        "--parameter-overrides", nargs="*", default=[], metavar="Key=Value",
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="Key=Value",
         help="override samconfig's values, as with sam deploy",
     )
     args = parser.parse_args(argv)

@@ -39,11 +39,20 @@ REGION = "us-east-1"
 
 CUSTOM_RESOURCE_TYPE = "AWS::CloudFormation::CustomResource"
 
-_PSEUDO = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::StackId",
-           "AWS::URLSuffix", "AWS::NoValue", "AWS::NotificationARNs"}
+_PSEUDO = {
+    "AWS::Region",
+    "AWS::AccountId",
+    "AWS::Partition",
+    "AWS::StackName",
+    "AWS::StackId",
+    "AWS::URLSuffix",
+    "AWS::NoValue",
+    "AWS::NotificationARNs",
+}
 
 
 # --------------------------------------------------------------------------- loading
+
 
 class _CfnLoader(yaml.SafeLoader):
     """A safe YAML loader that keeps CloudFormation short tags (!Ref, !GetAtt, ...) as plain data."""
@@ -97,6 +106,7 @@ def transform_offline(template: dict[str, Any], parameters: dict[str, str] | Non
 
 # --------------------------------------------------------------------------- parameters, conditions, rules
 
+
 def parameter_values(template: dict[str, Any], given: dict[str, str]) -> dict[str, str]:
     """The stack's parameter values: the given ones over the template's defaults."""
     values = {
@@ -120,8 +130,9 @@ def _parameter_value(template: dict[str, Any], parameters: dict[str, str], name:
     return value.split(",") if _is_list_parameter(template, name) else value
 
 
-def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str],
-              conditions: dict[str, bool] | None = None) -> Any:
+def _evaluate(
+    node: Any, template: dict[str, Any], parameters: dict[str, str], conditions: dict[str, bool] | None = None
+) -> Any:
     """Evaluate the functions allowed in Conditions and Rules over parameter values."""
     if isinstance(node, list):
         return [_evaluate(n, template, parameters, conditions) for n in node]
@@ -248,6 +259,7 @@ def parameter_combinations(template: dict[str, Any], base: dict[str, str]) -> li
 
 # --------------------------------------------------------------------------- one deployment
 
+
 @dataclass
 class Deployment:
     """The transformed template with its Conditions decided by one set of parameter values."""
@@ -288,7 +300,8 @@ class Deployment:
                 condition, when_true, when_false = node["Fn::If"]
                 return self.resolve_ifs(when_true if self.conditions[condition] else when_false)
             return {
-                k: v for k, v in ((k, self.resolve_ifs(v)) for k, v in node.items())
+                k: v
+                for k, v in ((k, self.resolve_ifs(v)) for k, v in node.items())
                 if v != {"Ref": "AWS::NoValue"}
             }
         return node
@@ -416,6 +429,7 @@ class Deployment:
 
 # --------------------------------------------------------------------------- the proofs
 
+
 def deploy_order_problems(deployment: Deployment) -> list[str]:
     problems = list(deployment.missing_references())
     migrations = [c for f in deployment.functions for c in deployment.custom_resources_of(f)]
@@ -471,7 +485,7 @@ def network_problems(deployment: Deployment) -> list[str]:
                 why = " (its answer to CloudFormation: the deploy would hang)" if answers else ""
                 problems.append(
                     f"{function_id} runs in the VPC and calls {service}{why}, but this deployment creates "
-                    f"no {service} endpoint and {NAT_PARAMETER} is not \"true\""
+                    f'no {service} endpoint and {NAT_PARAMETER} is not "true"'
                 )
     return problems
 
@@ -479,8 +493,13 @@ def network_problems(deployment: Deployment) -> list[str]:
 def _metrics_of(alarm: dict[str, Any]) -> list[dict[str, Any]]:
     """Each metric an alarm watches: {namespace, name, dimensions}."""
     if "MetricName" in alarm:
-        return [{"Namespace": alarm.get("Namespace"), "MetricName": alarm["MetricName"],
-                 "Dimensions": alarm.get("Dimensions", [])}]
+        return [
+            {
+                "Namespace": alarm.get("Namespace"),
+                "MetricName": alarm["MetricName"],
+                "Dimensions": alarm.get("Dimensions", []),
+            }
+        ]
     return [query["MetricStat"]["Metric"] for query in alarm.get("Metrics", []) if "MetricStat" in query]
 
 
@@ -492,8 +511,9 @@ def alarm_problems(deployment: Deployment) -> list[str]:
     alarms = {i: deployment.properties(i) for i in deployment.of_type("AWS::CloudWatch::Alarm")}
     problems = []
 
-    def watched(namespace: str, metric_name: str, dimension: str, value: Any,
-                *, on_silence: bool = False) -> bool:
+    def watched(
+        namespace: str, metric_name: str, dimension: str, value: Any, *, on_silence: bool = False
+    ) -> bool:
         for alarm in alarms.values():
             if on_silence and alarm.get("TreatMissingData") != "breaching":
                 continue
@@ -521,7 +541,8 @@ def alarm_problems(deployment: Deployment) -> list[str]:
                 or watched("PaymentOutbox", "", "service", service, on_silence=True)
                 or any(
                     alarm.get("TreatMissingData") == "breaching" and _dimension(m, "service") == service
-                    for alarm in alarms.values() for m in _metrics_of(alarm)
+                    for alarm in alarms.values()
+                    for m in _metrics_of(alarm)
                 )
             ):
                 problems.append(f"nothing alarms when the scheduled {function_id} stops running")
@@ -543,13 +564,15 @@ def alarm_problems(deployment: Deployment) -> list[str]:
     for cluster_id in deployment.of_type("AWS::RDS::DBCluster"):
         if not any(
             m.get("Namespace") == "AWS/RDS" and _dimension(m, "DBClusterIdentifier") == {"Ref": cluster_id}
-            for alarm in alarms.values() for m in _metrics_of(alarm)
+            for alarm in alarms.values()
+            for m in _metrics_of(alarm)
         ):
             problems.append(f"no alarm watches the database cluster {cluster_id}")
     for proxy_id in deployment.of_type("AWS::RDS::DBProxy"):
         if not any(
             m.get("Namespace") == "AWS/RDS" and _dimension(m, "ProxyName") == {"Ref": proxy_id}
-            for alarm in alarms.values() for m in _metrics_of(alarm)
+            for alarm in alarms.values()
+            for m in _metrics_of(alarm)
         ):
             problems.append(f"no alarm watches the database proxy {proxy_id}")
     problems += _alarm_math_problems(alarms)
@@ -639,8 +662,9 @@ def grant_problems(deployment: Deployment) -> list[str]:
         for name, value in deployment.environment(function_id).items():
             if not name.endswith("_SECRET_ARN") or _is_empty(deployment, value):
                 continue
-            if not any(_same(value, g) or (isinstance(g, list) and any(_same(value, x) for x in g))
-                       for g in granted):
+            if not any(
+                _same(value, g) or (isinstance(g, list) and any(_same(value, x) for x in g)) for g in granted
+            ):
                 problems.append(f"{function_id} reads {name} but its role may not read that secret")
     return problems
 
@@ -696,6 +720,7 @@ def deployable_combinations(
 
 
 # --------------------------------------------------------------------------- reference helpers
+
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]

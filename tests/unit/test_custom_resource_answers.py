@@ -83,8 +83,13 @@ class Clock:
         return self.deadline - time.monotonic()
 
 
-def _answer(url: ResponseUrl, work: Any, request_type: str = "Create", seconds: float = 30.0,
-            reserve: float = cfn_response.ANSWER_RESERVE_SECONDS) -> tuple[cfn_response.Outcome, Clock]:
+def _answer(
+    url: ResponseUrl,
+    work: Any,
+    request_type: str = "Create",
+    seconds: float = 30.0,
+    reserve: float = cfn_response.ANSWER_RESERVE_SECONDS,
+) -> tuple[cfn_response.Outcome, Clock]:
     clock = Clock(seconds)
     outcome = cfn_response.answer(
         _event(url.url, request_type),

@@ -110,9 +110,10 @@ def tls_server(cert_file: Path, key_file: Path) -> Iterator[int]:
 
 
 def _handshake(context: ssl.SSLContext, port: int, host_name: str = "localhost") -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(
-        raw, server_hostname=host_name
-    ) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host_name) as tls,
+    ):
         tls.sendall(b"x")
 
 
@@ -168,8 +169,11 @@ def test_the_deployed_engine_verifies_against_the_bundle_from_its_secret(
         ca_secret = secrets.create_secret(Name="db-ca", SecretString=ca_pem)["ARN"]
         # Given a function configured as the template configures it for an RDS endpoint
         for name, value in {
-            "DB_HOST": "db.example.internal", "DB_NAME": "app", "DB_SECRET_ARN": db_secret,
-            "DB_TLS": "true", "DB_TLS_CA_SECRET_ARN": ca_secret,
+            "DB_HOST": "db.example.internal",
+            "DB_NAME": "app",
+            "DB_SECRET_ARN": db_secret,
+            "DB_TLS": "true",
+            "DB_TLS_CA_SECRET_ARN": ca_secret,
         }.items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("DATABASE_URL", raising=False)

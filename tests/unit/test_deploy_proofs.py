@@ -72,6 +72,7 @@ def _report(deployments: list[Deployment], check: Any) -> str:
 
 # --------------------------------------------------------------------------- deploy order
 
+
 def test_the_migration_runs_after_all_it_needs_and_before_every_database_function(
     deployments: list[Deployment],
 ) -> None:
@@ -96,8 +97,13 @@ def test_the_deploy_order_proof_sees_a_migration_that_would_outrun_the_database(
     )
     # Then it names the instance, the proxy target group, the log group and the endpoints
     text = "\n".join(problems)
-    for missing in ("DatabaseInstance", "DatabaseProxyTargetGroup", "SchemaMigratorLogGroup",
-                    "SecretsManagerEndpoint", "S3Endpoint"):
+    for missing in (
+        "DatabaseInstance",
+        "DatabaseProxyTargetGroup",
+        "SchemaMigratorLogGroup",
+        "SecretsManagerEndpoint",
+        "S3Endpoint",
+    ):
         assert f"before {missing} " in text, text
 
 
@@ -125,6 +131,7 @@ def test_a_failed_first_create_can_roll_the_database_back(
 
 # --------------------------------------------------------------------------- network reach
 
+
 def test_every_vpc_function_reaches_every_service_it_calls(deployments: list[Deployment]) -> None:
     # Given every accepted parameter combination
     # When each VPC function's services (from its role, plus S3 for a custom resource's answer) are
@@ -138,8 +145,10 @@ def test_every_vpc_function_reaches_every_service_it_calls(deployments: list[Dep
     ("given", "says"),
     [
         ({"SubnetsHaveNat": "false", "CreateVpcEndpoints": "false"}, "set CreateVpcEndpoints=true"),
-        ({"SubnetsHaveNat": "false", "CreateVpcEndpoints": "true", "PrivateRouteTableIds": ""},
-         "set PrivateRouteTableIds"),
+        (
+            {"SubnetsHaveNat": "false", "CreateVpcEndpoints": "true", "PrivateRouteTableIds": ""},
+            "set PrivateRouteTableIds",
+        ),
     ],
 )
 def test_a_combination_that_cannot_reach_aws_is_refused_saying_what_to_set(
@@ -164,6 +173,7 @@ def test_subnets_with_nat_need_no_endpoints(source: dict[str, Any], transformed:
 
 
 # --------------------------------------------------------------------------- operators and alarms
+
 
 def test_iam_routes_need_only_execute_api_invoke(deployments: list[Deployment]) -> None:
     # Given the transformed API (SAM's default for AWS_IAM invokes with the caller's credentials)
@@ -230,15 +240,16 @@ def test_the_open_callback_is_logged_throttled_and_capped(
         "Ref": "PaymentApiReservedConcurrency"
     }
     # And the access log group comes after the account's API Gateway logging role when the stack sets it
-    assert "ApiGatewayAccount" in deployment.created_before(
-        next(iter(stages))
-    ), "the stage could be created before API Gateway may write its logs"
+    assert "ApiGatewayAccount" in deployment.created_before(next(iter(stages))), (
+        "the stage could be created before API Gateway may write its logs"
+    )
 
 
 def test_the_sms_consumer_is_paced(source: dict[str, Any], transformed: dict[str, Any]) -> None:
     deployment = _deployment(source, transformed)
     mappings = [
-        deployment.properties(i) for i in deployment.of_type("AWS::Lambda::EventSourceMapping")
+        deployment.properties(i)
+        for i in deployment.of_type("AWS::Lambda::EventSourceMapping")
         if deployment.properties(i)["FunctionName"] == {"Ref": "SmsConsumerFunction"}
     ]
     paced = [{"MaximumConcurrency": {"Ref": "SmsMaximumConcurrency"}}]
@@ -265,4 +276,3 @@ def test_prod_can_have_a_failover_replica_and_a_current_engine(
 def test_a_created_database_is_reached_over_tls_only(source: dict[str, Any]) -> None:
     values = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "true", "DbRequireTls": "false"})
     assert any("DbRequireTls=true" in r for r in proofs.refusals(source, values))
-

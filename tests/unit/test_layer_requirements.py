@@ -46,7 +46,9 @@ def test_every_runtime_dependency_is_pinned_within_pyproject_and_hashed() -> Non
     for text in declared:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{name} is in pyproject.toml but not in {REQUIREMENTS.name}: run make requirements"
+        assert name in pins, (
+            f"{name} is in pyproject.toml but not in {REQUIREMENTS.name}: run make requirements"
+        )
         assert requirement.specifier.contains(pins[name][0], prereleases=True), (name, pins[name])
     # And every pin, direct or not, carries hashes (pip then refuses anything else)
     assert all(hashes > 0 for _, hashes in pins.values()), pins

@@ -24,12 +24,18 @@ GOOD = [
 
 
 def _preflight(capsys: pytest.CaptureFixture[str], *overrides: str, env: str = "prod") -> tuple[int, str]:
-    code = main([
-        "--config-env", env,
-        "--config-file", str(ROOT / "samconfig.toml"),
-        "--template-file", str(ROOT / "template.yaml"),
-        "--parameter-overrides", *overrides,
-    ])
+    code = main(
+        [
+            "--config-env",
+            env,
+            "--config-file",
+            str(ROOT / "samconfig.toml"),
+            "--template-file",
+            str(ROOT / "template.yaml"),
+            "--parameter-overrides",
+            *overrides,
+        ]
+    )
     return code, capsys.readouterr().out
 
 
@@ -91,3 +97,15 @@ def test_overrides_are_read_as_sam_reads_them() -> None:
     assert parse_overrides(["ParameterKey=Stage,ParameterValue=dev"]) == {"Stage": "dev"}
     with pytest.raises(ValueError, match="Key=Value"):
         parse_overrides(["Stage"])
+
+
+def test_the_cli_runs_preflight_from_the_project_folder(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payment_outbox_dev.cli import main as cli
+
+    monkeypatch.chdir(ROOT / "docs")  # any folder inside the project
+    code = cli(["preflight", "--config-env", "prod", "--parameter-overrides", *GOOD])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "config env 'prod'" in out
