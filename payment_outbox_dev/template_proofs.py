@@ -157,7 +157,8 @@ def _evaluate(
     if key == "Fn::Or":
         return any(ev(a) for a in arg)
     if key in ("Condition", "Fn::Condition"):
-        assert conditions is not None
+        if conditions is None:
+            raise ValueError("Conditions may not refer to Conditions in Rules")
         return conditions[arg]
     if key == "Fn::Join":
         separator, parts = arg

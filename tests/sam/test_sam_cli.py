@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from payment_outbox_dev.template import functions, load_template
 from tests.support import ROOT
@@ -67,8 +70,11 @@ def test_sam_validate_with_lint_accepts_the_template(sam: Path) -> None:
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
-def test_sam_build_builds_every_function_and_the_layer_without_a_container(sam: Path, tmp_path: Path) -> None:
-    build_dir = tmp_path / "build"
+@pytest.fixture(scope="module")
+def build_dir(sam: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `sam build` for the module's checks (it takes a while)."""
+    work = tmp_path_factory.mktemp("sam")
+    build = work / "build"
     result = subprocess.run(  # noqa: S603 - our own tool, fixed arguments
         [
             str(sam),
@@ -76,9 +82,9 @@ def test_sam_build_builds_every_function_and_the_layer_without_a_container(sam: 
             "--template-file",
             str(ROOT / "template.yaml"),
             "--build-dir",
-            str(build_dir),
+            str(build),
             "--cache-dir",
-            str(tmp_path / "cache"),
+            str(work / "cache"),
         ],
         cwd=ROOT,
         env=_sam_environment(),
@@ -88,6 +94,10 @@ def test_sam_build_builds_every_function_and_the_layer_without_a_container(sam: 
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return build
+
+
+def test_sam_build_builds_every_function_and_the_layer_without_a_container(build_dir: Path) -> None:
     # Then each of the template's eight functions has its handler module in the build
     specs = functions(load_template(ROOT / "template.yaml"))
     assert len(specs) == 8
@@ -127,3 +137,128 @@ def _imports_found_nowhere(layer: Path) -> set[str]:
         for name in imported - in_runtime
         if not (layer / name).is_dir() and not (layer / f"{name}.py").is_file()
     }
+
+
+def _pinned_distributions() -> set[str]:
+    names = set()
+    for line in (ROOT / "layers" / "common" / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            names.add(canonicalize_name(line.split("==", 1)[0].split("[", 1)[0]))
+    return names
+
+
+def test_the_built_layer_holds_only_the_runtime_package_and_its_pinned_requirements(build_dir: Path) -> None:
+    # Given the layer as `sam build` made it
+    layer = build_dir / "CommonLayer" / "python"
+    # When its installed distributions and packages are listed
+    installed = {
+        canonicalize_name(path.name.removesuffix(".dist-info").rsplit("-", 1)[0])
+        for path in layer.glob("*.dist-info")
+    }
+    # Then they are exactly the pinned requirements: no development dependency came along
+    assert installed == _pinned_distributions(), installed ^ _pinned_distributions()
+    for development in ("moto", "yaml", "pytest", "payment_outbox_dev", "samtranslator", "cfnlint"):
+        assert not (layer / development).exists(), development
+    # And the runtime package holds no developer tooling (local stack, CLI, demos)
+    package = layer / "payment_outbox"
+    assert not (package / "local").exists()
+    assert not (package / "cli.py").exists()
+    dev_imports = [
+        str(path.relative_to(layer))
+        for path in package.rglob("*.py")
+        if re.search(r"^\s*(import|from)\s+(moto|yaml|payment_outbox_dev)\b", path.read_text(), re.M)
+    ]
+    assert not dev_imports, dev_imports
+
+
+def test_every_module_of_the_built_layer_imports_with_only_the_layers_requirements(
+    build_dir: Path, tmp_path: Path
+) -> None:
+    # Given a fresh environment of the template's runtime holding only the layer's pinned requirements
+    # (installed for this machine: the built layer's compiled parts are arm64)
+    runtime = _template_runtime()
+    environment = _sam_environment()
+    venv = tmp_path / "venv"
+    subprocess.run([runtime, "-m", "venv", str(venv)], env=environment, check=True)  # noqa: S603
+    pip = subprocess.run(  # noqa: S603 - fixed arguments
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--require-hashes",
+            "--no-deps",
+            "-r",
+            str(ROOT / "layers" / "common" / "requirements.txt"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    # When every module of the built layer's package, and every function's handler, is imported
+    # with that environment and the layer's package alone on the path
+    package_root = tmp_path / "layer"
+    shutil.copytree(build_dir / "CommonLayer" / "python" / "payment_outbox", package_root / "payment_outbox")
+    script = IMPORT_EVERYTHING.format(
+        functions=[str(build_dir / f) for f in _function_ids() if (build_dir / f / "app.py").is_file()]
+    )
+    result = subprocess.run(  # noqa: S603 - fixed arguments
+        [str(venv / "bin" / "python"), "-I", "-c", script],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": "",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LAYER": str(package_root),
+            "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # Then each one imports
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "imported" in result.stdout, result.stdout
+
+
+IMPORT_EVERYTHING = """
+import importlib, importlib.util, os, pkgutil, sys
+sys.path.insert(0, os.environ["LAYER"])
+import payment_outbox
+count = 0
+for module in pkgutil.walk_packages(payment_outbox.__path__, "payment_outbox."):
+    if module.name == "payment_outbox.migrations.env":
+        continue  # Alembic's environment script: Alembic runs it, below
+    importlib.import_module(module.name)
+    count += 1
+# The migrations (env.py and every version) rendered as SQL, offline: no database needed.
+from alembic import command
+from payment_outbox.migrations.runner import alembic_config
+offline = alembic_config("mysql+pymysql://migrator@db.example.internal/payment_outbox")
+command.upgrade(offline, "head", sql=True)
+for index, folder in enumerate({functions!r}):
+    spec = importlib.util.spec_from_file_location(f"handler_{{index}}", os.path.join(folder, "app.py"))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    count += 1
+print("imported", count)
+"""
+
+
+def _template() -> dict[str, Any]:
+    return load_template(ROOT / "template.yaml")
+
+
+def _template_runtime() -> str:
+    """The interpreter of the functions' runtime, e.g. python3.13 for Runtime: python3.13."""
+    runtime = str(_template()["Globals"]["Function"]["Runtime"])
+    assert runtime.startswith("python"), runtime
+    return runtime
+
+
+def _function_ids() -> list[str]:
+    return [i for i, r in _template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
