@@ -151,9 +151,8 @@ def test_a_bundle_that_is_not_pem_or_tls_off_with_a_bundle_is_a_configuration_er
 def test_the_deployed_engine_verifies_against_the_bundle_from_its_secret(
     monkeypatch: pytest.MonkeyPatch, private_ca: tuple[str, Path, Path]
 ) -> None:
-    from moto import mock_aws
-
     import payment_outbox.bootstrap.database as database
+    from moto import mock_aws
 
     ca_pem = private_ca[0]
     built: dict[str, Any] = {}

@@ -276,3 +276,25 @@ def test_prod_can_have_a_failover_replica_and_a_current_engine(
 def test_a_created_database_is_reached_over_tls_only(source: dict[str, Any]) -> None:
     values = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "true", "DbRequireTls": "false"})
     assert any("DbRequireTls=true" in r for r in proofs.refusals(source, values))
+
+
+def test_the_functions_connect_as_the_application_user_and_only_the_migrator_as_master(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given a deployment that creates the database
+    deployment = _deployment(source, transformed, CreateDatabase="true")
+    master = {"Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]}
+    application = {"Ref": "DatabaseAppUserSecret"}
+    # Then every database function but the migrator connects with the application user's secret
+    for function_id in deployment.functions:
+        if not deployment.uses_database(function_id):
+            continue
+        environment = deployment.environment(function_id)
+        if deployment.custom_resources_of(function_id):
+            assert environment["DB_SECRET_ARN"] == master
+            assert environment["DB_APP_USER_SECRET_ARN"] == application
+        else:
+            assert environment["DB_SECRET_ARN"] == application, function_id
+    # And the proxy accepts that user
+    secrets = [auth["SecretArn"] for auth in deployment.properties("DatabaseProxy")["Auth"]]
+    assert application in secrets

@@ -230,6 +230,12 @@ class MessageArchive(Protocol):
         ...
 
 
+class ApplicationUser(Protocol):
+    def ensure(self, username: str, password: str) -> None:
+        """Create the application's database user if missing, set its password, grant it row access."""
+        ...
+
+
 class SchemaMigrations(Protocol):
     def upgrade_to_head(self) -> None:
         """Apply every pending migration; a no-op when the schema is already at the newest revision."""

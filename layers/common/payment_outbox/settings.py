@@ -48,6 +48,18 @@ class DatabaseSettings(_Settings):
         return self
 
 
+class MigrationSettings(_Settings):
+    """The schema migrator's own: the application user it keeps (only when the stack made the database)."""
+
+    #: Secret {"username", "password"} of the user the other functions connect as; unset: none kept.
+    db_app_user_secret_arn: str | None = None
+
+    @field_validator("db_app_user_secret_arn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class OutboxSettings(_Settings):
     order_events_topic_arn: str
     outbox_max_attempts: int = Field(default=5, ge=1, le=100)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from payment_outbox.adapters import cfn_response
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.migration import AlembicSchemaMigrations
+from payment_outbox.adapters.db.users import MySqlApplicationUser
+from payment_outbox.adapters.secrets import CachedSecret, database_credentials
 from payment_outbox.composition.database import connect_database
 from payment_outbox.services.migration import migrate_schema
-from payment_outbox.settings import DatabaseSettings
+from payment_outbox.settings import DatabaseSettings, MigrationSettings
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,23 @@ class SchemaMigrator:
 
 
 def build_schema_migrator() -> SchemaMigrator:
-    database = connect_database(DatabaseSettings(), AwsClients())
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    # The user the other functions connect as (only when the stack made the database): kept in step
+    # with its secret on every run, with row access only.
+    app_user_secret = MigrationSettings().db_app_user_secret_arn
+    application_user = (
+        (
+            MySqlApplicationUser(database.engine),
+            database_credentials(CachedSecret(app_user_secret, clients.factory("secretsmanager")).value()),
+        )
+        if app_user_secret
+        else None
+    )
 
     def migrate(lock_wait_seconds: int | None = None) -> str:
-        return migrate_schema(AlembicSchemaMigrations(database.engine, lock_wait_seconds=lock_wait_seconds))
+        schema = AlembicSchemaMigrations(database.engine, lock_wait_seconds=lock_wait_seconds)
+        return migrate_schema(schema, application_user)
 
     return SchemaMigrator(
         migrate=migrate,
