@@ -79,8 +79,6 @@ def test_each_deploy_the_migrator_keeps_the_application_user_of_its_secret(
 
     import boto3
 
-    from payment_outbox import bootstrap
-
     # Given the application user's secret, as the stack generates it, and the migrator on the master user
     arn = boto3.client("secretsmanager").create_secret(
         Name="payment-outbox/app-user",
@@ -103,10 +101,8 @@ def test_each_deploy_the_migrator_keeps_the_application_user_of_its_secret(
         def get_remaining_time_in_millis(self) -> int:
             return 300_000
 
-    bootstrap.reset()
     # When the migrator runs (here invoked by hand, as docs/deploy.md shows)
     result = app.lambda_handler({}, Context())
-    bootstrap.reset()
     # Then the schema is at head and the application user connects with the secret's password
     assert result["revision"] != "none"
     app_engine = _as(db, application_user, "generated-password")

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from payment_outbox import bootstrap
 from payment_outbox.adapters.db.engine import make_engine, tls_context
 from payment_outbox.errors import ConfigurationError
 
@@ -151,8 +150,12 @@ def test_a_bundle_that_is_not_pem_or_tls_off_with_a_bundle_is_a_configuration_er
 def test_the_deployed_engine_verifies_against_the_bundle_from_its_secret(
     monkeypatch: pytest.MonkeyPatch, private_ca: tuple[str, Path, Path]
 ) -> None:
-    import payment_outbox.bootstrap.database as database
     from moto import mock_aws
+
+    import payment_outbox.adapters.db.database as database
+    from payment_outbox.adapters.aws import AwsClients
+    from payment_outbox.composition.database import connect_database
+    from payment_outbox.settings import DatabaseSettings
 
     ca_pem = private_ca[0]
     built: dict[str, Any] = {}
@@ -177,11 +180,7 @@ def test_the_deployed_engine_verifies_against_the_bundle_from_its_secret(
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("DATABASE_URL", raising=False)
         monkeypatch.setattr(database, "make_engine", capture)
-        bootstrap.reset()
-        try:
-            # When its engine is built
-            database.engine()
-        finally:
-            bootstrap.reset()
+        # When the composition root connects its database
+        connect_database(DatabaseSettings(), AwsClients()).engine.dispose()
     # Then TLS is on and verifies against the bundle read from the secret
     assert built["tls"] is True and built["ca_bundle"] == ca_pem
