@@ -319,7 +319,7 @@ class _KillRun:
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
-                "paidAt": "2026-11-30T10:15:00Z",
+                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         self._until_answered("callback", "POST", "/payments/notify", body, expect=200, signed=True)

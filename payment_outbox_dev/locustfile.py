@@ -41,7 +41,7 @@ class PayingCustomer(HttpUser):
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
-                "paidAt": "2026-11-30T10:15:00Z",
+                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         self.client.post(
