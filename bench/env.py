@@ -4,6 +4,7 @@ in it, and every Lambda function loadable in-process with its own environment.""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/?charset=utf8mb4"
-DATABASE_NAME = "payment_outbox_bench"
+#: Unique to this run: the database server is shared, and so may be a benchmark running next to us.
+DATABASE_NAME = f"payment_outbox_bench_{os.getpid()}_{secrets.token_hex(3)}"
 WEBHOOK_SECRET = "bench-webhook-secret"  # noqa: S105 - signs the benchmark's own callbacks
 QUEUES = ("PointsQueue", "SmsQueue")
 
@@ -106,7 +108,7 @@ class BenchWorld:
 
 @contextmanager
 def database(server_url: str) -> Iterator[str]:
-    """Create ``payment_outbox_bench`` (migrated to head), yield its URL, drop it afterwards."""
+    """Create this run's database (migrated to head), yield its URL, drop it afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 

@@ -153,6 +153,20 @@ class InMemoryOutbox:
         ]
         return min(due, default=None)
 
+    def next_due_at(self, *, after: datetime) -> datetime | None:
+        upcoming = [
+            m.next_retry_at
+            for m in self._t.outbox.values()
+            if m.status is OutboxStatus.PENDING and m.next_retry_at > after
+        ]
+        return min(upcoming, default=None)
+
+    def count_due(self, now: datetime, *, limit: int) -> int:
+        due = [
+            m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING and m.next_retry_at <= now
+        ]
+        return min(len(due), limit)
+
     def get(self, message_id: str) -> OutboxMessage | None:
         return self._t.outbox.get(message_id)
 

@@ -62,7 +62,12 @@ class Resolver:
         raise ValueError(f"cannot resolve {key}")
 
     def _ref(self, name: str) -> str:
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
+        pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": STACK_NAME,
+        }
         if "." in name:  # ${Resource.Attribute} inside Fn::Sub
             logical_id, attribute = name.split(".", 1)
             return self.provisioned.attributes[(logical_id, attribute)]
@@ -145,6 +150,14 @@ class CallRecorder:
         return grouped
 
 
+#: The stack name the offline transform's ``${AWS::StackName}`` stands for.
+STACK_NAME = "payment-outbox"
+
+
+def _function_arn(name: str) -> str:
+    return name if name.startswith("arn:") else f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+
+
 def _table_arn(name: str) -> str:
     return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
@@ -170,6 +183,8 @@ def required_permissions(service: str, operation: str, params: dict[str, Any]) -
     if service == "sns" and operation in ("Publish", "PublishBatch"):
         # PublishBatch is authorised as sns:Publish; an SMS to a phone number has no resource ARN.
         return [("sns:Publish", params.get("TopicArn") or params.get("TargetArn") or "*")]
+    if service == "lambda" and operation == "Invoke":
+        return [("lambda:InvokeFunction", _function_arn(params["FunctionName"]))]
     if service == "secretsmanager":
         return [(f"secretsmanager:{operation}", params["SecretId"])]
     if service == "s3":

@@ -1,4 +1,6 @@
-"""OutboxRelay: every minute, publish due outbox rows to SNS while rows are due and time is left."""
+"""OutboxRelay: every minute, publish due outbox rows to SNS while rows are due and time is left;
+keep polling within the minute while rows fall due; start more relays under a backlog. A relay
+started that way (its event carries ``relayFanOut``) drains until its starter's deadline, no more."""
 
 from __future__ import annotations
 
@@ -9,20 +11,33 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.composition.relay import build_outbox_relay
+from payment_outbox.adapters.relay_launcher import fan_out_remaining_ms
+from payment_outbox.composition.relay import build_scheduled_relay
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 #: Built on the first invocation, then kept for the container's life.
-outbox_relay = cache(build_outbox_relay)
+scheduled_relay = cache(build_scheduled_relay)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = outbox_relay().relay_due_messages(context.get_remaining_time_in_millis)
+    scheduled = scheduled_relay()
+    until_starter_stops = fan_out_remaining_ms(event)
+    if until_starter_stops is None:
+        report = scheduled.relay.relay_due_messages(
+            context.get_remaining_time_in_millis,
+            polling=scheduled.polling,
+            fan_out=scheduled.fan_out(context.function_name),
+        )
+    else:
+        report = scheduled.relay.relay_due_messages(
+            lambda: min(context.get_remaining_time_in_millis(), until_starter_stops())
+        )
+    metrics.add_metric(name="RelaysStarted", unit=MetricUnit.Count, value=report.relays_started)
     metrics.add_metric(name="MessagesPublished", unit=MetricUnit.Count, value=report.published)
     metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
     # The alarm watches this: each message here has used up its attempts and needs an operator.
@@ -39,6 +54,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "published": report.published,
             "retried": report.retried,
             "failed": len(report.gave_up),
+            "relaysStarted": report.relays_started,
+            "fanOut": until_starter_stops is not None,
         },
     )
     return {

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from payment_outbox import settings
+from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher
 from payment_outbox.domain.signature import sign
 from payment_outbox_dev.harness import LocalFunctions, current_function
 from payment_outbox_dev.provision import provision
@@ -331,6 +332,9 @@ EXPECTED_UNUSED = {
     ("SmsConsumerFunction", "dynamodb:DeleteItem"),
     ("PointsConsumerFunction", "dynamodb:GetItem"),
     ("SmsConsumerFunction", "dynamodb:GetItem"),
+    # The relay invokes itself only when one run cannot drain the due rows before its deadline
+    # (thousands of rows); test_the_relays_fan_out_call_is_allowed proves that call's permission.
+    ("OutboxRelayFunction", "lambda:InvokeFunction"),
 }
 
 
@@ -353,6 +357,38 @@ def test_every_granted_action_is_used(truth_run: TruthRun) -> None:
                 ):
                     unused.append(f"{logical_id}: {action} on {', '.join(grant.resources)}")
     assert not unused, "granted but never used:\n" + "\n".join(unused)
+
+
+def test_the_relays_fan_out_call_is_allowed(truth_run: TruthRun) -> None:
+    # Given the relay deployed under the name the template gives it (Lambda hands the handler that
+    # name in its context, which fan-out invokes)
+    properties = truth_run.template["Resources"]["OutboxRelayFunction"]["Properties"]
+    deployed_name = truth_run.resolver.render(properties["FunctionName"])
+    invoked: list[dict[str, Any]] = []
+
+    class Client:
+        def invoke(self, **params: Any) -> dict[str, Any]:
+            invoked.append(params)
+            return {"StatusCode": 202}
+
+    # When the relay's launcher starts two more runs
+    started = LambdaRelayLauncher(Client, deployed_name).launch(2, seconds_left=30)
+    # Then it made two asynchronous invocations of the relay itself, each allowed by the relay's role
+    assert started == 2
+    assert [(p["FunctionName"], p["InvocationType"]) for p in invoked] == [(deployed_name, "Event")] * 2
+    grants = inline_grants(
+        transform_offline(truth_run.template, truth_run.parameters), "OutboxRelayFunction", truth_run.resolver
+    )
+    for params in invoked:
+        for action, resource in required_permissions("lambda", "Invoke", params):
+            assert any(grant.allows(action, resource) for grant in grants), (action, resource)
+    # And no other function may invoke it
+    for logical_id in truth_run.functions.specs:
+        if logical_id != "OutboxRelayFunction":
+            others = inline_grants(
+                transform_offline(truth_run.template, truth_run.parameters), logical_id, truth_run.resolver
+            )
+            assert not any("lambda:InvokeFunction" in g.actions for g in others), logical_id
 
 
 def test_environment_variables_match_what_the_code_reads(truth_run: TruthRun) -> None:

@@ -63,7 +63,9 @@ class MigrationSettings(_Settings):
 class OutboxSettings(_Settings):
     order_events_topic_arn: str
     outbox_max_attempts: int = Field(default=5, ge=1, le=100)
-    outbox_batch_size: int = Field(default=50, ge=1, le=1000)
+    #: Rows one claim takes: two waves of the relay's concurrent requests (10 x 10 entries), so the
+    #: requests of one claim keep the pipe full while the previous claim is recorded.
+    outbox_batch_size: int = Field(default=200, ge=1, le=1000)
     outbox_lease_seconds: int = Field(default=60, ge=5)
     outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
@@ -79,6 +81,19 @@ class OutboxSettings(_Settings):
             base_delay_seconds=self.outbox_backoff_base_seconds,
             max_delay_seconds=self.outbox_backoff_max_seconds,
         )
+
+
+class RelaySettings(_Settings):
+    """The scheduled relay's own knobs: concurrency, sub-minute polling, fan-out under a backlog."""
+
+    #: PublishBatch requests in flight at once (one boto3 client, one connection each).
+    relay_max_in_flight: int = Field(default=10, ge=1, le=50)
+    #: Polling within a scheduled run: how often, and how long after the last claimed row.
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0, le=10)
+    relay_idle_cutoff_seconds: float = Field(default=0.0, ge=0, le=60)
+    #: Relays at once under a backlog, the scheduled one included; 1 turns fan-out off. Fan-out
+    #: invokes the running function itself, by the name in its Lambda context.
+    max_relay_concurrency: int = Field(default=1, ge=1, le=100)
 
 
 class WebhookSettings(_Settings):

@@ -1,29 +1,64 @@
-"""OutboxRelay: every minute, claim due outbox rows and publish them to SNS."""
+"""OutboxRelay: every minute, claim due outbox rows and publish them to SNS, several PublishBatch
+requests at a time; poll within the minute while rows fall due; fan out under a backlog."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.database import Database
-from payment_outbox.adapters.sns_publisher import SnsPublisher
+from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher
+from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
 from payment_outbox.ports import MessagePublisher
-from payment_outbox.services.relay import OutboxRelay
-from payment_outbox.settings import DatabaseSettings, OutboxSettings
+from payment_outbox.services.relay import FanOut, OutboxRelay, Polling
+from payment_outbox.settings import DatabaseSettings, OutboxSettings, RelaySettings
+
+
+@dataclass(frozen=True)
+class ScheduledRelay:
+    """The relay and how a scheduled run uses it (a fanned-out run uses the relay alone)."""
+
+    relay: OutboxRelay
+    polling: Polling
+    clients: AwsClients
+    max_relays: int
+
+    def fan_out(self, function_name: str) -> FanOut | None:
+        """Fan-out invokes ``function_name``, the running relay's own (from its Lambda context);
+        None when it is off (MAX_RELAY_CONCURRENCY of 1)."""
+        if self.max_relays <= 1:
+            return None
+        return FanOut(LambdaRelayLauncher(self.clients.factory("lambda"), function_name), self.max_relays)
+
+
+def build_scheduled_relay() -> ScheduledRelay:
+    clients = AwsClients()
+    settings, relay_settings = OutboxSettings(), RelaySettings()
+    database = connect_database(DatabaseSettings(), clients)
+    in_flight = relay_settings.relay_max_in_flight
+    # botocore's standard retries: the scheduled run has a whole minute. One pooled connection per
+    # concurrent request; the client itself is shared by the publish threads.
+    sns = clients.factory("sns", max_pool_connections=in_flight)
+    publisher = SnsPublisher(sns, settings.order_events_topic_arn)
+    return ScheduledRelay(
+        relay=outbox_relay(settings, database, publisher, max_in_flight=in_flight),
+        polling=Polling(relay_settings.relay_poll_interval_seconds, relay_settings.relay_idle_cutoff_seconds),
+        clients=clients,
+        max_relays=relay_settings.max_relay_concurrency,
+    )
 
 
 def build_outbox_relay() -> OutboxRelay:
-    clients = AwsClients()
-    settings = OutboxSettings()
-    database = connect_database(DatabaseSettings(), clients)
-    # botocore's standard retries: the scheduled run has a whole minute.
-    publisher = SnsPublisher(clients.factory("sns"), settings.order_events_topic_arn)
-    return outbox_relay(settings, database, publisher)
+    """The scheduled relay alone, as configured (the benchmarks)."""
+    return build_scheduled_relay().relay
 
 
-def outbox_relay(settings: OutboxSettings, database: Database, publisher: MessagePublisher) -> OutboxRelay:
+def outbox_relay(
+    settings: OutboxSettings, database: Database, publisher: MessagePublisher, *, max_in_flight: int = 1
+) -> OutboxRelay:
     """The scheduled relay as configured, publishing through ``publisher`` (here; the benchmarks)."""
     return OutboxRelay(
         database.unit_of_work,
@@ -33,4 +68,6 @@ def outbox_relay(settings: OutboxSettings, database: Database, publisher: Messag
         batch_size=settings.outbox_batch_size,
         lease=timedelta(seconds=settings.outbox_lease_seconds),
         ordered_by_key=settings.outbox_ordered_by_key,
+        max_in_flight=max_in_flight,
+        request_size=MAX_BATCH_ENTRIES,
     )

@@ -184,6 +184,30 @@ class SqlOutboxRepository:
         )
         return oldest
 
+    def next_due_at(self, *, after: datetime) -> datetime | None:
+        """When the next pending row falls due (leases and retries included), for a polling relay."""
+        upcoming: datetime | None = self._session.scalar(
+            select(func.min(MessageRecordRow.next_retry_at)).where(
+                MessageRecordRow.status == int(OutboxStatus.PENDING),
+                MessageRecordRow.next_retry_at > after,
+            )
+        )
+        return upcoming
+
+    def count_due(self, now: datetime, *, limit: int) -> int:
+        """Due rows, counted up to ``limit``: the index range scan stops there, so a backlog of
+        millions costs no more than the limit."""
+        due = (
+            select(MessageRecordRow.id)
+            .where(
+                MessageRecordRow.status == int(OutboxStatus.PENDING),
+                MessageRecordRow.next_retry_at <= now,
+            )
+            .limit(limit)
+            .subquery()
+        )
+        return int(self._session.scalar(select(func.count()).select_from(due)) or 0)
+
     def get(self, message_id: str) -> OutboxMessage | None:
         row = self._session.scalars(
             select(MessageRecordRow).where(MessageRecordRow.message_id == message_id)
