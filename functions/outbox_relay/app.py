@@ -11,7 +11,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.adapters.relay_launcher import fan_out_remaining_ms
 from payment_outbox.composition.relay import build_scheduled_relay
 
 logger = Logger()
@@ -25,18 +24,7 @@ scheduled_relay = cache(build_scheduled_relay)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    scheduled = scheduled_relay()
-    until_starter_stops = fan_out_remaining_ms(event)
-    if until_starter_stops is None:
-        report = scheduled.relay.relay_due_messages(
-            context.get_remaining_time_in_millis,
-            polling=scheduled.polling,
-            fan_out=scheduled.fan_out(context.function_name),
-        )
-    else:
-        report = scheduled.relay.relay_due_messages(
-            lambda: min(context.get_remaining_time_in_millis(), until_starter_stops())
-        )
+    report = scheduled_relay().run(event, context.get_remaining_time_in_millis, context.function_name)
     metrics.add_metric(name="RelaysStarted", unit=MetricUnit.Count, value=report.relays_started)
     metrics.add_metric(name="MessagesPublished", unit=MetricUnit.Count, value=report.published)
     metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
@@ -55,7 +43,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "retried": report.retried,
             "failed": len(report.gave_up),
             "relaysStarted": report.relays_started,
-            "fanOut": until_starter_stops is not None,
         },
     )
     return {

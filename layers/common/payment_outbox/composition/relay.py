@@ -3,17 +3,19 @@ requests at a time; poll within the minute while rows fall due; fan out under a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.database import Database
-from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher
+from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher, fan_out_remaining_ms
 from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
 from payment_outbox.ports import MessagePublisher
-from payment_outbox.services.relay import FanOut, OutboxRelay, Polling
+from payment_outbox.services.relay import FanOut, OutboxRelay, Polling, RelayReport
 from payment_outbox.settings import DatabaseSettings, OutboxSettings, RelaySettings
 
 
@@ -25,6 +27,16 @@ class ScheduledRelay:
     polling: Polling
     clients: AwsClients
     max_relays: int
+
+    def run(self, event: dict[str, Any], remaining_ms: Callable[[], int], function_name: str) -> RelayReport:
+        """A scheduled run polls within its minute and may fan out; a run started by fan-out (its
+        event says so) drains until its starter's deadline, and no further."""
+        until_starter_stops = fan_out_remaining_ms(event)
+        if until_starter_stops is None:
+            return self.relay.relay_due_messages(
+                remaining_ms, polling=self.polling, fan_out=self.fan_out(function_name)
+            )
+        return self.relay.relay_due_messages(lambda: min(remaining_ms(), until_starter_stops()))
 
     def fan_out(self, function_name: str) -> FanOut | None:
         """Fan-out invokes ``function_name``, the running relay's own (from its Lambda context);
