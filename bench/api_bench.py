@@ -131,6 +131,8 @@ def callback_latency(
         return time.perf_counter() - started
 
     marks = _Marks()
+    # Transaction ids are unique per run: both callback runs pay orders in the same database.
+    run = "latency-" if bare_publishes else "moto-"
 
     def on_commit(_session: Session) -> None:
         marks.commits.append(time.perf_counter())
@@ -146,8 +148,8 @@ def callback_latency(
     world.functions.cold_start("PaymentApiFunction")
     with QueueDrainer([world.queue_url(q) for q in QUEUES]), on_new_clients("sns", hook_publish) as sns:
         for i, (order_no, amount) in enumerate(real_orders[:warmup]):
-            real_call(order_no, amount, f"warm-{i}")
-            bare_call(bare_orders[i % len(bare_orders)][0], f"warm-bare-{i}")
+            real_call(order_no, amount, f"{run}warm-{i}")
+            bare_call(bare_orders[i % len(bare_orders)][0], f"{run}warm-bare-{i}")
         # And the commits of the callback.
         event.listen(Session, "after_commit", on_commit)
         real_ms: list[list[float]] = []
@@ -165,7 +167,7 @@ def callback_latency(
                 for j in range(per_round):
                     order_no, amount = real_orders[index]
                     bare_no, _ = bare_orders[index - warmup]
-                    txn = f"txn-{index}"
+                    txn = f"{run}txn-{index}"
                     if j % 2:
                         bare_round.append(bare_call(bare_no, "bare-" + txn) * 1000)
                     marks.clear()
