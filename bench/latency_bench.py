@@ -30,10 +30,10 @@ from sqlalchemy import Engine, bindparam, text
 
 from bench.data import count_by_status, due_messages, insert_messages, reset_outbox
 from bench.latency_sns import LatencySnsProcess
-from bench.relay_bench import naive_relay_drain
+from bench.relay_bench import naive_relay_drain, publish_chunk
 from bench.stats import Section, Target, median, median_ratio, percentile, table
 from payment_outbox.adapters.db.engine import make_engine
-from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher, message_attributes
+from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
 from payment_outbox.ports import PublishOutcome
 
@@ -93,19 +93,7 @@ def bare_concurrent_publish(
     threads, no database, through a client configured as the relay's."""
     chunks = [messages[i : i + MAX_BATCH_ENTRIES] for i in range(0, len(messages), MAX_BATCH_ENTRIES)]
 
-    def send(chunk: Sequence[OutboxMessage]) -> int:
-        response = sns.publish_batch(
-            TopicArn=topic_arn,
-            PublishBatchRequestEntries=[
-                {"Id": str(i), "Message": m.content, "MessageAttributes": message_attributes(m)}
-                for i, m in enumerate(chunk)
-            ],
-        )
-        if response.get("Failed"):
-            raise RuntimeError(f"PublishBatch failed entries: {response['Failed']}")
-        return len(chunk)
-
-    return sum(pool.map(send, chunks))
+    return sum(pool.map(lambda chunk: publish_chunk(sns, topic_arn, chunk), chunks))
 
 
 #: Where a PublishBatch call's own CPU goes, by the module a profiled function lives in.

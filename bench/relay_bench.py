@@ -80,22 +80,27 @@ def naive_relay_drain(engine: Engine, topic_arn: str, batch: int = 100) -> int:
             published += 1
 
 
+def publish_chunk(sns: Any, topic_arn: str, chunk: Sequence[OutboxMessage]) -> int:
+    """One PublishBatch of up to 10 payloads, no database: the unit of every limit loop."""
+    response = sns.publish_batch(
+        TopicArn=topic_arn,
+        PublishBatchRequestEntries=[
+            {"Id": str(i), "Message": m.content, "MessageAttributes": message_attributes(m)}
+            for i, m in enumerate(chunk)
+        ],
+    )
+    if response.get("Failed"):
+        raise RuntimeError(f"PublishBatch failed entries: {response['Failed']}")
+    return len(chunk)
+
+
 def publish_batch_limit(messages: Sequence[OutboxMessage], topic_arn: str) -> int:
     """The ceiling: the same payloads in PublishBatch calls of 10, one after another, no database."""
     import boto3
 
     sns: Any = boto3.client("sns")
     for start in range(0, len(messages), MAX_BATCH_ENTRIES):
-        chunk = messages[start : start + MAX_BATCH_ENTRIES]
-        response = sns.publish_batch(
-            TopicArn=topic_arn,
-            PublishBatchRequestEntries=[
-                {"Id": str(i), "Message": m.content, "MessageAttributes": message_attributes(m)}
-                for i, m in enumerate(chunk)
-            ],
-        )
-        if response.get("Failed"):
-            raise RuntimeError(f"PublishBatch failed entries: {response['Failed']}")
+        publish_chunk(sns, topic_arn, messages[start : start + MAX_BATCH_ENTRIES])
     return len(messages)
 
 
