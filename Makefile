@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: the whole flow on SQLite and an in-process AWS emulator (DATABASE_URL=... for MySQL).
 demo: install
-	$(BIN)/python -m payment_outbox_dev.embedded_demo
+	$(BIN)/python -m payment_outbox_dev.demo.embedded
 
 ## The whole system live on one machine, no Docker, no AWS account: API on :3000, AWS emulator on
 ## :5000, relay schedule, queue pollers (docs/local-stack.md). Options: make local ARGS="--verbose".
@@ -40,12 +40,12 @@ bench: install
 ## (docs/reliability.md). Options: make chaos ARGS="--orders 200 --seed 3 --database-url mysql+pymysql://..."
 .PHONY: chaos
 chaos: install
-	$(BIN)/python -m payment_outbox_dev.chaos $(ARGS)
+	$(BIN)/python -m payment_outbox_dev.chaos.inprocess $(ARGS)
 
 ## docs/openapi.json from the handlers' routes and models (make test fails when it is out of date).
 .PHONY: openapi
 openapi: install
-	$(BIN)/python -m payment_outbox_dev.openapi
+	$(BIN)/python -m payment_outbox_dev.local.openapi
 
 ## The kill chaos run: seeded orders and signed callbacks over HTTP against a live local stack on
 ## MariaDB/MySQL (a database of its own, dropped after), random workers and sometimes the whole stack
@@ -59,7 +59,7 @@ chaos-kill: install
 ## time and reports orders/s and latency percentiles (docs/load.md). Options: make load ARGS="--workers 1 --seconds 60"
 .PHONY: load
 load: install
-	$(BIN)/python -m payment_outbox_dev.load $(ARGS)
+	$(BIN)/python -m payment_outbox_dev.chaos.load $(ARGS)
 
 ## Before `sam deploy`: what would hang, fail or stay silent with your parameter values (docs/deploy.md).
 ## Options: make preflight ARGS="--config-env prod --parameter-overrides Key=Value ..."

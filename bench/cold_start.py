@@ -57,7 +57,7 @@ def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 def handlers() -> dict[str, tuple[str, Path | None]]:
     """Every function in template.yaml: logical id -> (handler file, event file or None)."""
-    from payment_outbox_dev.template import functions, load_template
+    from payment_outbox_dev.checks.template import functions, load_template
 
     found: dict[str, tuple[str, Path | None]] = {}
     for spec in functions(load_template(ROOT / "template.yaml")):

@@ -68,7 +68,7 @@ def consumer_cost(
     import boto3
 
     from bench.data import due_messages
-    from payment_outbox_dev.harness import sqs_event
+    from payment_outbox_dev.local.harness import sqs_event
 
     sqs: Any = boto3.client("sqs")
     figures: dict[str, Any] = {}

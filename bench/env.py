@@ -76,7 +76,7 @@ class BenchWorld:
     database_url: str
     environments: dict[str, dict[str, str]]
     refs: dict[str, str]
-    functions: Any  # payment_outbox_dev.harness.LocalFunctions
+    functions: Any  # payment_outbox_dev.local.harness.LocalFunctions
 
     @property
     def topic_arn(self) -> str:
@@ -135,9 +135,9 @@ def database(server_url: str) -> Iterator[str]:
 def world(server_url: str) -> Iterator[BenchWorld]:
     with moto_server() as endpoint, database(server_url) as url:
         os.environ.update(aws_environment(endpoint))
-        from payment_outbox_dev.harness import LocalFunctions
-        from payment_outbox_dev.provision import provision
-        from payment_outbox_dev.template import load_template
+        from payment_outbox_dev.checks.template import load_template
+        from payment_outbox_dev.local.harness import LocalFunctions
+        from payment_outbox_dev.local.provision import provision
 
         template = load_template(ROOT / "template.yaml")
         resources = provision(template)

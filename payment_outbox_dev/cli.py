@@ -23,8 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
-from payment_outbox_dev.timing import DEFAULT_TIME_SCALE
+from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 
 def find_root(start: Path) -> Path:
@@ -199,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if args.command == "chaos":
-        from payment_outbox_dev import chaos
+        from payment_outbox_dev.chaos import inprocess as chaos
 
         return chaos.main(extra)
     if args.command == "preflight":
-        # preflight's options are its own (payment_outbox_dev.preflight).
-        from payment_outbox_dev import preflight
+        # preflight's options are its own (payment_outbox_dev.checks.preflight).
+        from payment_outbox_dev.checks import preflight
 
         root = (args.root or find_root(Path.cwd())).resolve()
         files = [
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sign":
         return _sign(args)
     if args.command == "demo":
-        from payment_outbox_dev.stack_demo import run_demo
+        from payment_outbox_dev.demo.stack import run_demo
 
         return run_demo(args.api_url, args.secret, timeout=args.timeout)
     if args.command == "migrate":
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local(root: Path, args: argparse.Namespace) -> int:
-    from payment_outbox_dev.stack import LocalStack, StackConfig
+    from payment_outbox_dev.local.stack import LocalStack, StackConfig
 
     config = StackConfig(
         root=root,
@@ -252,7 +252,7 @@ def _local(root: Path, args: argparse.Namespace) -> int:
 
 
 def _invoke(root: Path, args: argparse.Namespace) -> int:
-    from payment_outbox_dev.invoke import invoke
+    from payment_outbox_dev.local.invoke import invoke
 
     if args.event is None:
         event: Any = {}

@@ -24,9 +24,9 @@ from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.composition.database import connect_database
 from payment_outbox.domain.signature import sign
 from payment_outbox.settings import DatabaseSettings, PointsSettings
-from payment_outbox_dev.harness import ApiResponse, Delivery, LocalFunctions
-from payment_outbox_dev.provision import Provisioned, provision
-from payment_outbox_dev.template import load_template
+from payment_outbox_dev.checks.template import load_template
+from payment_outbox_dev.local.harness import ApiResponse, Delivery, LocalFunctions
+from payment_outbox_dev.local.provision import Provisioned, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WEBHOOK_SECRET = "test-webhook-secret"

@@ -13,11 +13,11 @@ from typing import Any
 import boto3
 import pytest
 
-from payment_outbox_dev.harness import ACCOUNT, REGION, current_function
-from payment_outbox_dev.provision import Provisioned
-from payment_outbox_dev.template_proofs import transform_offline
+from payment_outbox_dev.checks.template_proofs import transform_offline
+from payment_outbox_dev.local.harness import ACCOUNT, REGION, current_function
+from payment_outbox_dev.local.provision import Provisioned
 
-#: The offline SAM transform is the proofs' own (payment_outbox_dev.template_proofs); re-exported here.
+#: The offline SAM transform is the proofs' own (payment_outbox_dev.checks.template_proofs); re-exported here.
 __all__ = ["transform_offline"]
 
 #: Environment variables Powertools itself reads (service name, metrics namespace, log level).

@@ -26,9 +26,9 @@ from sqlalchemy import Engine, create_engine, text
 from payment_outbox import settings
 from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher
 from payment_outbox.domain.signature import sign
-from payment_outbox_dev.harness import LocalFunctions, current_function
-from payment_outbox_dev.provision import provision
-from payment_outbox_dev.template import FunctionSpec, load_template
+from payment_outbox_dev.checks.template import FunctionSpec, load_template
+from payment_outbox_dev.local.harness import LocalFunctions, current_function
+from payment_outbox_dev.local.provision import provision
 from tests.support import ROOT, cfn_response_server, recent_paid_at
 from tests.template_truth import (
     POWERTOOLS_VARIABLES,
@@ -423,9 +423,9 @@ def _with_only(environment: dict[str, str], cls: type[Any]) -> None:
 
 
 def test_the_network_proof_knows_every_service_each_function_called(truth_run: TruthRun) -> None:
-    """The network-reach proof (payment_outbox_dev.template_proofs) reads each function's services from
+    """The network-reach proof (payment_outbox_dev.checks.template_proofs) reads each function's services from
     its role; this run's recorded calls show that list misses none the code really calls."""
-    from payment_outbox_dev.template_proofs import Deployment
+    from payment_outbox_dev.checks.template_proofs import Deployment
 
     transformed = transform_offline(truth_run.template, truth_run.parameters)
     deployment = Deployment.of(truth_run.template, transformed, truth_run.parameters)

@@ -21,7 +21,7 @@ from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.services.payments import PaymentService
-from payment_outbox_dev.harness import api_gateway_event
+from payment_outbox_dev.local.harness import api_gateway_event
 from tests.support import LocalSystem, configured_database
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from payment_outbox.domain.signature import sign
-from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
+from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
 from tests.integration.test_local_stack import RunningStack, start_stack
 
 pytestmark = pytest.mark.integration

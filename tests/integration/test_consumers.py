@@ -20,8 +20,8 @@ from sqlalchemy import text
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import PointsCredit
 from payment_outbox.services.relay import ImmediatePublisher
-from payment_outbox_dev.harness import ACCOUNT, REGION, sqs_event
-from payment_outbox_dev.template import load_template
+from payment_outbox_dev.checks.template import load_template
+from payment_outbox_dev.local.harness import ACCOUNT, REGION, sqs_event
 from tests.support import ROOT, LocalSystem, points_ledger
 
 pytestmark = pytest.mark.integration

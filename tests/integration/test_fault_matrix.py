@@ -5,7 +5,7 @@ record and one SMS sent; and the queues (and, unless the case expects it, the de
 empty.
 
 Faults are injected where AWS or the network would inject them: the boto3 clients the adapters use
-(``payment_outbox_dev.faults``) and a TCP proxy between the application and MariaDB
+(``payment_outbox_dev.local.faults``) and a TCP proxy between the application and MariaDB
 (``tests.faults``). The cases already covered elsewhere are listed in docs/reliability.md.
 """
 
@@ -40,7 +40,7 @@ from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pe
 from payment_outbox.ports import PointsCredit, PublishOutcome
 from payment_outbox.services.points import credit_points
 from payment_outbox.services.relay import OutboxRelay
-from payment_outbox_dev.faults import (
+from payment_outbox_dev.local.faults import (
     Call,
     FailCall,
     FailEntries,
@@ -50,7 +50,7 @@ from payment_outbox_dev.faults import (
     RunFirst,
     entry_message_id,
 )
-from payment_outbox_dev.harness import ACCOUNT, REGION
+from payment_outbox_dev.local.harness import ACCOUNT, REGION
 from tests.faults import TcpProxy
 from tests.support import LocalSystem, floor_points
 

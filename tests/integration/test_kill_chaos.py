@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from payment_outbox_dev.chaos_kill import KillConfig, run_kill_chaos
+from payment_outbox_dev.chaos.kill import KillConfig, run_kill_chaos
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ import pytest
 
 from payment_outbox.domain.signature import sign
 from payment_outbox_dev import cli
-from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET
-from payment_outbox_dev.template import api_routes, find_function, functions, load_template
+from payment_outbox_dev.checks.template import api_routes, find_function, functions, load_template
+from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
 from tests.support import recent_paid_at
 
 # Not MariaDB: the stack runs on SQLite, as `make local` does by default.
@@ -541,7 +541,7 @@ def test_a_retry_line_names_the_error_that_failed_the_record(stack: RunningStack
 
 def test_the_running_stack_keeps_every_ordering_of_the_template(stack: RunningStack) -> None:
     from payment_outbox_dev.cli import positive_fraction
-    from payment_outbox_dev.timing import scaled_timing
+    from payment_outbox_dev.local.timing import scaled_timing
 
     # Given the timing derived from the template at the stack's time scale
     expected = scaled_timing(TEMPLATE, positive_fraction(TIME_SCALE))
@@ -567,7 +567,7 @@ def test_the_running_stack_keeps_every_ordering_of_the_template(stack: RunningSt
 
 def test_the_in_progress_window_is_the_consumers_time_scaled_timeout(stack: RunningStack) -> None:
     from payment_outbox_dev.cli import positive_fraction
-    from payment_outbox_dev.timing import scaled_timing
+    from payment_outbox_dev.local.timing import scaled_timing
 
     # Given a paid order whose points message was consumed
     user_id = _user_id()

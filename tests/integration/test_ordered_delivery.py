@@ -21,7 +21,7 @@ from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import OutboxMessage, pending_message
 from payment_outbox.ports import PointsCredit, PublishFailure, PublishOutcome
-from payment_outbox_dev.template import load_template
+from payment_outbox_dev.checks.template import load_template
 from tests.support import ROOT, LocalSystem
 
 pytestmark = pytest.mark.integration

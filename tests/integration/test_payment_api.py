@@ -27,7 +27,7 @@ from payment_outbox.errors import PaymentConflict
 from payment_outbox.services.payments import PaymentService
 from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox.settings import OutboxSettings
-from payment_outbox_dev.harness import ApiResponse
+from payment_outbox_dev.local.harness import ApiResponse
 from tests.fakes import outbox_message
 from tests.support import (
     LocalSystem,

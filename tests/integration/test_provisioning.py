@@ -4,7 +4,7 @@ Every attribute the template sets on each queue (retention, encryption, redrive,
 topic, subscription and table (billing, key schema, encryption, TTL, point-in-time recovery) is read
 back from the emulator and compared with the template — derived from the template, so a property
 added there is checked here without a change. The one deliberate difference, the local stack's
-time-scaled visibility timeouts, is checked against ``payment_outbox_dev.timing``.
+time-scaled visibility timeouts, is checked against ``payment_outbox_dev.local.timing``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from payment_outbox_dev.provision import (
+from payment_outbox_dev.checks.template import load_template, resources_of_type
+from payment_outbox_dev.local.provision import (
     Provisioned,
     provision,
     queue_attributes,
@@ -26,8 +27,7 @@ from payment_outbox_dev.provision import (
     subscription_attributes,
     topic_attributes,
 )
-from payment_outbox_dev.template import load_template, resources_of_type
-from payment_outbox_dev.timing import scaled_timing
+from payment_outbox_dev.local.timing import scaled_timing
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import MessagePublisher, PublishOutcome
 from payment_outbox.services import relay as relay_module
 from payment_outbox.services.relay import SAFETY_MARGIN_MS, FanOut, OutboxRelay
-from payment_outbox_dev.faults import FailEntries, FaultInjector, entry_message_id
+from payment_outbox_dev.local.faults import FailEntries, FaultInjector, entry_message_id
 from tests.integration.test_concurrent_relays import (
     RecordingPublisher,
     insert_backlog,

@@ -21,7 +21,7 @@ from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import pending_message
-from payment_outbox_dev.harness import LocalFunctions
+from payment_outbox_dev.local.harness import LocalFunctions
 from tests.support import LocalSystem, floor_points
 
 pytestmark = pytest.mark.integration

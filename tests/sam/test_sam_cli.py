@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from payment_outbox_dev.template import functions, load_template
+from payment_outbox_dev.checks.template import functions, load_template
 from tests.support import ROOT
 
 pytestmark = pytest.mark.sam

@@ -15,11 +15,8 @@ import pytest
 
 from payment_outbox.domain.signature import verify
 from payment_outbox.errors import SignatureRejected
-from payment_outbox_dev import cli, snapshot
-from payment_outbox_dev.emulator import FaultInjectingApp, Faults, SnsCall, parse_sns_call
-from payment_outbox_dev.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
-from payment_outbox_dev.stack import LOCAL_WEBHOOK_SECRET, MetricsBoard, StackConfig
-from payment_outbox_dev.template import (
+from payment_outbox_dev import cli
+from payment_outbox_dev.checks.template import (
     alarms,
     api_routes,
     find_function,
@@ -27,6 +24,10 @@ from payment_outbox_dev.template import (
     schedules,
     sqs_event_sources,
 )
+from payment_outbox_dev.local import snapshot
+from payment_outbox_dev.local.emulator import FaultInjectingApp, Faults, SnsCall, parse_sns_call
+from payment_outbox_dev.local.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
+from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, MetricsBoard, StackConfig
 
 pytestmark = pytest.mark.unit
 

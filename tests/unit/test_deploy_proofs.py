@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from payment_outbox_dev import template_proofs as proofs
-from payment_outbox_dev.template_proofs import Deployment
+from payment_outbox_dev.checks import template_proofs as proofs
+from payment_outbox_dev.checks.template_proofs import Deployment
 
 pytestmark = pytest.mark.unit
 

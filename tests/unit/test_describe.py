@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from payment_outbox_dev.describe import describe, mask_phones
+from payment_outbox_dev.local.describe import describe, mask_phones
 
 pytestmark = pytest.mark.unit
 

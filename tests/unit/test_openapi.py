@@ -11,8 +11,8 @@ import pytest
 import schemathesis
 
 from payment_outbox.domain import grammar
-from payment_outbox_dev import openapi
-from payment_outbox_dev.template import api_routes, load_template
+from payment_outbox_dev.checks.template import api_routes, load_template
+from payment_outbox_dev.local import openapi
 from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
@@ -27,7 +27,7 @@ def test_the_checked_in_document_is_what_the_models_generate() -> None:
     # Given the routes and models as they are / When the document is generated again
     text = openapi.render(ROOT)
 
-    # Then docs/openapi.json holds exactly that (run `python -m payment_outbox_dev.openapi` if not)
+    # Then docs/openapi.json holds exactly that (run `python -m payment_outbox_dev.local.openapi` if not)
     assert (ROOT / "docs" / "openapi.json").read_text() == text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from payment_outbox_dev.preflight import main, parse_overrides
+from payment_outbox_dev.checks.preflight import main, parse_overrides
 
 pytestmark = pytest.mark.unit
 

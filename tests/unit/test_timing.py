@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from payment_outbox_dev.stack import LocalStack, StackConfig
-from payment_outbox_dev.template import load_template, schedules, sqs_event_sources
-from payment_outbox_dev.timing import (
+from payment_outbox_dev.checks.template import load_template, schedules, sqs_event_sources
+from payment_outbox_dev.local.stack import LocalStack, StackConfig
+from payment_outbox_dev.local.timing import (
     DEFAULT_TIME_SCALE,
     VISIBILITY_TO_TIMEOUT,
     scaled_timing,

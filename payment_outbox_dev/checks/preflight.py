@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from payment_outbox_dev import template_proofs as proofs
+from payment_outbox_dev.checks import template_proofs as proofs
 
 PLACEHOLDER = "REPLACE_ME"
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from payment_outbox_dev.template import functions, resources_of_type, schedules, sqs_event_sources
+from payment_outbox_dev.checks.template import functions, resources_of_type, schedules, sqs_event_sources
 
 #: The relay's claim lease when the template's environment does not set one (settings.OutboxSettings).
 DEFAULT_LEASE_SECONDS = 60

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 #: Imported once by the forkserver, so each forked worker starts with them loaded.
-PRELOAD = ["payment_outbox_dev.worker_preload"]
+PRELOAD = ["payment_outbox_dev.local.worker_preload"]
 #: How long a worker may take to import its handler before the start counts as failed.
 INIT_DEADLINE_SECONDS = 120.0
 
@@ -266,7 +266,7 @@ class FunctionPool:
                 )
             replacement = self._spawn()
         except Exception as exc:
-            from payment_outbox_dev.describe import describe
+            from payment_outbox_dev.local.describe import describe
 
             self._on_event("error", f"{self.function}: no new worker ({describe(exc)}); trying again")
             return
@@ -352,7 +352,7 @@ class _PipeLogHandler(logging.Handler):
         self._send = send
 
     def emit(self, record: logging.LogRecord) -> None:
-        from payment_outbox_dev.describe import mask_phones
+        from payment_outbox_dev.local.describe import mask_phones
 
         text = f"{record.levelname.lower()} {record.name.rsplit('.', 1)[-1]}: {record.getMessage()}"
         self._send(("log", mask_phones(text)))
@@ -378,9 +378,9 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-    from payment_outbox_dev.describe import describe, mask_phones
-    from payment_outbox_dev.harness import LocalFunctions
-    from payment_outbox_dev.template import load_template
+    from payment_outbox_dev.checks.template import load_template
+    from payment_outbox_dev.local.describe import describe, mask_phones
+    from payment_outbox_dev.local.harness import LocalFunctions
 
     root = Path(spec.root)
     template = load_template(root / "template.yaml")
@@ -421,7 +421,7 @@ def _record_errors(functions: Any, logical_id: str) -> dict[str, str]:
     keeps its failed records and their exceptions, pairwise, until the next batch."""
     from aws_lambda_powertools.utilities.batch.base import BasePartialProcessor
 
-    from payment_outbox_dev.describe import describe
+    from payment_outbox_dev.local.describe import describe
 
     module = functions.module(logical_id)
     errors: dict[str, str] = {}

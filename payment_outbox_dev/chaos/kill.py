@@ -14,7 +14,7 @@ What it does, on MySQL/MariaDB (a database of its own, created for the run and d
    sometimes, the whole stack (supervisor and every worker at once), which it starts again;
 4. stops killing, lets the stack heal (the relay's leases and SQS visibility timeouts run out on
    the stack's own clock), stops it cleanly, and checks the same invariants as ``make chaos``
-   (``payment_outbox_dev.chaos.check_invariants``): per paid order exactly two outbox rows SENT, one
+   (``payment_outbox_dev.chaos.inprocess.check_invariants``): per paid order exactly two outbox rows SENT, one
    credit, one SMS recorded and sent, exact balances, empty queues and dead-letter queues.
 
 The seed fixes the orders and the kill plan (when, whom); the moments the signals land, and so what
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from payment_outbox_dev.chaos import ChaosReport, check_invariants, queued
-from payment_outbox_dev.timing import DEFAULT_TIME_SCALE
+from payment_outbox_dev.chaos.inprocess import ChaosReport, check_invariants, queued
+from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
 DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/"
@@ -299,7 +299,7 @@ class _KillRun:
             try:
                 self._drive(self.plans[index])
             except Exception as exc:  # a client thread must not die silently
-                from payment_outbox_dev.describe import describe
+                from payment_outbox_dev.local.describe import describe
 
                 self.failures.append(f"client {number}, order #{index}: {describe(exc)}")
             with self.done_lock:
@@ -385,7 +385,7 @@ class _KillRun:
         a visibility timeout apart), within ``heal_seconds``."""
         from sqlalchemy import text
 
-        from payment_outbox_dev.chaos import CONSUMERS
+        from payment_outbox_dev.chaos.inprocess import CONSUMERS
 
         sqs = self._aws("sqs")
         started = time.monotonic()
@@ -474,7 +474,7 @@ def emulator_process(scratch: Path) -> Iterator[str]:
     """The emulator in a process of its own: killing the stack never touches SQS or DynamoDB state."""
     log = (scratch / "emulator.log").open("wb")
     process = subprocess.Popen(  # nosec B603 - fixed argv, no shell
-        [sys.executable, "-m", "payment_outbox_dev.emulator", "--port", "0"],
+        [sys.executable, "-m", "payment_outbox_dev.local.emulator", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,

@@ -3,8 +3,8 @@ the routes the handlers declare (summaries, response models, request-body and qu
 same pydantic models the handlers parse with). Written to ``docs/openapi.json``; the local stack
 serves it at ``/openapi.json``; a test fails when the file drifts from the models.
 
-    python -m payment_outbox_dev.openapi           # rewrite docs/openapi.json
-    python -m payment_outbox_dev.openapi --check   # exit 1 if it is out of date
+    python -m payment_outbox_dev.local.openapi           # rewrite docs/openapi.json
+    python -m payment_outbox_dev.local.openapi --check   # exit 1 if it is out of date
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(args.root)
     if args.check:
         if not target.exists() or target.read_text() != text:
-            print(f"{target} is out of date: run python -m payment_outbox_dev.openapi", file=sys.stderr)
+            print(f"{target} is out of date: run python -m payment_outbox_dev.local.openapi", file=sys.stderr)
             return 1
         return 0
     target.write_text(text)

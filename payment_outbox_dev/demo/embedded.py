@@ -1,7 +1,7 @@
 """The embedded demo: the real handlers, end to end, on SQLite and an in-process AWS emulator.
 
-    python -m payment_outbox_dev.embedded_demo             # SQLite in a temporary folder, moto in-process
-    DATABASE_URL=mysql+pymysql://... python -m payment_outbox_dev.embedded_demo   # the same on MySQL
+    python -m payment_outbox_dev.demo.embedded             # SQLite in a temporary folder, moto in-process
+    DATABASE_URL=mysql+pymysql://... python -m payment_outbox_dev.demo.embedded   # the same on MySQL
 
 It creates an order, sends a signed payment callback, runs the relay, lets both consumers drain their
 queues, and prints the order, the outbox rows, the points balance and the SMS sent.
@@ -66,9 +66,9 @@ def _run(root: Path, database_url: str, amount: str) -> None:
     from payment_outbox.domain.signature import sign
     from payment_outbox.migrations.runner import upgrade
     from payment_outbox.settings import PointsSettings, SmsSettings
-    from payment_outbox_dev.harness import ACCOUNT, REGION, LocalFunctions
-    from payment_outbox_dev.provision import provision
-    from payment_outbox_dev.template import load_template
+    from payment_outbox_dev.checks.template import load_template
+    from payment_outbox_dev.local.harness import ACCOUNT, REGION, LocalFunctions
+    from payment_outbox_dev.local.provision import provision
 
     template = load_template(root / "template.yaml")
     with mock_aws():

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain import grammar
 from payment_outbox.domain.signature import sign as signature_of
-from payment_outbox_dev.template import find_function, load_template
+from payment_outbox_dev.checks.template import find_function, load_template
 
 
 @contextlib.contextmanager
@@ -194,8 +194,8 @@ def _invoke(
 
     from payment_outbox.adapters.db.engine import make_engine
     from payment_outbox.migrations.runner import upgrade
-    from payment_outbox_dev.harness import REGION, LocalFunctions
-    from payment_outbox_dev.provision import provision
+    from payment_outbox_dev.local.harness import REGION, LocalFunctions
+    from payment_outbox_dev.local.provision import provision
 
     with _scoped_environment(), tempfile.TemporaryDirectory(prefix="payment-outbox-invoke-") as scratch:
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):

@@ -18,17 +18,17 @@ What runs, all derived from template.yaml:
 - the template's single-metric alarms, evaluated on the metrics the handlers emit (EMF).
 
 Each function runs in worker processes of its own (``--workers`` per function,
-``payment_outbox_dev.workers``), like Lambda containers: supervised, replaced when they die, a worker
+``payment_outbox_dev.local.workers``), like Lambda containers: supervised, replaced when they die, a worker
 killed mid-invocation being a container dying mid-invocation. The emulator and the database live
 outside the workers. Every duration the stack shortens is shortened by one factor,
-``--time-scale`` (``payment_outbox_dev.timing``), so the template's orderings keep holding.
+``--time-scale`` (``payment_outbox_dev.local.timing``), so the template's orderings keep holding.
 
 Local-only controls live under ``/_local/`` on the API port — they are not in the template and do
 not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``GET /_local/workers``,
 ``POST /_local/faults``. The API's OpenAPI document is served at ``GET /openapi.json``.
 
 On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
-the next start (see ``payment_outbox_dev.snapshot``); the SQLite file is the database itself.
+the next start (see ``payment_outbox_dev.local.snapshot``); the SQLite file is the database itself.
 """
 
 from __future__ import annotations
@@ -54,12 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from payment_outbox_dev.describe import describe as _describe
-from payment_outbox_dev.describe import mask_phones
-from payment_outbox_dev.emulator import EmulatorServer, Faults, SnsCall
-from payment_outbox_dev.harness import REGION, Delivery, LocalFunctions
-from payment_outbox_dev.provision import Provisioned, provision
-from payment_outbox_dev.template import (
+from payment_outbox_dev.checks.template import (
     AlarmSpec,
     Route,
     ScheduleSource,
@@ -71,8 +66,13 @@ from payment_outbox_dev.template import (
     schedules,
     sqs_event_sources,
 )
-from payment_outbox_dev.timing import DEFAULT_TIME_SCALE, Timing, scaled_timing
-from payment_outbox_dev.workers import (
+from payment_outbox_dev.local.describe import describe as _describe
+from payment_outbox_dev.local.describe import mask_phones
+from payment_outbox_dev.local.emulator import EmulatorServer, Faults, SnsCall
+from payment_outbox_dev.local.harness import REGION, Delivery, LocalFunctions
+from payment_outbox_dev.local.provision import Provisioned, provision
+from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE, Timing, scaled_timing
+from payment_outbox_dev.local.workers import (
     FunctionPool,
     InvocationFailed,
     Outcome,
@@ -112,7 +112,7 @@ class StackConfig:
     data_dir: Path = Path(".local-stack")
     database_url: str | None = None
     poll_interval: float = 1.0
-    #: One factor for every duration the stack shortens (payment_outbox_dev.timing).
+    #: One factor for every duration the stack shortens (payment_outbox_dev.local.timing).
     time_scale: float = DEFAULT_TIME_SCALE
     #: Worker processes per function (each a Lambda container).
     workers: int = 2
@@ -487,7 +487,7 @@ class LocalStack:
         return [self.resources.refs[t] for t in resources_of_type(self.template, "AWS::DynamoDB::Table")]
 
     def _restore_snapshot(self) -> None:
-        from payment_outbox_dev import snapshot
+        from payment_outbox_dev.local import snapshot
 
         state = snapshot.load(self.snapshot_path)
         if state is None:
@@ -500,7 +500,7 @@ class LocalStack:
         )
 
     def _save_snapshot(self) -> None:
-        from payment_outbox_dev import snapshot
+        from payment_outbox_dev.local import snapshot
 
         state = snapshot.capture(
             boto3.client("dynamodb"),

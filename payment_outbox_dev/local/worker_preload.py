@@ -11,4 +11,5 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor  # noqa: F401
 from aws_lambda_powertools.utilities.idempotency import idempotent_function  # noqa: F401
 
 import payment_outbox.settings  # noqa: F401
-from payment_outbox_dev import harness, template  # noqa: F401
+from payment_outbox_dev.checks import template  # noqa: F401
+from payment_outbox_dev.local import harness  # noqa: F401

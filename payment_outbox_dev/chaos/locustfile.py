@@ -1,7 +1,7 @@
 """Load on the local stack: each simulated provider client creates an order and pays it with a signed
 callback, as fast as the stack answers.
 
-    locust -f payment_outbox_dev/locustfile.py --host http://127.0.0.1:3000
+    locust -f payment_outbox_dev/chaos/locustfile.py --host http://127.0.0.1:3000
     make load                      # a stack of its own on MariaDB, headless, bounded, with a summary
 
 The callback is signed with $LOAD_WEBHOOK_SECRET (default: the local stack's secret). A paid order

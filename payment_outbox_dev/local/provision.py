@@ -6,7 +6,7 @@ redrive policies and queue policies, DynamoDB tables — each with every setting
 (retention periods, encryption, policies, TTL, point-in-time recovery…), so what the emulator reports
 is what AWS would (tests/integration/test_provisioning.py compares them). The one deliberate
 difference: the local stack may shorten visibility timeouts (``visibility_timeouts``, from
-``payment_outbox_dev.timing``). Values the emulator cannot provide (the database, the webhook
+``payment_outbox_dev.local.timing``). Values the emulator cannot provide (the database, the webhook
 secret) are supplied by the caller as overrides. Provisioning twice is harmless: what exists is kept
 and brought to the template's settings (the local stack may attach to an emulator that holds them).
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 
-from payment_outbox_dev.template import FunctionSpec, functions, resources_of_type
+from payment_outbox_dev.checks.template import FunctionSpec, functions, resources_of_type
 
 _KNOWN_PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from payment_outbox_dev.harness import current_function
+from payment_outbox_dev.local.harness import current_function
 
 
 class ProcessKilled(BaseException):

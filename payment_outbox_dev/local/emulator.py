@@ -14,7 +14,7 @@ It is the WSGI application ``moto.server.ThreadedMotoServer`` serves, wrapped on
 
 Nothing here exists in AWS: the faults are switched from the local stack's ``/_local/faults``.
 
-``python -m payment_outbox_dev.emulator --port 0`` runs the emulator as a process of its own (the kill
+``python -m payment_outbox_dev.local.emulator --port 0`` runs the emulator as a process of its own (the kill
 chaos run keeps it apart from the stack it kills) and prints its URL once it listens.
 """
 

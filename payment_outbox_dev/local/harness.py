@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-from payment_outbox_dev.template import FunctionSpec, Route, api_routes, functions
+from payment_outbox_dev.checks.template import FunctionSpec, Route, api_routes, functions
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -1,9 +1,9 @@
 """``make load``: locust against a local stack of its own on MariaDB/MySQL, headless, for a bounded time.
 
-    python -m payment_outbox_dev.load [--workers 2] [--users 8] [--seconds 30] [--server-url mysql+pymysql://...]
+    python -m payment_outbox_dev.chaos.load [--workers 2] [--users 8] [--seconds 30] [--server-url mysql+pymysql://...]
 
 Starts the emulator and ``payment-outbox local`` (``--workers`` processes per function, a database
-unique to the run, dropped after), runs ``payment_outbox_dev/locustfile.py`` headless with ``--users``
+unique to the run, dropped after), runs ``payment_outbox_dev/chaos/locustfile.py`` headless with ``--users``
 concurrent clients for ``--seconds``, and prints paid orders per second and the latency percentiles
 of order creation and of the callback (ms), from locust's own statistics.
 """
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from payment_outbox_dev.chaos_kill import (
+from payment_outbox_dev.chaos.kill import (
     DEFAULT_SERVER_URL,
     emulator_process,
     free_port,
@@ -27,8 +27,8 @@ from payment_outbox_dev.chaos_kill import (
     start_stack,
     wait_until_serving,
 )
-from payment_outbox_dev.locustfile import CREATE, NOTIFY
-from payment_outbox_dev.timing import DEFAULT_TIME_SCALE
+from payment_outbox_dev.chaos.locustfile import CREATE, NOTIFY
+from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 LOAD_WEBHOOK_SECRET = "load-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
 

@@ -1,13 +1,13 @@
 """The chaos run: many paid orders through the real handlers with random faults at every boundary, then
 healing, draining, and a check that nothing was lost and nothing applied twice.
 
-    python -m payment_outbox_dev.chaos --orders 1000 --seed 7            # SQLite in a temp folder
-    python -m payment_outbox_dev.chaos --database-url mysql+pymysql://root@127.0.0.1:3306/chaos
+    python -m payment_outbox_dev.chaos.inprocess --orders 1000 --seed 7            # SQLite in a temp folder
+    python -m payment_outbox_dev.chaos.inprocess --database-url mysql+pymysql://root@127.0.0.1:3306/chaos
 
 Orders are created and paid through the payment API, published by the immediate publish and the
 scheduled relay, and consumed from SQS by the points and SMS consumers, all in-process on moto (as in
-``payment_outbox_dev.embedded_demo``). While it runs, seeded faults hit the boto3 calls the adapters make
-(``payment_outbox_dev.faults``): SNS throttling, errors, partly failed batches and lost answers; the
+``payment_outbox_dev.demo.embedded``). While it runs, seeded faults hit the boto3 calls the adapters make
+(``payment_outbox_dev.local.faults``): SNS throttling, errors, partly failed batches and lost answers; the
 process dying after the payment commit or after a publish; DynamoDB errors and consumer deaths; the
 SMS provider refusing; plus duplicate SQS deliveries, duplicate callbacks and relay runs overlapping
 the callbacks and the immediate publish. Faults per message stay below the retry budgets (publish
@@ -185,10 +185,10 @@ class _ChaosRun:
         from sqlalchemy.engine import make_url
 
         from payment_outbox.migrations.runner import upgrade
-        from payment_outbox_dev.faults import FaultInjector
-        from payment_outbox_dev.harness import LocalFunctions
-        from payment_outbox_dev.provision import provision
-        from payment_outbox_dev.template import load_template
+        from payment_outbox_dev.checks.template import load_template
+        from payment_outbox_dev.local.faults import FaultInjector
+        from payment_outbox_dev.local.harness import LocalFunctions
+        from payment_outbox_dev.local.provision import provision
 
         self.config = config
         self.rng = random.Random(config.seed)  # noqa: S311 - reproducible chaos  # nosec B311
@@ -230,7 +230,7 @@ class _ChaosRun:
     # --- faults -----------------------------------------------------------------------------------------
 
     def _install_rules(self) -> None:
-        from payment_outbox_dev.faults import Call, FailCall, FailEntries, Kill, LoseResponse, RunFirst
+        from payment_outbox_dev.local.faults import Call, FailCall, FailEntries, Kill, LoseResponse, RunFirst
 
         rng, injector = self.rng, self.injector
         attempts_left = self.max_attempts - 2
@@ -336,7 +336,7 @@ class _ChaosRun:
     def _count_publish(self, call: Any, response: Any) -> None:
         if call.operation != "publish_batch":
             return
-        from payment_outbox_dev.faults import entry_message_id
+        from payment_outbox_dev.local.faults import entry_message_id
 
         by_entry = {e["Id"]: entry_message_id(e) for e in call.entries}
         with self._lock:
@@ -410,7 +410,7 @@ class _ChaosRun:
         return order
 
     def _pay(self, order: _Order) -> None:
-        from payment_outbox_dev.faults import ProcessKilled
+        from payment_outbox_dev.local.faults import ProcessKilled
 
         body = json.dumps(
             {
@@ -453,7 +453,7 @@ class _ChaosRun:
         return {"X-Signature": sign(body.encode(), CHAOS_WEBHOOK_SECRET, int(time.time()))}
 
     def _run_relay(self) -> int:
-        from payment_outbox_dev.faults import ProcessKilled
+        from payment_outbox_dev.local.faults import ProcessKilled
 
         try:
             result: dict[str, Any] = self.functions.run_scheduled(RELAY)
@@ -484,8 +484,8 @@ class _ChaosRun:
         timeout (which ``_advance_time`` skips), a dead consumer settles nothing."""
         from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-        from payment_outbox_dev.faults import ProcessKilled
-        from payment_outbox_dev.harness import sqs_event
+        from payment_outbox_dev.local.faults import ProcessKilled
+        from payment_outbox_dev.local.harness import sqs_event
 
         url = self.resources.queue_url(queue)
         messages: list[dict[str, Any]] = self.sqs.receive_message(
@@ -589,7 +589,7 @@ class _ChaosRun:
     def _verify(self) -> None:
         from moto.sns.models import sns_backends
 
-        from payment_outbox_dev.harness import ACCOUNT, REGION
+        from payment_outbox_dev.local.harness import ACCOUNT, REGION
 
         report = self.report
         report.publishes = sum(self.published.values())
@@ -806,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     if "--kill" in arguments:
-        from payment_outbox_dev import chaos_kill
+        from payment_outbox_dev.chaos import kill as chaos_kill
 
         arguments.remove("--kill")
         return chaos_kill.main(arguments)
