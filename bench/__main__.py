@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run()
             except Exception as exc:  # one broken benchmark must not cost the figures of the others
                 progress(f"{name} failed: {exc!r}")
-                failed = Section(name, f"{name}: not measured")
+                failed = Section(name, f"{name}: not measured", failed=True)
                 failed.notes = [f"This benchmark failed: {type(exc).__name__}: {exc}"]
                 report.sections.append(failed)
                 continue
@@ -316,7 +316,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{target.op} {target.bound:g}"
             )
     progress(f"wrote {markdown_path} and {json_path}")
-    return 0
+    return exit_status(report, progress)
+
+
+def exit_status(report: Report, say: Callable[[str], None]) -> int:
+    """Non-zero when any section could not measure or any target was missed: a benchmark that
+    fails must fail the command, whatever the report says."""
+    failed = [s.key for s in report.sections if s.failed]
+    missed = [t.description for s in report.sections for t in s.targets if not t.met]
+    for key in failed:
+        say(f"FAILED section: {key}")
+    for description in missed:
+        say(f"MISSED target: {description}")
+    return 1 if failed or missed else 0
 
 
 def _loadavg() -> str:

@@ -238,6 +238,7 @@ def relay_throughput(
     timed("bare")
     cpu_ms["real"].clear()
     cpu_ms["bare"].clear()
+    world.sns.reset_stats()  # the round trips the stand-in gave during the measured rounds
     for round_no in range(rounds):
         shift = round_no % len(variants)
         for variant in variants[shift:] + variants[:shift]:
@@ -247,6 +248,9 @@ def relay_throughput(
             + ", ".join(f"{v} {rates[v][-1]:.0f} msg/s" for v in variants)
         )
     bare_pool.shutdown()
+    served = world.sns.stats()
+    if served["refused"]:
+        raise RuntimeError(f"the latency SNS refused requests SNS would refuse: {served['refused']}")
     profile = profile_real_relay(engine, rows, world.topic_arn)
     reset_outbox(engine)
     engine.dispose()
@@ -266,6 +270,7 @@ def relay_throughput(
         "real_over_naive_median": vs_naive,
         "cpu_ms_per_message_median": {v: median(c) for v, c in cpu_ms.items()},
         "real_relay_cpu_profile": profile,
+        "sns_round_trip_ms": served["round_trip_ms"],
     }
     section.markdown = [
         f"The latency SNS answers every call after {world.delay_ms:g} ms and does no per-message work. "

@@ -1,10 +1,19 @@
-"""A benchmark SNS that costs nothing but latency.
+"""A benchmark SNS that costs nothing but latency — and refuses what SNS refuses.
 
 A small HTTP endpoint speaking enough of the SNS query protocol for ``Publish`` and ``PublishBatch``:
 it answers every call after a fixed delay (default 20 ms, a realistic round trip to SNS), does no
-per-message work beyond echoing each entry's id, and fails on demand. Calls wait concurrently, so
-figures measured against it show what the caller's own code costs at that latency — unlike moto,
-whose single-threaded server and per-message delivery work become the limit.
+per-message work beyond checking each request as SNS does and echoing each entry's id, and fails on
+demand. Calls wait concurrently, so figures measured against it show what the caller's own code
+costs at that latency — unlike moto, whose single-threaded server and per-message delivery work
+become the limit.
+
+It refuses, with SNS's error codes (HTTP 400, sender fault), the requests SNS refuses:
+``EmptyBatchRequest``, ``TooManyEntriesInBatchRequest`` (more than 10 entries),
+``BatchEntryIdsNotDistinct``, ``InvalidBatchEntryId`` (not 1-80 letters, digits, ``-`` or ``_``),
+``BatchRequestTooLong`` (a batch over 256 KiB, bodies and attributes together), ``InvalidParameter``
+(a message over 256 KiB, or a FIFO topic's message without ``MessageGroupId``).
+
+It records the round trip it gave each call (request read to answer written) and reports them.
 
 Run it in its own process so it does not share the caller's interpreter lock::
 
@@ -14,23 +23,40 @@ Control (plain HTTP on the same port): ``POST /_control`` with a JSON body of an
 ``{"delay_ms": 20, "mode": "ok" | "outage" | "throttle", "fail_every": 0}`` — ``outage`` answers every
 call with HTTP 500 InternalError, ``throttle`` with HTTP 400 Throttling, ``fail_every: n`` fails every
 n-th batch entry (HTTP 200, listed under ``Failed``, as SNS reports partial failures); ``GET /_stats``
-returns ``{"calls", "entries", "failed_entries"}``.
+returns ``{"calls", "entries", "failed_entries", "refused": {code: calls}, "round_trip_ms": {"calls",
+"p50", "p99", "max"}}``; ``POST /_stats/reset`` starts the counts again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
+import math
 import re
 import sys
 import threading
-from dataclasses import asdict, dataclass
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 _NS = "http://sns.amazonaws.com/doc/2010-03-31/"
-_ENTRY_ID = re.compile(rb"PublishBatchRequestEntries\.member\.\d+\.Id=([^&]*)")
-_ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z]+)")
+#: SNS's limits, as its API reference states them.
+MAX_BATCH_ENTRIES = 10
+MAX_REQUEST_BYTES = 256 * 1024
+_BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ENTRY_FIELD = re.compile(r"PublishBatchRequestEntries\.member\.(\d+)\.(.+)")
+
+
+class Refused(Exception):
+    """A request SNS refuses as a whole: HTTP 400, the sender's fault."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -45,6 +71,134 @@ class Stats:
     calls: int = 0
     entries: int = 0
     failed_entries: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    round_trips_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        trips = sorted(self.round_trips_ms)
+        return {
+            "calls": self.calls,
+            "entries": self.entries,
+            "failed_entries": self.failed_entries,
+            "refused": dict(self.refused),
+            "round_trip_ms": {
+                "calls": len(trips),
+                "p50": _nearest_rank(trips, 50),
+                "p99": _nearest_rank(trips, 99),
+                "max": trips[-1] if trips else None,
+            },
+        }
+
+
+def _nearest_rank(ordered: list[float], pct: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+@dataclass
+class Entry:
+    """One message of a call, as SNS counts it."""
+
+    id: str = ""
+    message: str = ""
+    group_id: str | None = None
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def size(self) -> int:
+        """The message body plus each attribute's name, type and value, in bytes (SNS's rule)."""
+        total = len(self.message.encode())
+        for name, value in self.attributes.items():
+            total += len(name.encode()) + len(value.get("DataType", "").encode())
+            if "BinaryValue" in value:
+                total += len(base64.b64decode(value["BinaryValue"]))
+            else:
+                total += len(value.get("StringValue", "").encode())
+        return total
+
+
+def _attributes(fields: dict[str, str], prefix: str) -> dict[str, dict[str, str]]:
+    """``{prefix}MessageAttributes.entry.N.Name`` / ``.Value.DataType`` / ``.Value.StringValue``."""
+    by_number: dict[str, dict[str, str]] = {}
+    names: dict[str, str] = {}
+    head = f"{prefix}MessageAttributes.entry."
+    for key, value in fields.items():
+        if not key.startswith(head):
+            continue
+        number, _, rest = key[len(head) :].partition(".")
+        if rest == "Name":
+            names[number] = value
+        elif rest.startswith("Value."):
+            by_number.setdefault(number, {})[rest.removeprefix("Value.")] = value
+    return {names[n]: by_number.get(n, {}) for n in names}
+
+
+def parse_publish(fields: dict[str, str]) -> Entry:
+    return Entry(
+        message=fields.get("Message", ""),
+        group_id=fields.get("MessageGroupId"),
+        attributes=_attributes(fields, ""),
+    )
+
+
+def parse_publish_batch(fields: dict[str, str]) -> list[Entry]:
+    members: dict[int, dict[str, str]] = {}
+    for key, value in fields.items():
+        match = _ENTRY_FIELD.fullmatch(key)
+        if match:
+            members.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    entries = []
+    for number in sorted(members):
+        member = members[number]
+        entries.append(
+            Entry(
+                id=member.get("Id", ""),
+                message=member.get("Message", ""),
+                group_id=member.get("MessageGroupId"),
+                attributes=_attributes(member, ""),
+            )
+        )
+    return entries
+
+
+def check_publish(topic_arn: str, entry: Entry) -> None:
+    """What SNS refuses in a Publish: a message over 256 KiB, a FIFO message without a group."""
+    if entry.size() > MAX_REQUEST_BYTES:
+        raise Refused("InvalidParameter", "Invalid parameter: Message too long")
+    if topic_arn.endswith(".fifo") and not entry.group_id:
+        raise Refused(
+            "InvalidParameter",
+            "Invalid parameter: The MessageGroupId parameter is required for FIFO topics",
+        )
+
+
+def check_publish_batch(topic_arn: str, entries: list[Entry]) -> None:
+    """What SNS refuses in a PublishBatch, whole: no entries, more than 10, ids repeated or
+    malformed, more than 256 KiB in all, a FIFO entry without a group."""
+    if not entries:
+        raise Refused("EmptyBatchRequest", "The batch request doesn't contain any entries.")
+    if len(entries) > MAX_BATCH_ENTRIES:
+        raise Refused(
+            "TooManyEntriesInBatchRequest",
+            f"The batch request contains more entries than permissible ({MAX_BATCH_ENTRIES}).",
+        )
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise Refused(
+            "BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id."
+        )
+    if any(not _BATCH_ENTRY_ID.fullmatch(i) for i in ids):
+        raise Refused("InvalidBatchEntryId", "The Id of a batch entry in a batch request is not valid.")
+    if sum(e.size() for e in entries) > MAX_REQUEST_BYTES:
+        raise Refused(
+            "BatchRequestTooLong",
+            f"The length of all the messages put together is more than the limit ({MAX_REQUEST_BYTES})",
+        )
+    if topic_arn.endswith(".fifo") and any(not e.group_id for e in entries):
+        raise Refused(
+            "InvalidParameter",
+            "Invalid parameter: The MessageGroupId parameter is required for FIFO topics",
+        )
 
 
 class LatencySns:
@@ -64,6 +218,7 @@ class LatencySns:
                     if name.strip().lower() == b"content-length":
                         length = int(value.strip())
                 body = await reader.readexactly(length) if length else b""
+                received = time.perf_counter()
                 status, payload, content_type = await self._answer(request_line, body)
                 writer.write(
                     b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
@@ -71,6 +226,8 @@ class LatencySns:
                     + payload
                 )
                 await writer.drain()
+                if not request_line.split(b" ")[1].startswith(b"/_"):
+                    self.stats.round_trips_ms.append((time.perf_counter() - received) * 1000)
         except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
             pass  # the client closed its connection, or the server is stopping
         finally:
@@ -84,20 +241,30 @@ class LatencySns:
                     setattr(self.behaviour, key, type(getattr(self.behaviour, key))(value))
             return 200, json.dumps(asdict(self.behaviour)).encode(), b"application/json"
         if path.startswith(b"/_stats"):
-            return 200, json.dumps(asdict(self.stats)).encode(), b"application/json"
+            if method == b"POST" and path.startswith(b"/_stats/reset"):
+                self.stats = Stats()
+            return 200, json.dumps(self.stats.to_dict()).encode(), b"application/json"
         self.stats.calls += 1
         await asyncio.sleep(self.behaviour.delay_ms / 1000)
-        action = _ACTION.search(body)
-        name = action.group(1).decode() if action else ""
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        name = fields.get("Action", "")
         if self.behaviour.mode == "outage":
             return 500, _error("Receiver", "InternalError", "benchmark outage"), b"text/xml"
         if self.behaviour.mode == "throttle":
             return 400, _error("Sender", "Throttling", "Rate exceeded"), b"text/xml"
-        if name == "Publish":
-            self.stats.entries += 1
-            return 200, self._publish(), b"text/xml"
-        if name == "PublishBatch":
-            return 200, self._publish_batch(_ENTRY_ID.findall(body)), b"text/xml"
+        topic_arn = fields.get("TopicArn", "")
+        try:
+            if name == "Publish":
+                check_publish(topic_arn, parse_publish(fields))
+                self.stats.entries += 1
+                return 200, self._publish(), b"text/xml"
+            if name == "PublishBatch":
+                entries = parse_publish_batch(fields)
+                check_publish_batch(topic_arn, entries)
+                return 200, self._publish_batch([e.id for e in entries]), b"text/xml"
+        except Refused as refused:
+            self.stats.refused[refused.code] += 1
+            return 400, _error("Sender", refused.code, str(refused)), b"text/xml"
         return 400, _error("Sender", "InvalidAction", f"not served here: {name}"), b"text/xml"
 
     def _next_id(self) -> str:
@@ -111,11 +278,10 @@ class LatencySns:
             "</ResponseMetadata></PublishResponse>"
         ).encode()
 
-    def _publish_batch(self, entry_ids: list[bytes]) -> bytes:
+    def _publish_batch(self, entry_ids: list[str]) -> bytes:
         successful, failed = [], []
         every = self.behaviour.fail_every
-        for raw in entry_ids:
-            entry_id = raw.decode()
+        for entry_id in entry_ids:
             self.stats.entries += 1
             if every and self.stats.entries % every == 0:
                 self.stats.failed_entries += 1
@@ -205,6 +371,9 @@ class LatencySnsProcess:
 
     def stats(self) -> dict[str, Any]:
         return self._http("GET", "/_stats", b"")
+
+    def reset_stats(self) -> None:
+        self._http("POST", "/_stats/reset", b"")
 
     def _http(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         import http.client

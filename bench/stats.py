@@ -77,6 +77,8 @@ class Section:
     markdown: list[str] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The benchmark raised instead of measuring: ``make bench`` exits non-zero.
+    failed: bool = False
 
 
 @dataclass

@@ -126,3 +126,19 @@ def test_memory_for_cpu_scales_one_core_of_cpu_to_lambdas_share() -> None:
     assert memory_for_cpu(100_000.0, 1.0) == 10_240
     with pytest.raises(ValueError, match="positive"):
         memory_for_cpu(0.0, 1.0)
+
+
+def test_make_bench_fails_when_a_section_fails_or_a_target_is_missed() -> None:
+    from bench.__main__ import exit_status
+
+    said: list[str] = []
+    met = Section("relay", "Relay", targets=[Target("vs naive", 12.0, ">=", 10.0)])
+    # Every section measured and every target met: success
+    assert exit_status(Report({}, {}, [], sections=[met]), said.append) == 0
+    # A section that could not measure: failure, named
+    broken = Section("fan_out", "fan_out: not measured", failed=True)
+    assert exit_status(Report({}, {}, [], sections=[met, broken]), said.append) == 1
+    # A missed target: failure, named
+    missed = Section("relays", "Relays", targets=[Target("2 relays vs 1", 1.2, ">=", 1.6)])
+    assert exit_status(Report({}, {}, [], sections=[met, missed]), said.append) == 1
+    assert said == ["FAILED section: fan_out", "MISSED target: 2 relays vs 1"]

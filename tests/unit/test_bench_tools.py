@@ -3,7 +3,9 @@ simulation drains a backlog at the rates it is given."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import boto3
 import pytest
@@ -18,9 +20,14 @@ pytestmark = pytest.mark.unit
 TOPIC = "arn:aws:sns:us-east-1:123456789012:OrderEvents"
 
 
+#: The delay the benchmarks use: a realistic round trip to SNS.
+DELAY_MS = 20.0
+FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:OrderEvents.fifo"
+
+
 @pytest.fixture(scope="module")
 def latency_sns() -> LatencySnsProcess:
-    with LatencySnsProcess(delay_ms=1) as sns:
+    with LatencySnsProcess(delay_ms=DELAY_MS) as sns:
         yield sns  # type: ignore[misc]
 
 
@@ -31,7 +38,7 @@ def _client(endpoint: str) -> object:
         region_name="us-east-1",
         aws_access_key_id="bench",
         aws_secret_access_key="bench",
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False),
     )
 
 
@@ -67,6 +74,94 @@ def test_the_latency_sns_fails_entries_and_whole_calls_on_demand(latency_sns: La
         sns.publish(TopicArn=TOPIC, Message="x")  # type: ignore[attr-defined]
     latency_sns.control(mode="ok")
     assert latency_sns.stats()["calls"] >= 3
+
+
+def test_the_latency_sns_reports_the_round_trips_it_gave(latency_sns: LatencySnsProcess) -> None:
+    # Given a fresh count and five calls, each timed by the caller
+    sns = _client(latency_sns.endpoint)
+    latency_sns.control(mode="ok", fail_every=0, delay_ms=DELAY_MS)
+    latency_sns.reset_stats()
+    seen_by_caller = []
+    for _ in range(5):
+        started = time.perf_counter()
+        sns.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=_entries(10))  # type: ignore[attr-defined]
+        seen_by_caller.append((time.perf_counter() - started) * 1000)
+    # Then it reports one round trip per call, none shorter than its delay, none longer than the
+    # caller saw (the stand-in's answer is part of the caller's wait)
+    trips = latency_sns.stats()["round_trip_ms"]
+    assert trips["calls"] == 5
+    assert DELAY_MS <= trips["p50"] <= trips["p99"] == trips["max"] <= max(seen_by_caller)
+    # And a reset starts the count again
+    latency_sns.reset_stats()
+    assert latency_sns.stats()["round_trip_ms"] == {"calls": 0, "p50": None, "p99": None, "max": None}
+
+
+def _refusal(call: Callable[[], object]) -> tuple[int, str]:
+    with pytest.raises(ClientError) as refused:
+        call()
+    error = refused.value.response
+    return error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]
+
+
+@pytest.mark.parametrize(
+    ("topic", "entries", "code"),
+    [
+        (TOPIC, [], "EmptyBatchRequest"),
+        (TOPIC, _entries(11), "TooManyEntriesInBatchRequest"),
+        (TOPIC, [{"Id": "same", "Message": "a"}, {"Id": "same", "Message": "b"}], "BatchEntryIdsNotDistinct"),
+        (TOPIC, [{"Id": "not valid!", "Message": "a"}], "InvalidBatchEntryId"),
+        # 2 x 128 KiB of bodies and a one-byte attribute: one byte over 256 KiB in all
+        (
+            TOPIC,
+            [
+                {"Id": "a", "Message": "x" * 128 * 1024},
+                {
+                    "Id": "b",
+                    "Message": "x" * (128 * 1024 - len("k") - len("String")),
+                    "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}},
+                },
+            ],
+            "BatchRequestTooLong",
+        ),
+        (FIFO_TOPIC, [{"Id": "a", "Message": "m", "MessageDeduplicationId": "d"}], "InvalidParameter"),
+    ],
+    ids=["empty", "eleven-entries", "same-ids", "bad-id", "over-256-KiB", "fifo-without-group"],
+)
+def test_the_latency_sns_refuses_the_batches_sns_refuses(
+    latency_sns: LatencySnsProcess, topic: str, entries: list[dict[str, object]], code: str
+) -> None:
+    sns = _client(latency_sns.endpoint)
+    latency_sns.control(mode="ok", fail_every=0)
+    latency_sns.reset_stats()
+    # When the batch goes out (botocore's client-side validation off: the server judges, as SNS does)
+    status, answered = _refusal(
+        lambda: sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)  # type: ignore[attr-defined]
+    )
+    # Then it is refused whole, with SNS's code, and nothing is counted as published
+    assert (status, answered) == (400, code)
+    stats = latency_sns.stats()
+    assert stats["refused"] == {code: 1} and stats["entries"] == 0
+
+
+def test_the_latency_sns_accepts_exactly_256_kib_and_a_fifo_batch_with_groups(
+    latency_sns: LatencySnsProcess,
+) -> None:
+    sns = _client(latency_sns.endpoint)
+    latency_sns.control(mode="ok", fail_every=0)
+    # At the limit: two bodies of 128 KiB
+    at_limit = [{"Id": "a", "Message": "x" * 128 * 1024}, {"Id": "b", "Message": "y" * 128 * 1024}]
+    assert len(sns.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=at_limit)["Successful"]) == 2  # type: ignore[attr-defined]
+    fifo = [{"Id": "a", "Message": "m", "MessageGroupId": "g", "MessageDeduplicationId": "d"}]
+    assert sns.publish_batch(TopicArn=FIFO_TOPIC, PublishBatchRequestEntries=fifo)["Failed"] == []  # type: ignore[attr-defined]
+
+
+def test_the_latency_sns_refuses_a_publish_sns_refuses(latency_sns: LatencySnsProcess) -> None:
+    sns = _client(latency_sns.endpoint)
+    latency_sns.control(mode="ok", fail_every=0)
+    too_long = lambda: sns.publish(TopicArn=TOPIC, Message="x" * (256 * 1024 + 1))  # type: ignore[attr-defined]  # noqa: E731
+    assert _refusal(too_long) == (400, "InvalidParameter")
+    no_group = lambda: sns.publish(TopicArn=FIFO_TOPIC, Message="m")  # type: ignore[attr-defined]  # noqa: E731
+    assert _refusal(no_group) == (400, "InvalidParameter")
 
 
 def test_one_relay_drains_a_backlog_at_its_rate_and_fan_out_stays_within_its_bound() -> None:
