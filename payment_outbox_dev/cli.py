@@ -69,7 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole system: API, emulator, relay schedule, queue pollers",
         description="Run the whole system locally from template.yaml (see docs/local-stack.md).",
     )
-    local.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    local.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); another than loopback needs --expose",
+    )
+    local.add_argument(
+        "--expose",
+        action="store_true",
+        help="allow a non-loopback --host (then a --webhook-secret of your own is required too: "
+        "/admin/* has no IAM locally and /_local/state shows phone numbers)",
+    )
+    local.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host header name to answer besides loopback and --host (repeatable); "
+        "any other Host is refused (DNS rebinding)",
+    )
     local.add_argument("--api-port", type=int, default=3000, help="HTTP API port (default 3000)")
     local.add_argument("--emulator-port", type=int, default=5000, help="AWS emulator port (default 5000)")
     local.add_argument(
@@ -247,6 +265,8 @@ def _local(root: Path, args: argparse.Namespace) -> int:
         webhook_secret=args.webhook_secret,
         parameters=dict(args.parameter_overrides),
         verbose=args.verbose,
+        expose=args.expose,
+        allowed_hosts=tuple(args.allow_host),
     )
     return LocalStack(config).run()
 

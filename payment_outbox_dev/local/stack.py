@@ -27,38 +27,37 @@ Local-only controls live under ``/_local/`` on the API port — they are not in 
 not exist in AWS: ``GET /_local/routes``, ``GET /_local/state``, ``GET /_local/workers``,
 ``POST /_local/faults``. The API's OpenAPI document is served at ``GET /openapi.json``.
 
+The stack is its parts, each a module with one job: ``http_front`` (the WSGI front and its request
+checks), ``pooled`` (the functions run by their worker pools), ``control`` (the local routes),
+``schedule`` (schedules, queue pollers, the dead-letter watch), ``observe`` (narration, metrics,
+alarms) and ``snapshot``; this module starts them in order and stops them in reverse.
+
+The stack stays on loopback unless ``--expose`` is given with a webhook secret of the operator's own
+(``http_front.check_bind``); the AWS emulator, which has no authentication, never leaves loopback.
+
 On a clean stop (Ctrl-C, SIGTERM) the emulator's state is saved to the data directory and loaded on
 the next start (see ``payment_outbox_dev.local.snapshot``); the SQLite file is the database itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
-import time
-import traceback
 import warnings
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
+from werkzeug.serving import BaseWSGIServer
 
 from payment_outbox_dev.checks.template import (
-    AlarmSpec,
     Route,
-    ScheduleSource,
-    SqsEventSource,
     alarms,
     api_routes,
     load_template,
@@ -66,32 +65,22 @@ from payment_outbox_dev.checks.template import (
     schedules,
     sqs_event_sources,
 )
-from payment_outbox_dev.local.describe import describe as _describe
-from payment_outbox_dev.local.describe import mask_phones
-from payment_outbox_dev.local.emulator import EmulatorServer, Faults, SnsCall
-from payment_outbox_dev.local.harness import REGION, Delivery, LocalFunctions
+from payment_outbox_dev.local.control import Control
+from payment_outbox_dev.local.describe import describe
+from payment_outbox_dev.local.emulator import EmulatorServer, Faults
+from payment_outbox_dev.local.harness import REGION
+from payment_outbox_dev.local.http_front import ApiFront, allowed_hosts, check_bind, is_loopback, serve
+from payment_outbox_dev.local.observe import MetricsBoard, NarratingLogHandler, Narrator, Observer
+from payment_outbox_dev.local.pooled import PooledApi, PooledFunctions
 from payment_outbox_dev.local.provision import Provisioned, provision
+from payment_outbox_dev.local.schedule import EventSources
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE, Timing, scaled_timing
-from payment_outbox_dev.local.workers import (
-    FunctionPool,
-    InvocationFailed,
-    Outcome,
-    WorkerDied,
-    WorkerSpec,
-    worker_context,
-)
+from payment_outbox_dev.local.workers import FunctionPool, WorkerSpec, worker_context
 
 #: The webhook secret the local stack verifies callbacks with unless told otherwise.
 LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
-CONTROL_PREFIX = "/_local/"
-#: The API's OpenAPI document (docs/openapi.json), served beside the routes.
-OPENAPI_PATH = "/openapi.json"
-CONTROL_ROUTES = (
-    ("GET", "/_local/routes", "the API routes served, from template.yaml"),
-    ("GET", "/_local/state", "faults, metrics, alarms, resources, timing, workers and outbox rows"),
-    ("GET", "/_local/workers", "each function's worker processes (pid, busy)"),
-    ("POST", "/_local/faults", 'set or clear a fault: {"sns": "outage" | "reject" | null}'),
-)
+#: Where the AWS emulator listens when the API is bound elsewhere: it has no authentication.
+EMULATOR_LOOPBACK = "127.0.0.1"
 SNAPSHOT_FILE = "emulator-state.json"
 DATABASE_FILE = "payment_outbox.db"
 DUMMY_CREDENTIALS = {
@@ -119,127 +108,21 @@ class StackConfig:
     webhook_secret: str = LOCAL_WEBHOOK_SECRET
     parameters: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
+    #: Bind a non-loopback ``host`` (refused without it; needs a webhook secret of one's own too).
+    expose: bool = False
+    #: Host header names answered besides loopback and ``host`` (DNS rebinding stops at the rest).
+    allowed_hosts: tuple[str, ...] = ()
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
 
+    def check_bind(self) -> None:
+        """Raises ValueError when ``host`` would expose the stack without the operator asking."""
+        check_bind(self.host, expose=self.expose, default_secret=self.webhook_secret == LOCAL_WEBHOOK_SECRET)
 
-class Narrator:
-    """One readable line per thing that happens, from any thread."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def say(self, kind: str, text: str) -> None:
-        stamp = datetime.now().strftime("%H:%M:%S")
-        self.raw(f"{stamp} {kind:<6} {text}")
-
-    def raw(self, line: str) -> None:
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-
-
-class MetricsBoard:
-    """Totals of the metrics handlers emit, and the template's alarms evaluated on them."""
-
-    def __init__(self, specs: list[AlarmSpec]) -> None:
-        self._specs = specs
-        self._lock = threading.Lock()
-        self.totals: dict[str, float] = {}
-        self._samples: dict[str, deque[tuple[float, float]]] = {s.logical_id: deque() for s in specs}
-        self.states: dict[str, str] = {s.logical_id: "OK" for s in specs}
-
-    def record(self, document: dict[str, Any], now: float | None = None) -> list[tuple[AlarmSpec, float]]:
-        """Add one EMF document; returns the watched metrics it carried, with their values."""
-        now = time.monotonic() if now is None else now
-        watched = []
-        with self._lock:
-            for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
-                for metric in directive.get("Metrics", []):
-                    name = metric.get("Name")
-                    raw = document.get(name, 0)
-                    value = float(sum(raw) if isinstance(raw, list) else raw)
-                    self.totals[name] = self.totals.get(name, 0.0) + value
-                    for spec in self._specs:
-                        if (
-                            spec.metric == name
-                            and spec.namespace == directive.get("Namespace")
-                            and all(document.get(k) == v for k, v in spec.dimensions.items())
-                        ):
-                            self._samples[spec.logical_id].append((now, value))
-                            watched.append((spec, value))
-        return watched
-
-    def evaluate(self, now: float | None = None) -> list[tuple[AlarmSpec, str, float]]:
-        """Alarms whose state changed: (alarm, new state, the statistic over its period)."""
-        now = time.monotonic() if now is None else now
-        changed = []
-        with self._lock:
-            for spec in self._specs:
-                samples = self._samples[spec.logical_id]
-                while samples and samples[0][0] < now - spec.period_seconds:
-                    samples.popleft()
-                values = [v for _, v in samples]
-                statistic = _statistic(spec.statistic, values)
-                state = "ALARM" if values and spec.breached(statistic) else "OK"
-                if state != self.states[spec.logical_id]:
-                    self.states[spec.logical_id] = state
-                    changed.append((spec, state, statistic))
-        return changed
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"metrics": dict(self.totals), "alarms": dict(self.states)}
-
-
-def _statistic(name: str, values: list[float]) -> float:
-    if not values:
-        return 0.0
-    if name == "Maximum":
-        return max(values)
-    if name == "Minimum":
-        return min(values)
-    if name == "Average":
-        return sum(values) / len(values)
-    if name == "SampleCount":
-        return float(len(values))
-    return sum(values)
-
-
-class _PooledFunctions(LocalFunctions):
-    """The harness's API Gateway and SQS plumbing, each invocation run by the function's worker pool;
-    the supervisor itself never imports a handler."""
-
-    def __init__(self, root: Path, template: dict[str, Any], pools: dict[str, FunctionPool]) -> None:
-        super().__init__(root, template)
-        self.pools = pools
-        self._last = threading.local()
-
-    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        self._last.outcome = None
-        outcome = self.pools[logical_id].invoke(event)
-        self._last.outcome = outcome
-        return outcome.result
-
-    def last_outcome(self) -> Outcome | None:
-        """This thread's last invocation that answered (None if it raised or its worker died)."""
-        outcome: Outcome | None = getattr(self._last, "outcome", None)
-        return outcome
-
-
-class _NarratingLogHandler(logging.Handler):
-    """The library's own log records (``payment_outbox.*``), as narration lines."""
-
-    def __init__(self, narrator: Narrator) -> None:
-        super().__init__()
-        self._narrator = narrator
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._narrator.say(
-            "log", f"{record.levelname.lower()} {record.name.rsplit('.', 1)[-1]}: {record.getMessage()}"
-        )
+    @property
+    def emulator_host(self) -> str:
+        return self.host if is_loopback(self.host) else EMULATOR_LOOPBACK
 
 
 class LocalStack:
@@ -249,14 +132,15 @@ class LocalStack:
         self.template = load_template(config.root / "template.yaml")
         self.faults = Faults()
         self.metrics = MetricsBoard(alarms(self.template))
+        self.observer = Observer(self.narrator, self.metrics, verbose=config.verbose)
         self.resources = Provisioned()
-        self.functions: _PooledFunctions | None = None
+        self.functions: PooledFunctions | None = None
         self.timing: Timing = scaled_timing(self.template, config.time_scale, config.parameters)
         self.pools: dict[str, FunctionPool] = {}
         self.emulator: EmulatorServer | None = None
         self.emulator_url = ""
         self.api_url = ""
-        self._http: ThreadingHTTPServer | None = None
+        self._http: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._engine: Any = None
@@ -278,10 +162,10 @@ class LocalStack:
 
     def start(self) -> None:
         config = self.config
+        config.check_bind()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # Bind the API port first: a port in use fails the start before anything else runs.
-        self._http = _ApiServer((config.host, config.api_port), _request_handler(self))
-        self._http.narrator = self.narrator
+        self._http = serve(config.host, config.api_port, self.narrator.say)
         self._configure_process()
         broken = self.timing.violations()
         if broken:
@@ -290,7 +174,10 @@ class LocalStack:
             self.emulator_url = config.emulator_url.rstrip("/")
         else:
             self.emulator = EmulatorServer(
-                config.host, config.emulator_port, faults=self.faults, observer=self._on_sns_call
+                config.emulator_host,
+                config.emulator_port,
+                faults=self.faults,
+                observer=self.observer.sns_call,
             )
             self.emulator.start()
             self.emulator_url = self.emulator.url
@@ -329,20 +216,41 @@ class LocalStack:
         if not config.verbose:
             overrides["POWERTOOLS_LOG_LEVEL"] = "WARNING"
         self._start_pools(self.resources.environments(self.template, overrides))
-        self.functions = _PooledFunctions(config.root, self.template, self.pools)
+        self.functions = PooledFunctions(config.root, self.template, self.pools)
+        control = Control(
+            root=config.root,
+            routes_served=lambda: self.routes,
+            workers=self.workers,
+            faults=self.faults,
+            metrics=self.metrics,
+            resources=self.resources,
+            timing=self.timing,
+            narrator=self.narrator,
+            engine=self._engine,
+            emulator_url=self.emulator_url,
+        )
+        self._http.app = ApiFront(
+            PooledApi(self.functions, self.narrator, verbose=config.verbose),
+            control.routes(),
+            hosts=allowed_hosts(config.host, config.allowed_hosts),
+            say=self.narrator.say,
+        )
 
         host, port = self._http.server_address[:2]
-        self.api_url = f"http://{host!s}:{port}"
+        self.api_url = f"http://{_url_host(str(host))}:{port}"
         self._spawn("api", self._http.serve_forever)
         self._serving = True
-        for schedule in schedules(self.template):
-            if schedule.enabled:
-                self._spawn(f"schedule-{schedule.function}", self._schedule_loop, schedule)
-        for source in sqs_event_sources(self.template):
-            # Lambda polls with as many concurrent batches as the function may run.
-            for number in range(self.pools[source.function].size):
-                self._spawn(f"poll-{source.queue}-{number}", self._poll_loop, source)
-        self._spawn("watch", self._watch_loop)
+        sources = EventSources(
+            self.template,
+            self.functions,
+            self.resources,
+            self.timing,
+            self.observer,
+            self._stop,
+            config.poll_interval,
+        )
+        for name, loop in sources.loops():
+            self._spawn(name, loop)
         self._spawn("supervise", self._supervise_loop)
         for route in self.routes:
             self.narrator.say("api", f"{route.method:<6} {self.api_url}{route.path}  → {route.function}")
@@ -371,7 +279,7 @@ class LocalStack:
                 try:
                     self._save_snapshot()
                 except Exception as exc:
-                    self.narrator.say("error", f"emulator state not saved: {_describe(exc)}")
+                    self.narrator.say("error", f"emulator state not saved: {describe(exc)}")
             self.emulator.stop()
         if self.functions is not None:
             self.functions.close()
@@ -414,7 +322,7 @@ class LocalStack:
         # Consumers emit no metric of their own; Powertools warns about that on every invocation.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         library = logging.getLogger("payment_outbox")
-        self._log_handler = _NarratingLogHandler(self.narrator)
+        self._log_handler = NarratingLogHandler(self.narrator)
         library.addHandler(self._log_handler)
         library.setLevel(logging.INFO if self.config.verbose else logging.WARNING)
         library.propagate = False
@@ -441,7 +349,7 @@ class LocalStack:
                 library_log_level=level,
             )
             self.pools[logical_id] = FunctionPool(
-                spec, self.config.workers, context, self._on_handler_line, self.narrator.say
+                spec, self.config.workers, context, self.observer.handler_line, self.narrator.say
             )
         errors: list[BaseException] = []
 
@@ -473,8 +381,8 @@ class LocalStack:
     def workers(self) -> list[dict[str, Any]]:
         return [worker for pool in self.pools.values() for worker in pool.workers()]
 
-    def _spawn(self, name: str, target: Any, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
@@ -520,415 +428,6 @@ class LocalStack:
             names = ", ".join(resources_of_type(self.template, resource_type))
             self.narrator.say("aws", f"{kind}s: {names}")
 
-    # --- API --------------------------------------------------------------------------------------
 
-    def serve_api(
-        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        if self.functions is None:
-            raise RuntimeError("start() first")
-        text = body.decode("utf-8", "replace") if body else None
-        try:
-            result = self.functions.api_result(
-                method, path, text, headers, query=query or None, default_content_type=False
-            )
-        except WorkerDied as exc:
-            # API Gateway's answer when the function's container dies without answering.
-            self.narrator.say("error", f"{method} {path}: {exc}; answered 502")
-            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
-        except InvocationFailed as exc:
-            self.narrator.say("error", f"{method} {path}: the function raised {_why(exc)}; answered 502")
-            if self.config.verbose:
-                self.narrator.raw(exc.trace)
-            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
-        except Exception as exc:
-            self.narrator.say("error", f"{method} {path}: {_describe(exc)}; answered 502")
-            if self.config.verbose:
-                self.narrator.raw(traceback.format_exc())
-            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
-        response_headers = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
-        for name, values in (result.get("multiValueHeaders") or {}).items():
-            response_headers.extend((name, str(v)) for v in values)
-        raw = result.get("body") or ""
-        payload = _b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-        return int(result.get("statusCode", 502)), response_headers, payload
-
-    def serve_openapi(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The checked-in OpenAPI document (a test keeps it equal to what the handlers declare)."""
-        document = self.config.root / "docs" / "openapi.json"
-        if not document.exists():
-            return 404, [("Content-Type", "application/json")], b'{"message": "docs/openapi.json is missing"}'
-        return 200, [("Content-Type", "application/json")], document.read_bytes()
-
-    def serve_control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        if (method, path) == ("GET", "/_local/routes"):
-            return 200, {
-                "routes": [{"method": r.method, "path": r.path, "function": r.function} for r in self.routes],
-                "control": [{"method": m, "path": p, "what": w} for m, p, w in CONTROL_ROUTES],
-            }
-        if (method, path) == ("GET", "/_local/state"):
-            return 200, self.state()
-        if (method, path) == ("GET", "/_local/workers"):
-            return 200, {"workers": self.workers(), "timing": self.timing.describe()}
-        if (method, path) == ("POST", "/_local/faults"):
-            try:
-                requested = json.loads(body or b"{}")
-                if not isinstance(requested, dict):
-                    raise ValueError("expected a JSON object")
-                if "sns" in requested:
-                    self.faults.set_sns_publish(requested["sns"])
-            except ValueError as exc:
-                return 400, {"message": str(exc)}
-            current = self.faults.snapshot()
-            self.narrator.say("fault", f"SNS publish to topics: {current['sns'] or 'healthy'}")
-            return 200, {"faults": current}
-        return 404, {
-            "message": "no such local control",
-            "control": [f"{m} {p}" for m, p, _ in CONTROL_ROUTES],
-        }
-
-    def state(self) -> dict[str, Any]:
-        from sqlalchemy import text
-
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT message_id, topic, business_key, status, retry_count, next_retry_at, last_error,"
-                    " sent_time, content FROM message_record ORDER BY id"
-                )
-            ).all()
-        outbox = [
-            {
-                "messageId": r.message_id,
-                "topic": r.topic,
-                "businessKey": r.business_key,
-                "status": r.status,
-                "retryCount": r.retry_count,
-                "nextRetryAt": _iso(r.next_retry_at),
-                "lastError": r.last_error,
-                "sentTime": _iso(r.sent_time),
-                "content": r.content,
-            }
-            for r in rows
-        ]
-        return {
-            "faults": self.faults.snapshot(),
-            **self.metrics.snapshot(),
-            "resources": dict(self.resources.refs),
-            "timing": self.timing.describe(),
-            "workers": self.workers(),
-            "emulator": self.emulator_url,
-            "outbox": outbox,
-        }
-
-    # --- schedules, queues, alarms ----------------------------------------------------------------
-
-    def _schedule_loop(self, schedule: ScheduleSource) -> None:
-        if self.functions is None:
-            raise RuntimeError("start() first")
-        period = self.timing.schedule_periods[(schedule.function, schedule.name)]
-        while not self._stop.wait(period):
-            try:
-                result = self.functions.run_scheduled(schedule.function)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                self.narrator.say(
-                    "error", f"{schedule.function} ({schedule.expression}) raised {_describe(exc)}"
-                )
-                continue
-            if isinstance(result, dict) and result.get("claimed"):
-                failed = result.get("failed") or []
-                self.narrator.say(
-                    "relay",
-                    f"{schedule.function}: claimed {result['claimed']}"
-                    f" · published {result.get('published', 0)}"
-                    f" · retry later {result.get('retried', 0)} · FAILED {len(failed)}"
-                    + (f" {', '.join(failed)}" if failed else ""),
-                )
-
-    def _poll_loop(self, source: SqsEventSource) -> None:
-        if self.functions is None:
-            raise RuntimeError("start() first")
-        sqs = boto3.client("sqs", region_name=REGION)
-        url = self.resources.queue_url(source.queue)
-        arn = self.resources.attributes[(source.queue, "Arn")]
-        max_receives = self._max_receive_count(source.queue)
-        while not self._stop.is_set():
-            try:
-                delivery = self.functions.deliver(
-                    url,
-                    source.function,
-                    max_messages=source.batch_size,
-                    retry_failed_now=False,
-                    sqs_client=sqs,
-                    queue_arn=arn,
-                    reports_item_failures=source.reports_item_failures,
-                    handler_errors_fail_batch=True,
-                )
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                self.narrator.say(
-                    "error",
-                    f"{source.queue} → {source.function}: {_describe(exc)}; polling again",
-                )
-                self._stop.wait(self.config.poll_interval)
-                continue
-            if delivery.received == 0:
-                self._stop.wait(self.config.poll_interval)
-                continue
-            if self._stop.is_set() and isinstance(delivery.error, (WorkerDied, RuntimeError)):
-                return  # stopping: the batch goes back to the queue untouched
-            outcome = self.functions.last_outcome() if delivery.error is None else None
-            errors = outcome.record_errors if outcome else {}
-            if isinstance(delivery.error, InvocationFailed):
-                errors = delivery.error.record_errors
-            self._narrate_delivery(source, delivery, max_receives, errors)
-
-    def _narrate_delivery(
-        self,
-        source: SqsEventSource,
-        delivery: Delivery,
-        max_receives: int | None,
-        record_errors: dict[str, str],
-    ) -> None:
-        if isinstance(delivery.error, WorkerDied):
-            self.narrator.say(
-                "error",
-                f"{source.queue} → {source.function}: {delivery.error}; its batch settles nothing",
-            )
-        elif delivery.error is not None:
-            self.narrator.say(
-                "error",
-                f"{source.queue} → {source.function} raised {_why(delivery.error)} (the whole batch failed)",
-            )
-        ok = [m for m in delivery.messages if m["MessageId"] not in delivery.failed_ids]
-        if ok:
-            keys = ", ".join(_describe_message(m) for m in ok)
-            self.narrator.say("sqs", f"{source.queue} → {source.function}: {len(ok)} record(s) done [{keys}]")
-        for message in delivery.messages:
-            if message["MessageId"] not in delivery.failed_ids:
-                continue
-            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            limit = f"{receives}/{max_receives}" if max_receives else str(receives)
-            visibility = self.timing.visibilities.get(source.queue)
-            then = (
-                "next receive moves it to the dead-letter queue"
-                if max_receives and receives >= max_receives
-                else f"back in {visibility} s"
-            )
-            why = record_errors.get(message["MessageId"])
-            if why is None and delivery.error is not None:
-                why = _why(delivery.error)
-            self.narrator.say(
-                "retry" if not (max_receives and receives >= max_receives) else "dlq",
-                f"{source.queue} → {source.function}: record [{_describe_message(message)}] failed"
-                f" (receive {limit}): {why or 'reported failed by the function'}; {then}",
-            )
-
-    def _max_receive_count(self, queue: str) -> int | None:
-        redrive = (
-            resources_of_type(self.template, "AWS::SQS::Queue")[queue]
-            .get("Properties", {})
-            .get("RedrivePolicy")
-        )
-        return int(redrive["maxReceiveCount"]) if redrive else None
-
-    def _watch_loop(self) -> None:
-        """Dead-letter queues filling up, and alarms changing state."""
-        sqs = boto3.client("sqs", region_name=REGION)
-        queues = resources_of_type(self.template, "AWS::SQS::Queue")
-        dlqs = {}
-        for props in (q.get("Properties", {}) for q in queues.values()):
-            target = props.get("RedrivePolicy", {}).get("deadLetterTargetArn")
-            if isinstance(target, dict) and "Fn::GetAtt" in target:
-                name = target["Fn::GetAtt"][0]
-                dlqs[name] = self.resources.queue_url(name)
-        depths = {name: self._depth(sqs, url) for name, url in dlqs.items()}
-        while not self._stop.wait(max(self.config.poll_interval, 0.5)):
-            for name, url in dlqs.items():
-                depth = self._depth(sqs, url)
-                if depth > depths[name]:
-                    self.narrator.say(
-                        "dlq",
-                        f"{name} now holds {depth} message(s) (+{depth - depths[name]}):"
-                        " the retry lines above say why; inspect, fix, redrive",
-                    )
-                depths[name] = depth
-            self._narrate_alarms()
-
-    @staticmethod
-    def _depth(sqs: Any, url: str) -> int:
-        try:
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-            )
-        except Exception:
-            return 0
-        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
-
-    def _narrate_alarms(self) -> None:
-        for spec, state, statistic in self.metrics.evaluate():
-            if state == "ALARM":
-                self.narrator.say(
-                    "ALARM",
-                    f"{spec.logical_id}: {spec.metric} {spec.statistic} = {statistic:g}"
-                    f" over {spec.period_seconds} s"
-                    f" ({spec.comparison} {spec.threshold:g}) → its AlarmActions would be notified",
-                )
-            else:
-                self.narrator.say("alarm", f"{spec.logical_id} back to OK")
-
-    # --- what the handlers and the emulator report ------------------------------------------------
-
-    def _on_handler_line(self, function: str, line: str) -> None:
-        try:
-            document = json.loads(line)
-        except ValueError:
-            document = None
-        if isinstance(document, dict) and "_aws" in document:
-            watched = self.metrics.record(document)
-            if self.config.verbose:
-                self.narrator.raw(line)
-            for spec, value in watched:
-                if value:
-                    self.narrator.say(
-                        "metric", f"{function}: {spec.metric} = {value:g} (watched by {spec.logical_id})"
-                    )
-            self._narrate_alarms()
-        elif self.config.verbose:
-            self.narrator.raw(line)
-        elif isinstance(document, dict) and "level" in document:
-            extras = {
-                k: v
-                for k, v in document.items()
-                if k in ("messageId", "status", "code", "claimed", "published", "retried", "failed")
-            }
-            detail = " ".join(f"{k}={v}" for k, v in extras.items())
-            self.narrator.say(
-                "log",
-                mask_phones(
-                    f"{function} {str(document['level']).lower()}: {document.get('message')} {detail}"
-                ),
-            )
-        else:
-            self.narrator.say("out", mask_phones(f"{function}: {line}"))
-
-    def _on_sns_call(self, call: SnsCall) -> None:
-        if call.phone:
-            from payment_outbox.domain.sms import mask_phone
-
-            self.narrator.say("sms", f"SNS SMS to {mask_phone(call.phone)} (HTTP {call.status})")
-            return
-        topics = ", ".join(call.topics) or "-"
-        if call.fault:
-            self.narrator.say(
-                "sns",
-                f"{call.action} to {call.topic_name} [{topics}] REFUSED by local fault '{call.fault}'",
-            )
-        else:
-            self.narrator.say(
-                "sns", f"{call.action} to {call.topic_name}: {len(call.topics)} message(s) [{topics}]"
-            )
-
-
-def _request_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "payment-outbox-local"
-        # HTTP/1.1: keep-alive, and ``Expect: 100-continue`` answered before the body is read.
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """The stack narrates each request itself."""
-
-        def _serve(self) -> None:
-            try:
-                self._answer()
-            except (ConnectionError, TimeoutError) as exc:
-                # The client went away: nothing to answer, nothing to print but one line.
-                self.close_connection = True
-                stack.narrator.say("http", f"{self.command} {self.path}: client gone ({_describe(exc)})")
-
-        def _answer(self) -> None:
-            started = time.monotonic()
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if url.path == OPENAPI_PATH and self.command in ("GET", "HEAD"):
-                status, headers, payload = stack.serve_openapi()
-            elif url.path.startswith(CONTROL_PREFIX):
-                status, document = stack.serve_control(self.command, url.path, body)
-                headers = [("Content-Type", "application/json")]
-                payload = json.dumps(document, default=str).encode()
-            else:
-                query = parse_qs(url.query, keep_blank_values=True)
-                request_headers = {name: value for name, value in self.headers.items()}
-                status, headers, payload = stack.serve_api(
-                    self.command, url.path, query, request_headers, body
-                )
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-            if not url.path.startswith(CONTROL_PREFIX):
-                elapsed = (time.monotonic() - started) * 1000
-                stack.narrator.say("http", f"{self.command} {url.path} → {status} ({elapsed:.0f} ms)")
-
-    return Handler
-
-
-def _why(error: BaseException) -> str:
-    """A worker's death or a handler's exception as they describe themselves; others by class."""
-    return str(error) if isinstance(error, WorkerDied | InvocationFailed) else _describe(error)
-
-
-class _ApiServer(ThreadingHTTPServer):
-    """The API front: one thread per connection, each request handed to the function's worker pool."""
-
-    daemon_threads = True
-    narrator: Narrator | None = None
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that disconnects mid-request is one narrated line, never a traceback."""
-        exc = sys.exc_info()[1]
-        if self.narrator is None or exc is None:
-            return
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
-            self.narrator.say("http", f"client {client_address[0]} gone ({_describe(exc)})")
-        else:
-            self.narrator.say("error", f"HTTP front: {_describe(exc)}")
-
-
-def _describe_message(message: dict[str, Any]) -> str:
-    """The envelope's topic and messageId when the body is one, else the SQS message id."""
-    try:
-        body = json.loads(message.get("Body", ""))
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "messageId" in body:
-        return f"{body.get('topic')} {body.get('businessKey')} {body['messageId']}"
-    return f"sqs:{message['MessageId']} (not an envelope)"
-
-
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-    return str(value)
-
-
-def _b64decode(raw: str) -> bytes:
-    import base64
-
-    return base64.b64decode(raw)
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -27,7 +27,8 @@ from payment_outbox_dev.checks.template import (
 from payment_outbox_dev.local import snapshot
 from payment_outbox_dev.local.emulator import FaultInjectingApp, Faults, SnsCall, parse_sns_call
 from payment_outbox_dev.local.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
-from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, MetricsBoard, StackConfig
+from payment_outbox_dev.local.observe import MetricsBoard
+from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, StackConfig
 
 pytestmark = pytest.mark.unit
 
