@@ -483,7 +483,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(stack: RunningS
     body = json.dumps({"userId": _user_id(), "phone": "+8613812345678", "amount": "3.00"}).encode()
     with _raw(stack) as client:
         client.sendall(
-            b"POST /orders HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n"
+            b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
         )
         # When it waits for the interim answer, Then 100 Continue comes at once
@@ -498,14 +498,14 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(stack: RunningS
 def test_a_client_that_disconnects_mid_request_prints_no_traceback(stack: RunningStack) -> None:
     # Given clients that go away: one mid-body, one right after its headers, one resetting the connection
     for partial in (
-        b'POST /orders HTTP/1.1\r\nHost: local\r\nContent-Length: 500\r\n\r\n{"userId": 1',
-        b"GET /orders/1 HTTP/1.1\r\nHost: local\r\n",
+        b'POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{"userId": 1',
+        b"GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n",
     ):
         with _raw(stack) as client:
             client.sendall(partial)
     with _raw(stack) as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        client.sendall(b"POST /orders HTTP/1.1\r\nHost: local\r\nContent-Length: 50\r\n\r\n{")
+        client.sendall(b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n{")
 
     # When the stack goes on serving
     assert stack.http("GET", "/_local/routes")[0] == 200
