@@ -304,6 +304,7 @@ class ScriptedPublisher:
         self._scripts: dict[str, _Script] = {}
         self._raise: Exception | None = None
         self._silent: set[str] = set()
+        self._outage: str | None = None
 
     def fail(self, message_id: str, times: int = 1, error: str = "Throttled: slow down") -> None:
         """Fail this message's next ``times`` publishes (transient), then publish it."""
@@ -314,6 +315,13 @@ class ScriptedPublisher:
 
     def fail_permanently(self, message_id: str, error: str = "message too large") -> None:
         self._scripts[message_id] = _Script(-1, error, permanent=True)
+
+    def outage(self, error: str = "ServiceUnavailable: 503") -> None:
+        """Refuse every request whole, as SNS does in an outage, until ``recover``."""
+        self._outage = error
+
+    def recover(self) -> None:
+        self._outage = None
 
     def forget(self, message_id: str) -> None:
         """Report nothing at all for this message (neither published nor failed)."""
@@ -328,6 +336,10 @@ class ScriptedPublisher:
         if self._raise is not None:
             raise self._raise
         outcome = PublishOutcome()
+        if self._outage is not None:
+            for message in messages:
+                outcome.failed[message.message_id] = PublishFailure(self._outage, outage=True)
+            return outcome
         for message in messages:
             if message.message_id in self._silent:
                 continue

@@ -28,6 +28,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="RelaysStarted", unit=MetricUnit.Count, value=report.relays_started)
     metrics.add_metric(name="MessagesPublished", unit=MetricUnit.Count, value=report.published)
     metrics.add_metric(name="MessagesRetried", unit=MetricUnit.Count, value=report.retried)
+    # Of those, the ones SNS refused as a whole request (an outage): retried with no attempt charged.
+    metrics.add_metric(name="MessagesHeldByOutage", unit=MetricUnit.Count, value=report.held_by_outage)
     # The alarm watches this: each message here has used up its attempts and needs an operator.
     metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=len(report.gave_up))
     metrics.add_metric(
@@ -41,6 +43,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "claimed": report.claimed,
             "published": report.published,
             "retried": report.retried,
+            "heldByOutage": report.held_by_outage,
             "failed": len(report.gave_up),
             "relaysStarted": report.relays_started,
         },

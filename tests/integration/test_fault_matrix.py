@@ -394,12 +394,14 @@ def test_sns_faults_on_every_path_heal_into_one_delivery(
     make_pending_due(system)
     during = system.run_relay()
 
-    # Then the fault was met on both paths, and the rows it hit wait, with their failures counted
+    # Then the fault was met on both paths, and the rows it hit wait: a refused entry charged an
+    # attempt on each path, a whole request refused (throttling, a server error: an outage) none
     assert rule.injected >= len(orders) + 1
     assert during["failed"] == []
     waiting = [r for r in system.outbox_rows() if r["status"] == 0]
     assert waiting
-    assert all(r["retry_count"] == 2 and r["last_error"] for r in waiting)
+    charged = 2 if fault == "partial-batch" else 0
+    assert all(r["retry_count"] == charged and r["last_error"] for r in waiting)
     if fault == "partial-batch":
         # only the failed entries wait; the others of the same batches went out
         assert 0 < len(waiting) < 8
@@ -416,32 +418,33 @@ def test_sns_faults_on_every_path_heal_into_one_delivery(
     assert len(publishes.counts) == 8
     assert set(publishes.counts.values()) == {1}
     retried = {r["message_id"] for r in waiting}
-    assert all(r["retry_count"] == 2 for r in system.outbox_rows() if r["message_id"] in retried)
+    assert all(r["retry_count"] == charged for r in system.outbox_rows() if r["message_id"] in retried)
     assert_each_paid_order_applied_once(system, [paid(o) for o in orders])
 
 
-# --- 5. SNS down for several relay runs, fewer than the attempts allowed ---------------------------
+# --- 5. SNS down for more relay runs than the attempts allowed -------------------------------------
 
 
-def test_sns_down_for_several_runs_then_back_delivers_everything_once(
+def test_sns_down_for_more_runs_than_the_attempts_allowed_charges_nothing_and_delivers_everything_once(
     system: LocalSystem, faults: FaultInjector
 ) -> None:
-    # Given SNS down, and the attempts the template allows
+    # Given SNS refusing every whole request (503, an outage), and the attempts the template allows
     max_attempts = int(system.resources.parameters["OutboxMaxAttempts"])
-    outage = faults.add(FailCall("InternalError", 500, "Service Unavailable"), "sns", "publish_batch")
+    outage = faults.add(FailCall("ServiceUnavailable", 503, "Service Unavailable"), "sns", "publish_batch")
     orders = new_orders(system, ["5.00", "6.60", "7.70"])
 
-    # When the orders are paid (the immediate publish fails) and the relay fails on every run but the
-    # last attempt's worth
+    # When the orders are paid (the immediate publish fails) and the relay fails on twice as many runs
+    # as a message has attempts
     pay_all(system, orders)
-    for _ in range(max_attempts - 2):
+    for _ in range(2 * max_attempts):
         make_pending_due(system)
         report = system.run_relay()
         assert (report["published"], report["retried"], report["failed"]) == (0, 6, [])
 
-    # Then every row is still pending, one attempt short of giving up
-    assert {(r["status"], r["retry_count"]) for r in system.outbox_rows()} == {(0, max_attempts - 1)}
-    assert outage.injected == len(orders) + (max_attempts - 2)
+    # Then every row is still pending with no attempt charged, the outage its last error
+    assert {(r["status"], r["retry_count"]) for r in system.outbox_rows()} == {(0, 0)}
+    assert all("ServiceUnavailable" in r["last_error"] for r in system.outbox_rows())
+    assert outage.injected == len(orders) + 2 * max_attempts
 
     # When SNS is back and the relay runs
     faults.heal()
@@ -449,11 +452,33 @@ def test_sns_down_for_several_runs_then_back_delivers_everything_once(
     assert system.run_relay()["published"] == 6
     system.drain_consumers()
 
-    # Then everything was delivered once; the rows keep the count of the attempts it took
-    assert {(r["status"], r["retry_count"], r["last_error"]) for r in system.outbox_rows()} == {
-        (1, max_attempts - 1, None)
-    }
+    # Then everything was delivered once, nothing FAILED
+    assert {(r["status"], r["retry_count"], r["last_error"]) for r in system.outbox_rows()} == {(1, 0, None)}
     assert_each_paid_order_applied_once(system, [paid(o) for o in orders])
+
+
+def test_sns_throttling_the_whole_request_charges_no_attempt_but_a_refused_entry_does(
+    system: LocalSystem, faults: FaultInjector
+) -> None:
+    # Given a paid order, and SNS throttling every whole request
+    throttled = faults.add(FailCall("Throttling", 400, "Rate exceeded"), "sns", "publish_batch")
+    orders = new_orders(system, ["8.80"])
+    pay_all(system, orders)
+    make_pending_due(system)
+    system.run_relay()
+    # Then no attempt was charged to its rows
+    assert throttled.injected == 2
+    assert {(r["status"], r["retry_count"]) for r in system.outbox_rows()} == {(0, 0)}
+
+    # When SNS answers the request but refuses one entry for itself
+    throttled.times = throttled.injected
+    first = system.outbox_rows()[0]["message_id"]
+    faults.add(FailEntries(select=lambda _i, entry: entry_message_id(entry) == first), "sns", "publish_batch")
+    make_pending_due(system)
+    system.run_relay()
+    # Then that refusal is charged to that message alone
+    charged = {r["message_id"]: r["retry_count"] for r in system.outbox_rows() if r["status"] == 0}
+    assert charged == {first: 1}
 
 
 # --- 6. a consumer failing mid-batch; a consumer dying with its idempotency record INPROGRESS -------

@@ -115,3 +115,43 @@ def test_base_equal_to_max_is_a_constant_ceiling() -> None:
     policy = RetryPolicy(max_attempts=3, base_delay_seconds=10.0, max_delay_seconds=10.0)
     rng = random.Random(0)
     assert all(5 <= policy.delay(a, rng).total_seconds() <= 10 for a in range(1, 6))
+
+
+def test_max_age_is_a_positive_number_when_set() -> None:
+    # Given an age limit of zero / When a policy is built / Then it is refused
+    with pytest.raises(ValueError):
+        RetryPolicy(max_age_seconds=0)
+
+
+def test_a_message_is_too_old_from_its_age_limit_on_and_never_without_one() -> None:
+    # Given a policy with a one-hour age limit, and one without
+    limited = RetryPolicy(max_age_seconds=3600)
+    unlimited = RetryPolicy()
+    # Then a message is too old from one hour on, and never without a limit
+    assert not limited.too_old(timedelta(minutes=59, seconds=59))
+    assert limited.too_old(timedelta(hours=1))
+    assert not unlimited.too_old(timedelta(days=365))
+
+
+def test_outage_waits_grow_with_the_messages_age_up_to_the_cap() -> None:
+    # Given a policy of 2 s doubling to 60 s
+    rng = random.Random(3)
+    # When a message of a given age is held by an outage
+    # Then its wait lies within [c/2, c] of a ceiling that is its age, at least the base, at most the cap
+    for age_s, ceiling in ((0, 2.0), (1, 2.0), (10, 10.0), (45, 45.0), (600, 60.0), (86_400, 60.0)):
+        for _ in range(20):
+            wait = POLICY.outage_delay(timedelta(seconds=age_s), rng).total_seconds()
+            assert ceiling / 2 <= wait <= ceiling
+
+
+def test_outage_waits_keep_a_message_from_retrying_in_a_tight_loop() -> None:
+    # Given a message held by an outage from its first second on, retried each time it falls due
+    rng = random.Random(7)
+    age, retries = timedelta(0), 0
+    # When an hour of outage passes
+    while age < timedelta(hours=1):
+        age += POLICY.outage_delay(age, rng)
+        retries += 1
+    # Then it was tried about once per cap (60 s) at the end, never in a tight loop: at most the
+    # doubling steps up to the cap plus one try per half-cap over the hour
+    assert retries <= 10 + 3600 / (POLICY.max_delay_seconds / 2)

@@ -460,6 +460,136 @@ def test_the_relay_keeps_room_for_its_slowest_batch(
     assert remaining_ms() == 6_000
 
 
+# --- outages -------------------------------------------------------------------------------------
+
+AGED_POLICY = RetryPolicy(
+    max_attempts=3, base_delay_seconds=2.0, max_delay_seconds=60.0, max_age_seconds=3600
+)
+
+
+def _aged_relay(db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock) -> OutboxRelay:
+    return OutboxRelay(db, publisher, clock, policy=AGED_POLICY, lease=LEASE, rng=random.Random(0))
+
+
+def _run_each_time_due(relay: OutboxRelay, db: InMemoryDatabase, clock: FakeClock, runs: int) -> list[int]:
+    """Run the relay ``runs`` times, moving the clock to the earliest pending row's due time first."""
+    claimed = []
+    for _ in range(runs):
+        pending = [m for m in db.messages() if m.status is OutboxStatus.PENDING]
+        if pending:
+            clock.set(max(clock.now(), min(m.next_retry_at for m in pending)))
+        claimed.append(relay.relay_due_messages().claimed)
+    return claimed
+
+
+def test_an_outage_charges_no_attempt_however_long_it_lasts_within_the_age_limit(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given rows due, and SNS refusing every whole request (an outage)
+    _seed(db, "m1", "m2")
+    publisher.outage("ServiceUnavailable: 503")
+    relay = _aged_relay(db, publisher, clock)
+    # When the relay tries them many more times than the attempts allowed
+    claimed = _run_each_time_due(relay, db, clock, runs=AGED_POLICY.max_attempts * 4)
+    # Then every run tried one of them at least, and they are still pending with no attempt counted
+    assert all(c >= 1 for c in claimed)
+    for message_id in ("m1", "m2"):
+        row = db.message(message_id)
+        assert (row.status, row.retry_count) == (OutboxStatus.PENDING, 0)
+        assert row.last_error == "ServiceUnavailable: 503"
+    assert clock.now() - START < timedelta(seconds=AGED_POLICY.max_age_seconds or 0)
+    # When SNS recovers / Then the next runs, each when a row falls due, send them, each once
+    publisher.recover()
+    _run_each_time_due(relay, db, clock, runs=2)
+    assert {db.message(m).status for m in ("m1", "m2")} == {OutboxStatus.SENT}
+    assert sorted(publisher.published) == ["m1", "m2"]
+
+
+def test_an_outage_reports_the_rows_it_held_and_gives_none_up(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given a due row and an outage
+    _seed(db, "m1")
+    publisher.outage()
+    # When the relay runs / Then the row is retried, held by the outage, and not given up
+    report = _aged_relay(db, publisher, clock).relay_due_messages()
+    assert (report.retried, report.held_by_outage, report.gave_up) == (1, 1, [])
+
+
+def test_an_outage_still_backs_off_by_the_messages_age(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given a row written ten minutes ago, and an outage
+    _seed(db, "m1")
+    clock.advance(minutes=10)
+    publisher.outage()
+    # When the relay fails to publish it
+    _aged_relay(db, publisher, clock).relay_due_messages()
+    # Then its next try waits within the cap's jitter bounds (its age is past the 60 s cap), not 1-2 s
+    wait = (db.message("m1").next_retry_at - clock.now()).total_seconds()
+    assert AGED_POLICY.max_delay_seconds / 2 <= wait <= AGED_POLICY.max_delay_seconds
+
+
+def test_a_message_older_than_the_age_limit_gives_up_at_an_outage(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given a row written more than the age limit ago, with no attempt charged, and an outage
+    _seed(db, "old")
+    clock.advance(seconds=(AGED_POLICY.max_age_seconds or 0) + 1)
+    publisher.outage("Throttling: Rate exceeded")
+    # When the relay fails to publish it
+    report = _aged_relay(db, publisher, clock).relay_due_messages()
+    # Then it gives up: FAILED, reported for the alarm, with the outage's error and why
+    assert report.gave_up == ["old"]
+    row = db.message("old")
+    assert (row.status, row.retry_count) == (OutboxStatus.FAILED, 0)
+    assert row.last_error is not None and row.last_error.startswith("Throttling: Rate exceeded")
+    assert "age limit" in row.last_error
+
+
+def test_a_message_older_than_the_age_limit_gives_up_at_its_own_refusal_before_its_attempts_run_out(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given an old row refused by SNS for itself, with attempts left
+    _seed(db, "old")
+    clock.advance(hours=2)
+    publisher.fail("old", times=1)
+    # When the relay fails to publish it / Then it gives up on its age after one attempt
+    assert _aged_relay(db, publisher, clock).relay_due_messages().gave_up == ["old"]
+    assert db.message("old").retry_count == 1
+
+
+def test_the_messages_own_refusals_still_give_up_at_max_attempts_between_outages(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given a row SNS keeps refusing for itself, with an outage between its refusals
+    _seed(db, "m1")
+    publisher.fail_always("m1", error="InternalError: entry failed")
+    relay = _aged_relay(db, publisher, clock)
+    _run_each_time_due(relay, db, clock, runs=2)
+    publisher.outage()
+    _run_each_time_due(relay, db, clock, runs=3)
+    assert db.message("m1").retry_count == 2
+    publisher.recover()
+    # When it is refused once more / Then its third own refusal gives up, whatever the outage did
+    report = _run_each_time_due(relay, db, clock, runs=1)
+    assert report == [1]
+    row = db.message("m1")
+    assert (row.status, row.retry_count) == (OutboxStatus.FAILED, AGED_POLICY.max_attempts)
+
+
+def test_the_immediate_publisher_charges_no_attempt_in_an_outage(
+    db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
+) -> None:
+    # Given rows committed by a payment, and an outage
+    _seed(db, "p1", due_at=START + LEASE)
+    publisher.outage()
+    # When they are handed off / Then they are left to the relay with no attempt counted
+    ImmediatePublisher(lambda: _aged_relay(db, publisher, clock))(db.messages())
+    row = db.message("p1")
+    assert (row.status, row.retry_count) == (OutboxStatus.PENDING, 0)
+
+
 # --- the after-commit hand-off ------------------------------------------------------------------
 
 

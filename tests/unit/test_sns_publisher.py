@@ -6,7 +6,13 @@ import json
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from payment_outbox.adapters.sns_publisher import MAX_BATCH_BYTES, SnsPublisher, message_group_id
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
@@ -275,3 +281,75 @@ def test_the_client_is_only_created_when_publishing() -> None:
     assert made == []
     publisher.publish(_messages(1))
     assert len(made) >= 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _client_error("Throttling"),
+        _client_error("KMSThrottling"),
+        ClientError(
+            {"Error": {"Code": "InternalError", "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
+            "PublishBatch",
+        ),
+        ClientError(
+            {
+                "Error": {"Code": "ServiceUnavailable", "Message": "x"},
+                "ResponseMetadata": {"HTTPStatusCode": 503},
+            },
+            "PublishBatch",
+        ),
+        EndpointConnectionError(endpoint_url="https://sns.us-east-1.amazonaws.com"),
+        ConnectTimeoutError(endpoint_url="https://sns.us-east-1.amazonaws.com"),
+        ReadTimeoutError(endpoint_url="https://sns.us-east-1.amazonaws.com"),
+        ConnectionClosedError(endpoint_url="https://sns.us-east-1.amazonaws.com"),
+    ],
+    ids=[
+        "throttling",
+        "kms-throttling",
+        "500",
+        "503",
+        "no-connection",
+        "connect-timeout",
+        "read-timeout",
+        "closed",
+    ],
+)
+def test_a_whole_request_refused_by_an_outage_is_reported_as_an_outage(
+    client: FakeSnsClient, error: Exception
+) -> None:
+    # Given SNS refusing or not answering the whole request for reasons of its own
+    client.raise_on_call = {1: error}
+    # When published
+    outcome = SnsPublisher(lambda: client, TOPIC_ARN).publish(_messages(3))
+    # Then every message of the request is an outage failure: retryable, charged no attempt by the relay
+    assert set(outcome.failed) == {"m00", "m01", "m02"}
+    assert all(f.outage and not f.permanent for f in outcome.failed.values())
+
+
+@pytest.mark.parametrize("code", ["AuthorizationError", "NotFound", "InvalidParameter", "KMSDisabled"])
+def test_a_whole_request_refused_for_another_reason_is_not_an_outage(
+    client: FakeSnsClient, code: str
+) -> None:
+    # Given SNS answering the request with a refusal that is not throttling nor a server error
+    client.raise_on_call = {
+        1: ClientError(
+            {"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+            "PublishBatch",
+        )
+    }
+    # When published / Then the messages failed, and the failure counts as an attempt
+    outcome = SnsPublisher(lambda: client, TOPIC_ARN).publish(_messages(2))
+    assert set(outcome.failed) == {"m00", "m01"}
+    assert not any(f.outage for f in outcome.failed.values())
+
+
+def test_an_entry_sns_names_as_failed_is_the_messages_own_refusal_not_an_outage(
+    client: FakeSnsClient,
+) -> None:
+    # Given SNS answering the request and naming one entry as failed with a server-side code
+    client.entry_failures = {"m01": ("InternalError", False)}
+    # When published / Then that entry's failure is its own refusal: it counts as an attempt
+    outcome = SnsPublisher(lambda: client, TOPIC_ARN).publish(_messages(3))
+    assert set(outcome.failed) == {"m01"}
+    assert not outcome.failed["m01"].outage

@@ -64,6 +64,10 @@ class PublishFailure:
     error: str
     #: True when retrying can never help (e.g. the message is larger than SNS accepts).
     permanent: bool = False
+    #: True when the bus refused or never answered the whole request for reasons of its own
+    #: (throttling, a server error, no connection, no answer in time): an outage, not this
+    #: message's refusal, so it charges the message no attempt.
+    outage: bool = False
 
 
 @dataclass

@@ -62,7 +62,12 @@ class MigrationSettings(_Settings):
 
 class OutboxSettings(_Settings):
     order_events_topic_arn: str
+    #: Publishes a message may have refused (its own per-entry failures) before it is marked FAILED;
+    #: an outage (SNS refusing or not answering a whole request) charges no attempt.
     outbox_max_attempts: int = Field(default=5, ge=1, le=100)
+    #: A message still unpublished this long after it was written is marked FAILED at its next
+    #: failure, outage or not (what bounds a message's retries through an outage).
+    outbox_max_message_age_hours: float = Field(default=24.0, gt=0, le=24 * 14)
     #: Rows one claim takes: two waves of the relay's concurrent requests (10 x 10 entries), so the
     #: requests of one claim keep the pipe full while the previous claim is recorded.
     outbox_batch_size: int = Field(default=200, ge=1, le=1000)
@@ -80,6 +85,7 @@ class OutboxSettings(_Settings):
             max_attempts=self.outbox_max_attempts,
             base_delay_seconds=self.outbox_backoff_base_seconds,
             max_delay_seconds=self.outbox_backoff_max_seconds,
+            max_age_seconds=self.outbox_max_message_age_hours * 3600,
         )
 
 

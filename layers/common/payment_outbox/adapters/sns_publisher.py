@@ -7,7 +7,8 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import PublishFailure, PublishOutcome
@@ -49,8 +50,9 @@ class SnsPublisher:
                 PublishBatchRequestEntries=[self._entry(i, m) for i, m in by_entry_id.items()],
             )
         except (ClientError, BotoCoreError) as exc:
+            failure = PublishFailure(_describe(exc), outage=is_outage(exc))
             for message in batch:
-                outcome.failed[message.message_id] = PublishFailure(_describe(exc))
+                outcome.failed[message.message_id] = failure
             return
         answered = set()
         for ok in response.get("Successful", []):
@@ -81,6 +83,31 @@ class SnsPublisher:
 
 
 _PERMANENT_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError"})
+#: Error codes with which SNS (or the KMS key behind its topic) says "too many requests right now".
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttled",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "KMSThrottling",
+        "KMSThrottlingException",
+    }
+)
+
+
+def is_outage(exc: ClientError | BotoCoreError) -> bool:
+    """Whether a whole request failed for the service's own reasons: throttled, a server error
+    (HTTP 5xx), or no answer at all (no connection, connection dropped, timed out). Any other refusal
+    of the request (access denied, topic not found, a request it calls invalid) is not an outage."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _THROTTLING_CODES or status >= 500
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
 def message_group_id(message: OutboxMessage) -> str:

@@ -72,6 +72,8 @@ class RelayReport:
     claimed: int = 0
     published: int = 0
     retried: int = 0
+    #: Of the retried, those whose request SNS refused whole (an outage): no attempt charged.
+    held_by_outage: int = 0
     gave_up: list[str] = field(default_factory=list)
     batches: int = 0
     #: How long the longest-waiting due row has waited when the run ends (0 when none is due).
@@ -83,6 +85,7 @@ class RelayReport:
         self.claimed += other.claimed
         self.published += other.published
         self.retried += other.retried
+        self.held_by_outage += other.held_by_outage
         self.gave_up.extend(other.gave_up)
         self.batches += other.batches
 
@@ -375,7 +378,12 @@ class OutboxRelay:
         self, messages: Sequence[OutboxMessage], outcome: PublishOutcome, *, may_give_up: bool = True
     ) -> RelayReport:
         """One transaction per claim: every published row marked sent in one statement, then each
-        failure retried later or given up."""
+        failure retried later or given up.
+
+        A message's own refusal charges it an attempt; an outage (the whole request refused or
+        unanswered) charges none and backs off by the message's age. Either way a message older than
+        the policy's age limit gives up.
+        """
         report = RelayReport(claimed=len(messages), batches=1)
         published = set(outcome.published)
         now = self._clock.now()
@@ -385,30 +393,43 @@ class OutboxRelay:
                 if message.message_id in published:
                     continue
                 failure = outcome.failed.get(message.message_id) or PublishFailure("not published")
-                attempts = message.retry_count + 1
-                if may_give_up and (failure.permanent or self._policy.gives_up(attempts)):
-                    if tx.outbox.mark_failed(
-                        message.message_id, retry_count=attempts, error=failure.error, now=now
-                    ):
+                age = now - message.create_time
+                attempts = message.retry_count if failure.outage else message.retry_count + 1
+                too_old = self._policy.too_old(age)
+                if may_give_up and (
+                    failure.permanent or too_old or (not failure.outage and self._policy.gives_up(attempts))
+                ):
+                    error = (
+                        f"{failure.error} (older than the outbox's age limit)" if too_old else failure.error
+                    )
+                    if tx.outbox.mark_failed(message.message_id, retry_count=attempts, error=error, now=now):
                         report.gave_up.append(message.message_id)
                         logger.error(
-                            "outbox message gave up after %d attempt(s): messageId=%s topic=%s error=%s",
+                            "outbox message gave up after %d attempt(s)%s: messageId=%s topic=%s error=%s",
                             attempts,
+                            f" and {age}" if too_old else "",
                             message.message_id,
                             message.topic,
                             failure.error,
                         )
-                elif tx.outbox.schedule_retry(
+                    continue
+                if failure.outage:
+                    next_attempt_at = now + self._policy.outage_delay(age, self._rng)
+                else:
+                    next_attempt_at = self._policy.next_attempt_at(now, attempts, self._rng)
+                if tx.outbox.schedule_retry(
                     message.message_id,
                     retry_count=attempts,
-                    next_retry_at=self._policy.next_attempt_at(now, attempts, self._rng),
+                    next_retry_at=next_attempt_at,
                     error=failure.error,
                     now=now,
                 ):
                     report.retried += 1
+                    if failure.outage:
+                        report.held_by_outage += 1
                     logger.warning(
-                        "outbox message publish failed (attempt %d), will retry: messageId=%s error=%s",
-                        attempts,
+                        "outbox message publish failed (%s), will retry: messageId=%s error=%s",
+                        "outage, no attempt charged" if failure.outage else f"attempt {attempts}",
                         message.message_id,
                         failure.error,
                     )
