@@ -12,7 +12,14 @@ evaluated for given parameter values, and then:
 - **alarm coverage**: every function, queue, dead-letter queue, scheduled function, API and database
   has an alarm that reaches someone;
 - **operator path**: IAM-authorised routes need only ``execute-api:Invoke`` from their callers;
-- **grants**: every secret a function is configured to read is granted to its role.
+- **grants**: every secret a function is configured to read is granted to its role;
+- **envelopes**: only the roles of the functions that write envelopes may publish to the topic, and
+  nothing but the topic (and named operators) may send to the queues, whatever any other principal's
+  own IAM policy allows (the resource policies are evaluated for each principal);
+- **secret keys**: functions that read secrets may decrypt with the secrets' customer managed keys,
+  exactly those and only through Secrets Manager, and with none given they hold no KMS grant;
+- **database users**: every function but the schema migrator connects as the application user, never
+  with the migrator's credentials, in both database modes.
 
 Each check returns problems in plain words; an empty list means the deployment holds.
 """
@@ -20,6 +27,7 @@ Each check returns problems in plain words; an empty list means the deployment h
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import os
 import re
@@ -38,6 +46,21 @@ CUSTOM_RESOURCE_RESPONSE_SERVICE = "s3"
 REGION = "us-east-1"
 
 CUSTOM_RESOURCE_TYPE = "AWS::CloudFormation::CustomResource"
+
+#: Parameters that decide only who may act (callers, operators, keys, the application user, the
+#: callback's firewall): each adds its own resources, grants and policy statements, and none changes
+#: what the others decide. They vary in a product of their own across every ``SHAPE_PARAMETERS``
+#: combination (the rest at their base values), while the full product of the others holds them at
+#: theirs: multiplying that product (about 74,000 combinations) by theirs would take many minutes.
+FENCE_PARAMETERS = frozenset(
+    {
+        "SecretKmsKeyArns",
+        "OperatorPrincipalArns",
+        "DbAppUserSecretArn",
+    }
+)
+#: The deployment shapes the fences are crossed with: where the database is and how AWS is reached.
+SHAPE_PARAMETERS = frozenset({"CreateDatabase", "CreateVpcEndpoints", "SubnetsHaveNat"})
 
 _PSEUDO = {
     "AWS::Region",
@@ -230,9 +253,33 @@ def _refs_to_parameters(node: Any) -> Iterator[tuple[str, list[str]]]:
                 yield from _refs_to_parameters(arg)
 
 
-def parameter_combinations(template: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
+def parameter_combinations(
+    template: dict[str, Any],
+    base: dict[str, str],
+    *,
+    fences: frozenset[str] = FENCE_PARAMETERS,
+    shapes: frozenset[str] = SHAPE_PARAMETERS,
+) -> list[dict[str, str]]:
     """Every combination of the values that decide a Condition or a Rule: each parameter's allowed
-    values, or the literals it is compared with plus one value unlike them, over ``base``."""
+    values, or the literals it is compared with plus one value unlike them, over ``base``. The
+    ``fences`` vary apart: in their own product crossed with every combination of the ``shapes``
+    (the others at their base values), while the product of the others holds them at theirs."""
+    choices = _choices(template)
+    held = {n: c for n, c in choices.items() if n not in fences}
+    fenced = {n: c for n, c in choices.items() if n in fences or n in shapes}
+    return _product(base, held) + _product(base, fenced)
+
+
+def _product(base: dict[str, str], choices: dict[str, list[str]]) -> list[dict[str, str]]:
+    names = list(choices)
+    return [
+        {**base, **dict(zip(names, combination, strict=True))}
+        for combination in itertools.product(*(choices[n] for n in names))
+    ]
+
+
+def _choices(template: dict[str, Any]) -> dict[str, list[str]]:
+    """The values each parameter that decides a Condition or a Rule takes in the proofs."""
     specs = template.get("Parameters", {})
     compared: dict[str, set[str]] = {}
     for node in (template.get("Conditions", {}), template.get("Rules", {})):
@@ -251,11 +298,7 @@ def parameter_combinations(template: dict[str, Any], base: dict[str, str]) -> li
         kind = str(spec.get("Type", "String"))
         values.add("7" if kind == "Number" else "example-value")
         choices[name] = sorted(values)
-    names = list(choices)
-    return [
-        {**base, **dict(zip(names, combination, strict=True))}
-        for combination in itertools.product(*(choices[n] for n in names))
-    ]
+    return choices
 
 
 # --------------------------------------------------------------------------- one deployment
@@ -403,7 +446,7 @@ class Deployment:
         services = {
             str(action).split(":", 1)[0]
             for statement in self.role_statements(function_id)
-            if statement.get("Effect") == "Allow"
+            if statement.get("Effect") == "Allow" and not _through_another_service(statement)
             for action in _as_list(statement.get("Action", []))
         }
         if self.custom_resources_of(function_id):
@@ -670,6 +713,221 @@ def grant_problems(deployment: Deployment) -> list[str]:
     return problems
 
 
+# --------------------------------------------------------------------------- resource policies
+
+#: A principal of the account that the template names nowhere, with every IAM permission it might hold.
+OUTSIDER = "arn:aws:iam::123456789012:role/a-role-the-template-does-not-name"
+#: The topic delivering to a queue: SNS's service principal, acting for the topic.
+SNS_SERVICE = "sns.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request, as a resource policy sees it: an IAM principal's ARN (a literal or the
+    template's expression for it), or an AWS service acting for a resource of the stack."""
+
+    principal_arn: Any = None
+    service: str | None = None
+    source_arn: Any = None
+
+    def context(self) -> dict[str, list[Any]]:
+        """The request context's keys (absent keys are missing, as in AWS)."""
+        keys: dict[str, list[Any]] = {"aws:PrincipalIsAWSService": ["true" if self.service else "false"]}
+        if self.principal_arn is not None:
+            keys["aws:PrincipalArn"] = [self.principal_arn]
+        if self.source_arn is not None:
+            keys["aws:SourceArn"] = [self.source_arn]
+        return keys
+
+
+def policy_statements(deployment: Deployment, policy_type: str, list_key: str, target: Any) -> list[Any]:
+    """The statements of every resource policy of ``policy_type`` that applies to ``target``."""
+    statements: list[Any] = []
+    for logical_id in deployment.of_type(policy_type):
+        props = deployment.properties(logical_id)
+        if any(_same(target, t) for t in _as_list(props.get(list_key, []))):
+            statements += _as_list(props.get("PolicyDocument", {}).get("Statement", []))
+    return statements
+
+
+def denies(deployment: Deployment, statements: list[Any], action: str, caller: Caller) -> bool:
+    """An explicit Deny applies to the caller's request (which no identity policy can overrule)."""
+    return any(_applies(deployment, s, action, caller) for s in statements if s.get("Effect") == "Deny")
+
+
+def allows(deployment: Deployment, statements: list[Any], action: str, caller: Caller) -> bool:
+    return any(_applies(deployment, s, action, caller) for s in statements if s.get("Effect") == "Allow")
+
+
+def _applies(deployment: Deployment, statement: dict[str, Any], action: str, caller: Caller) -> bool:
+    actions = [str(a) for a in _as_list(statement.get("Action", []))]
+    if not any(fnmatch.fnmatchcase(action, a) for a in actions):
+        return False
+    principal = statement.get("Principal")
+    if principal != "*":
+        named = principal if isinstance(principal, dict) else {}
+        if caller.service is not None:
+            if caller.service not in _as_list(named.get("Service", [])):
+                return False
+        elif not any(_matches(caller.principal_arn, p) for p in _as_list(named.get("AWS", []))):
+            return False
+    context = caller.context()
+    for operator, tests in statement.get("Condition", {}).items():
+        for key, wanted in tests.items():
+            if not _condition_holds(operator, context.get(key), _values(deployment, wanted)):
+                return False
+    return True
+
+
+def _condition_holds(operator: str, present: list[Any] | None, wanted: list[Any]) -> bool:
+    """IAM's condition operators as far as the template uses them, with IAM's rule for a missing key:
+    a positive test fails, a negated one holds, ``...IfExists`` holds."""
+    if operator == "Null":
+        return (present is None) == (str(wanted[0]).lower() == "true")
+    if_exists = operator.endswith("IfExists")
+    base = operator.removesuffix("IfExists")
+    negated = "Not" in base
+    if present is None:
+        return if_exists or negated
+    like = base.endswith("Like") or base.startswith("Arn")
+    if base == "Bool":
+        matched = any(str(v).lower() == str(w).lower() for v in present for w in wanted)
+    else:
+        matched = any(_matches(v, w, wildcards=like) for v in present for w in wanted)
+    return not matched if negated else matched
+
+
+def _matches(value: Any, pattern: Any, *, wildcards: bool = True) -> bool:
+    if isinstance(value, str) and isinstance(pattern, str):
+        return fnmatch.fnmatchcase(value, pattern) if wildcards else value == pattern
+    return _same(value, pattern)
+
+
+def _values(deployment: Deployment, wanted: Any) -> list[Any]:
+    """A condition's values, a list parameter's items spread out."""
+    values: list[Any] = []
+    for value in _as_list(wanted):
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in deployment.parameters:
+            values += _as_list(_parameter_value(deployment.source, deployment.parameters, value["Ref"]))
+        else:
+            values.append(value)
+    return values
+
+
+def _role_arn(deployment: Deployment, function_id: str) -> Any:
+    return deployment.properties(function_id).get("Role")
+
+
+def _list_parameter(deployment: Deployment, name: str) -> list[str]:
+    return [v for v in deployment.parameters.get(name, "").split(",") if v]
+
+
+def envelope_problems(deployment: Deployment) -> list[str]:
+    """Envelopes cannot be forged: every topic a function publishes envelopes to (its
+    ``ORDER_EVENTS_TOPIC_ARN``) denies sns:Publish to every principal but those functions' roles, and
+    every queue denies sqs:SendMessage to every principal but the named operators, while the topic's
+    deliveries to its subscribed queues stay allowed."""
+    problems = []
+    publishers: dict[str, list[str]] = {}
+    for function_id in sorted(deployment.functions):
+        topic = deployment.environment(function_id).get("ORDER_EVENTS_TOPIC_ARN")
+        if topic is not None:
+            publishers.setdefault(str(_referenced_once(topic)), []).append(function_id)
+    others = {f: _role_arn(deployment, f) for f in deployment.functions}
+    for topic_id, writers in sorted(publishers.items()):
+        statements = policy_statements(deployment, "AWS::SNS::TopicPolicy", "Topics", {"Ref": topic_id})
+        for function_id, role in sorted(others.items()):
+            denied = denies(deployment, statements, "sns:Publish", Caller(principal_arn=role))
+            if function_id in writers and denied:
+                problems.append(f"{topic_id}'s policy denies {function_id}, which publishes envelopes")
+            if function_id not in writers and not denied:
+                problems.append(f"{function_id}'s role could publish envelopes to {topic_id}")
+        for outsider in [OUTSIDER, *_list_parameter(deployment, "OperatorPrincipalArns")]:
+            if not denies(deployment, statements, "sns:Publish", Caller(principal_arn=outsider)):
+                problems.append(f"{outsider} could publish envelopes to {topic_id} if its IAM policy allowed")
+    subscribed = {
+        _referenced_once(deployment.properties(s).get("Endpoint")): _referenced_once(
+            deployment.properties(s).get("TopicArn")
+        )
+        for s in deployment.of_type("AWS::SNS::Subscription")
+        if deployment.properties(s).get("Protocol") == "sqs"
+    }
+    operators = _list_parameter(deployment, "OperatorPrincipalArns")
+    for queue_id in sorted(deployment.of_type("AWS::SQS::Queue")):
+        arn = {"Fn::GetAtt": [queue_id, "Arn"]}
+        statements = policy_statements(deployment, "AWS::SQS::QueuePolicy", "Queues", {"Ref": queue_id})
+        senders = [(OUTSIDER, OUTSIDER)] + [(f"{f}'s role", r) for f, r in sorted(others.items())]
+        for name, principal in senders:
+            if not denies(deployment, statements, "sqs:SendMessage", Caller(principal_arn=principal)):
+                problems.append(f"{name} could send forged envelopes to {queue_id}")
+        for operator in operators:
+            if denies(deployment, statements, "sqs:SendMessage", Caller(principal_arn=operator)):
+                problems.append(f"{queue_id} denies the operator {operator}, who redrives its dead letters")
+        source = subscribed.get(queue_id)
+        if source is not None:
+            delivery = Caller(service=SNS_SERVICE, source_arn={"Ref": source})
+            if denies(deployment, statements, "sqs:SendMessage", delivery) or not allows(
+                deployment, statements, "sqs:SendMessage", delivery
+            ):
+                problems.append(f"{source} cannot deliver to {queue_id}, which it is subscribed to")
+        elif not statements:
+            problems.append(f"{queue_id} ({arn}) has no policy: any principal of the account may send to it")
+    return problems
+
+
+def secret_key_problems(deployment: Deployment) -> list[str]:
+    """Functions that read secrets may decrypt with exactly the secrets' customer managed keys
+    (``SecretKmsKeyArns``), only through Secrets Manager; with none given, no function holds any
+    KMS grant."""
+    problems = []
+    keys = {"Ref": "SecretKmsKeyArns"}
+    given = bool(_list_parameter(deployment, "SecretKmsKeyArns"))
+    for function_id in sorted(deployment.functions):
+        reads_secrets = any(
+            name.endswith("_SECRET_ARN") and not _is_empty(deployment, value)
+            for name, value in deployment.environment(function_id).items()
+        )
+        kms = [
+            s
+            for s in deployment.role_statements(function_id)
+            if s.get("Effect") == "Allow"
+            and any(str(a).startswith("kms:") for a in _as_list(s.get("Action")))
+        ]
+        for statement in kms:
+            via = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+            if _as_list(statement.get("Action")) != ["kms:Decrypt"] or statement.get("Resource") != keys:
+                problems.append(f"{function_id} may use KMS beyond decrypting with SecretKmsKeyArns")
+            if not (isinstance(via, dict) and "secretsmanager." in str(via.get("Fn::Sub", ""))):
+                problems.append(f"{function_id} may decrypt with the secrets' keys outside Secrets Manager")
+        if given and reads_secrets and not kms:
+            problems.append(f"{function_id} reads secrets but may not decrypt them with SecretKmsKeyArns")
+        if kms and not (given and reads_secrets):
+            problems.append(f"{function_id} holds a KMS grant it does not need")
+    return problems
+
+
+def database_user_problems(deployment: Deployment) -> list[str]:
+    """Every function but the schema migrator connects as the application user: another secret than
+    the migrator's, which its role may not read either."""
+    migrators = [f for f in deployment.functions if deployment.custom_resources_of(f)]
+    master = [deployment.environment(f).get("DB_SECRET_ARN") for f in migrators]
+    problems = []
+    for function_id in sorted(deployment.functions):
+        if function_id in migrators or not deployment.uses_database(function_id):
+            continue
+        secret = deployment.environment(function_id).get("DB_SECRET_ARN")
+        if any(_same(secret, m) for m in master) or secret in (None, ""):
+            problems.append(f"{function_id} connects with the schema migrator's credentials")
+        readable = [
+            s.get("Resource")
+            for s in deployment.role_statements(function_id)
+            if "secretsmanager:GetSecretValue" in _as_list(s.get("Action", []))
+        ]
+        if any(_same(r, m) for r in readable for m in master):
+            problems.append(f"{function_id}'s role may read the schema migrator's credentials")
+    return problems
+
+
 def _is_empty(deployment: Deployment, value: Any) -> bool:
     if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in deployment.parameters:
         return deployment.parameters[value["Ref"]] == ""
@@ -697,6 +955,9 @@ def all_problems(deployment: Deployment) -> dict[str, list[str]]:
         "alarms": alarm_problems(deployment),
         "operator path": operator_path_problems(deployment),
         "grants": grant_problems(deployment),
+        "envelopes": envelope_problems(deployment),
+        "secret keys": secret_key_problems(deployment),
+        "database users": database_user_problems(deployment),
     }
 
 
@@ -721,6 +982,12 @@ def deployable_combinations(
 
 
 # --------------------------------------------------------------------------- reference helpers
+
+
+def _through_another_service(statement: dict[str, Any]) -> bool:
+    """A grant used only by another service on the function's behalf (``kms:ViaService``: Secrets
+    Manager decrypts with the key), so the function itself never calls that service."""
+    return any("kms:ViaService" in tests for tests in statement.get("Condition", {}).values())
 
 
 def _as_list(value: Any) -> list[Any]:

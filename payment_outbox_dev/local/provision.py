@@ -98,6 +98,12 @@ def provision(
     dynamodb: Any = session.client("dynamodb")
     out = Provisioned(parameters=_parameter_defaults(template) | (parameters or {}))
     out.conditions = _conditions(template, out.parameters)
+    # The execution role SAM makes for each function (``!GetAtt <Function>Role.Arn``), which resource
+    # policies name; the emulator does not evaluate them, but they keep their shape.
+    account = _KNOWN_PSEUDO["AWS::AccountId"]
+    for spec in functions(template):
+        role = f"{spec.logical_id}Role"
+        out.attributes[(role, "Arn")] = f"arn:aws:iam::{account}:role/{role}"
 
     for logical_id, resource in resources_of_type(template, "AWS::SNS::Topic").items():
         props = resource.get("Properties", {})

@@ -27,6 +27,7 @@ REQUIRED = {
     "SecurityGroupIds": "sg-0123",
     "DbHost": "db.internal",
     "DbSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
+    "DbAppUserSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-app",
     "OpsAlarmEmail": "ops@example.com",
     "PrivateRouteTableIds": "rtb-a,rtb-b",
 }
@@ -51,6 +52,16 @@ def deployments(source: dict[str, Any], transformed: dict[str, Any]) -> list[Dep
         for d in found
     }
     assert shapes >= {(True, True, False), (False, True, False), (True, False, True), (False, False, True)}
+    # And every fence (who may act) both set and unset, in each database mode
+    fences = {
+        (
+            d.conditions["ShouldCreateDatabase"],
+            d.conditions["HasSecretKmsKeys"],
+            d.conditions["HasOperatorPrincipals"],
+        )
+        for d in found
+    }
+    assert len(fences) == 8, fences
     return found
 
 
@@ -298,3 +309,119 @@ def test_the_functions_connect_as_the_application_user_and_only_the_migrator_as_
     # And the proxy accepts that user
     secrets = [auth["SecretArn"] for auth in deployment.properties("DatabaseProxy")["Auth"]]
     assert application in secrets
+
+
+# --------------------------------------------------------------------------- who may act
+
+
+def test_no_unnamed_principal_can_publish_or_send_an_envelope(deployments: list[Deployment]) -> None:
+    # Given every accepted combination (operators named or not)
+    # When the topic's and the queues' resource policies are evaluated for each function's role, an
+    # outsider role of the account and each named operator
+    report = _report(deployments, proofs.envelope_problems)
+    # Then only the payment API's and the relay's roles may publish, only the topic and the named
+    # operators may send to the queues, and the topic's deliveries still arrive
+    assert not report, report
+
+
+def _without_resource(source: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    broken = copy.deepcopy(source)
+    del broken["Resources"][logical_id]
+    return broken
+
+
+def test_the_envelope_proof_sees_an_open_topic_and_an_open_queue(source: dict[str, Any]) -> None:
+    # Given the template without the topic's policy, and then without the points queue's Deny
+    for missing, says in (
+        ("OrderEventsTopicPolicy", f"{proofs.OUTSIDER} could publish envelopes to OrderEventsTopic"),
+        ("OrderEventsTopicPolicy", "PointsConsumerFunction's role could publish envelopes"),
+        ("PointsDeadLetterQueuePolicy", "PointsDeadLetterQueue ("),
+    ):
+        broken = _without_resource(source, missing)
+        transformed = proofs.transform_offline(broken, {})
+        # When the proof runs
+        problems = "\n".join(proofs.envelope_problems(_deployment(broken, transformed)))
+        # Then it names who could forge an envelope
+        assert says in problems, problems
+    broken = copy.deepcopy(source)
+    statements = broken["Resources"]["PointsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statements[:] = [s for s in statements if s["Effect"] != "Deny"]
+    problems = "\n".join(proofs.envelope_problems(_deployment(broken, proofs.transform_offline(broken, {}))))
+    assert "could send forged envelopes to PointsQueue" in problems, problems
+
+
+def test_operators_may_redrive_dead_letters_and_the_topic_still_delivers(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given named operators
+    operator = "arn:aws:iam::123456789012:role/ops"
+    deployment = _deployment(source, transformed, OperatorPrincipalArns=f"{operator},arn:aws:iam::1:role/x-*")
+    for queue in ("PointsQueue", "PointsDeadLetterQueue", "SmsQueue", "SmsDeadLetterQueue"):
+        statements = proofs.policy_statements(deployment, "AWS::SQS::QueuePolicy", "Queues", {"Ref": queue})
+        # Then an operator (also one a wildcard names) may send, an outsider may not
+        assert not proofs.denies(deployment, statements, "sqs:SendMessage", proofs.Caller(operator))
+        wildcard = proofs.Caller("arn:aws:iam::1:role/x-oncall")
+        assert not proofs.denies(deployment, statements, "sqs:SendMessage", wildcard)
+        assert proofs.denies(deployment, statements, "sqs:SendMessage", proofs.Caller(proofs.OUTSIDER))
+    # And operators may not publish envelopes
+    topic = proofs.policy_statements(
+        deployment, "AWS::SNS::TopicPolicy", "Topics", {"Ref": "OrderEventsTopic"}
+    )
+    assert proofs.denies(deployment, topic, "sns:Publish", proofs.Caller(operator))
+    # And without operators nobody may send, not even by a wildcard
+    closed = _deployment(source, transformed)
+    statements = proofs.policy_statements(closed, "AWS::SQS::QueuePolicy", "Queues", {"Ref": "PointsQueue"})
+    assert proofs.denies(closed, statements, "sqs:SendMessage", proofs.Caller(operator))
+
+
+def test_functions_decrypt_secrets_with_exactly_the_named_keys_through_secrets_manager(
+    deployments: list[Deployment],
+) -> None:
+    # Given every accepted combination, with and without customer managed keys
+    report = _report(deployments, proofs.secret_key_problems)
+    # Then each function that reads a secret may decrypt with those keys, via Secrets Manager only,
+    # and no function holds a KMS grant when none is given
+    assert not report, report
+
+
+def test_the_key_proof_sees_a_function_that_could_not_decrypt_its_secret(source: dict[str, Any]) -> None:
+    # Given the template with the relay's decrypt grant left out
+    broken = copy.deepcopy(source)
+    policies = broken["Resources"]["OutboxRelayFunction"]["Properties"]["Policies"]
+    policies[:] = [p for p in policies if "HasSecretKmsKeys" not in json.dumps(p)]
+    transformed = proofs.transform_offline(broken, {})
+    keys = "arn:aws:kms:us-east-1:123456789012:key/secrets"
+    # When the proof runs with a customer managed key
+    problems = proofs.secret_key_problems(_deployment(broken, transformed, SecretKmsKeyArns=keys))
+    # Then it names the relay
+    assert problems == ["OutboxRelayFunction reads secrets but may not decrypt them with SecretKmsKeyArns"]
+    # And the grant itself is kms:Decrypt on exactly the given keys, via Secrets Manager
+    deployment = _deployment(source, proofs.transform_offline(source, {}), SecretKmsKeyArns=keys)
+    (grant,) = [
+        s
+        for s in deployment.role_statements("OutboxRelayFunction")
+        if s.get("Sid") == "DecryptSecretsThroughSecretsManager"
+    ]
+    assert proofs._values(deployment, grant["Resource"]) == [keys]
+    assert grant["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}
+    }
+    # And it is no service the function calls itself (no KMS endpoint needed)
+    assert "kms" not in deployment.services_called("OutboxRelayFunction")
+
+
+def test_no_function_but_the_migrator_connects_with_the_migrators_credentials(
+    deployments: list[Deployment],
+) -> None:
+    report = _report(deployments, proofs.database_user_problems)
+    assert not report, report
+
+
+def test_an_existing_database_needs_an_application_user_of_its_own(source: dict[str, Any]) -> None:
+    # Given an existing database without an application user's secret, or with the migrator's own
+    for given in ({"DbAppUserSecretArn": ""}, {"DbAppUserSecretArn": REQUIRED["DbSecretArn"]}):
+        values = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "false", **given})
+        # When the Rules are evaluated
+        refused = " ".join(proofs.refusals(source, values))
+        # Then the deploy is refused, saying why
+        assert "DbAppUserSecretArn" in refused and "migrator" in refused, refused
