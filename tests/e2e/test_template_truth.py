@@ -126,6 +126,12 @@ def _record_a_run(
         Name="payment-outbox/database",
         SecretString=json.dumps({"username": username, "password": db.url.password or ""}),
     )["ARN"]
+    # The functions' own user (on the test server the same account; a secret of its own all the same,
+    # so the run shows each function reads the one the template gives it)
+    app_user_secret = secrets.create_secret(
+        Name="payment-outbox/database-app-user",
+        SecretString=json.dumps({"username": username, "password": db.url.password or ""}),
+    )["ARN"]
     webhook_secret = secrets.create_secret(
         Name="payment-outbox/webhook", SecretString=json.dumps({"current": WEBHOOK_SECRET})
     )["ARN"]
@@ -134,6 +140,7 @@ def _record_a_run(
         "DbPort": str(db.url.port or 3306),
         "DbName": str(db.url.database),
         "DbSecretArn": db_secret,
+        "DbAppUserSecretArn": app_user_secret,
         "WebhookSecretArn": webhook_secret,
         "Stage": "dev",
         # The test server speaks plain MySQL on loopback; no database or endpoints are created.

@@ -80,6 +80,7 @@ def test_an_rds_endpoint_without_its_ca_bundle_is_reported(capsys: pytest.Captur
         "CreateDatabase=false",
         "DbHost=orders.cluster-abc.us-east-1.rds.amazonaws.com",
         "DbSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
+        "DbAppUserSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:db-app",
     ]
     code, out = _preflight(capsys, *GOOD, *rds)
     assert code == 1 and "DbCaBundleSecretArn" in out
