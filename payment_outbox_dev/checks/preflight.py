@@ -29,6 +29,9 @@ CONSEQUENCES = {
     "alarms": "would stay silent",
     "operator path": "would answer operators 500",
     "grants": "would be denied at run time",
+    "envelopes": "would let a principal forge envelopes (points are money), or stop their delivery",
+    "secret keys": "would be denied at run time, or grant more than the secrets need",
+    "database users": "would connect with the schema migrator's credentials",
 }
 
 

@@ -268,7 +268,7 @@ def _literal(out: Provisioned, value: Any) -> str | None:
 
 
 def _conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:
-    """Evaluate the template's Conditions (Equals/Not/And/Or/Condition over parameter Refs)."""
+    """Evaluate the template's Conditions (Equals/Not/And/Or/Condition/Join over parameter Refs)."""
     values = {
         name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
     } | parameters
@@ -286,6 +286,10 @@ def _conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[st
             return any(evaluate(v) for v in node["Fn::Or"])
         if isinstance(node, dict) and ("Condition" in node or "Fn::Condition" in node):
             return evaluate(definitions[node.get("Condition") or node["Fn::Condition"]])
+        if isinstance(node, dict) and "Fn::Join" in node:  # a list parameter tested for emptiness
+            separator, parts = node["Fn::Join"]
+            items = evaluate(parts)
+            return separator.join(str(evaluate(v)) for v in (items if isinstance(items, list) else [items]))
         if isinstance(node, dict) and "Ref" in node:
             return values.get(node["Ref"], "")
         return node
