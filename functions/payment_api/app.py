@@ -20,6 +20,7 @@ from payment_outbox.api.payments import (
     request_body,
     responses,
     status_for,
+    trace_of,
 )
 from payment_outbox.composition.payment_api import build_payment_api
 from payment_outbox.errors import PaymentOutboxError
@@ -72,7 +73,15 @@ def get_order(order_id: str) -> Response[dict[str, Any]]:
                 "description": 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>, '
                 "at most 300 s old",
                 "schema": {"type": "string"},
-            }
+            },
+            {
+                "name": "traceparent",
+                "in": "header",
+                "required": False,
+                "description": "W3C Trace Context: continued to the consumers' effects (a malformed one "
+                "is ignored and a new trace starts)",
+                "schema": {"type": "string"},
+            },
         ],
     },
     responses=responses(200, OrderView, "the order, PAID (the same answer for a replay)", *NOTIFY_ERRORS),
@@ -82,7 +91,9 @@ def payment_notify() -> Response[dict[str, Any]]:
     raw_body = app.current_event.decoded_body or ""
     payment_api().signatures.verify(app.current_event.headers.get("X-Signature"), raw_body.encode())
     request = parse_body(PaymentNotifyRequest, raw_body)
-    order = payment_api().payments.pay_order(request.to_notice())
+    trace = trace_of(app.current_event.headers, logger.get_correlation_id())
+    order = payment_api().payments.pay_order(request.to_notice(), trace=trace)
+    logger.info("payment accepted", extra={"order_no": order.order_no, "trace_id": trace.trace_id})
     return json_response(200, order_view(order))
 
 

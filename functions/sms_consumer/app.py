@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.adapters.sqs_batch import from_fifo_queue
+from payment_outbox.adapters.sqs_batch import TracedRecords, from_fifo_queue
 from payment_outbox.composition.consumers import build_sms_consumer
 
 logger = Logger()
@@ -36,9 +36,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     consumer = sms_consumer()
     consumer.register(context)
     # Failed records are reported back, so only they return to the queue (and, in the end, its DLQ).
+    # Each record is handled inside the trace it carries: the payment request's correlation id.
     return process_partial_response(
         event=event,
-        record_handler=consumer,
+        record_handler=TracedRecords(consumer, logger=logger, tracer=tracer, name="sms"),
         processor=fifo_processor if from_fifo_queue(event) else processor,
         context=context,
     )

@@ -77,8 +77,9 @@ class SnsPublisher:
         }
         if self._fifo:
             entry["MessageGroupId"] = message_group_id(message)
-            # The outbox row's id: SNS drops a row published twice within its 5-minute window.
-            entry["MessageDeduplicationId"] = message.message_id
+            # The outbox row's id (plus its requeue generation): SNS drops a row published twice within
+            # its 5-minute window, but passes an operator's requeue on.
+            entry["MessageDeduplicationId"] = message.deduplication_id
         return entry
 
 
@@ -127,10 +128,17 @@ def message_group_id(message: OutboxMessage) -> str:
 
 
 def message_attributes(message: OutboxMessage) -> dict[str, dict[str, str]]:
-    return {
+    """``topic`` (the subscriptions filter on it), ``messageId``, and the trace context of the request
+    that wrote the row (``traceparent``, ``correlationId``, ``xrayTraceHeader``), which the consumers
+    continue. Raw delivery hands them to SQS as they are."""
+    attributes = {
         "topic": {"DataType": "String", "StringValue": message.topic},
         "messageId": {"DataType": "String", "StringValue": message.message_id},
     }
+    if message.trace is not None:
+        for name, value in message.trace.attributes().items():
+            attributes[name] = {"DataType": "String", "StringValue": value}
+    return attributes
 
 
 def entry_size(message: OutboxMessage) -> int:

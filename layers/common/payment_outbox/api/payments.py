@@ -4,6 +4,7 @@ that maps application errors to status codes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
@@ -21,6 +22,7 @@ from pydantic import (
 
 from payment_outbox.domain import grammar
 from payment_outbox.domain.orders import Order, PaymentNotice
+from payment_outbox.domain.tracing import TraceContext, request_trace
 from payment_outbox.errors import (
     InvalidRequest,
     MalformedRequest,
@@ -131,6 +133,18 @@ def order_id_from_path(text: str) -> int:
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def trace_of(headers: Mapping[str, str] | None, correlation_id: str | None) -> TraceContext:
+    """The request's trace context: its ``traceparent`` header continued (or a new trace, on the
+    X-Ray trace id API Gateway passes in ``X-Amzn-Trace-Id`` when tracing is active) and its
+    correlation id. Header names are case-insensitive; a malformed header is ignored, never refused."""
+    lowered = {name.lower(): value for name, value in (headers or {}).items()}
+    return request_trace(
+        traceparent=lowered.get("traceparent"),
+        correlation_id=correlation_id,
+        xray_trace_header=lowered.get("x-amzn-trace-id"),
+    )
 
 
 def parse_body(model: type[M], raw: str | None) -> M:

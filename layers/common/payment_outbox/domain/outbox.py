@@ -15,6 +15,7 @@ from payment_outbox.domain.envelope import (
 )
 from payment_outbox.domain.orders import Order, points_for
 from payment_outbox.domain.sms import TEMPLATE_ORDER_PAY_SUCCESS
+from payment_outbox.domain.tracing import TraceContext
 
 #: last_error is stored in a VARCHAR(1000).
 LAST_ERROR_MAX = 1000
@@ -45,9 +46,27 @@ class OutboxMessage:
     id: int | None = None
     last_error: str | None = None
     sent_time: datetime | None = None
+    #: The trace context of the request that wrote the row (None for rows written before traces).
+    trace: TraceContext | None = None
+    #: Operator requeues so far: a FIFO topic gets a fresh deduplication id for each one.
+    requeue_count: int = 0
+    #: When an operator marked this FAILED row resolved (it stays FAILED, and leaves triage).
+    resolved_at: datetime | None = None
+
+    @property
+    def deduplication_id(self) -> str:
+        """SNS FIFO's deduplication id: the message id, plus the requeue generation after a requeue.
+
+        A publish that outlives its lease goes out again under the same id, so SNS drops the copy
+        within its 5-minute window; an operator's requeue is a deliberate new delivery and gets a new
+        id, so SNS passes it on. Consumers still deduplicate on the envelope's messageId.
+        """
+        return self.message_id if self.requeue_count == 0 else f"{self.message_id}.r{self.requeue_count}"
 
 
-def pending_message(envelope: Envelope, *, now: datetime, due_at: datetime) -> OutboxMessage:
+def pending_message(
+    envelope: Envelope, *, now: datetime, due_at: datetime, trace: TraceContext | None = None
+) -> OutboxMessage:
     return OutboxMessage(
         message_id=envelope.message_id,
         topic=envelope.topic,
@@ -59,6 +78,7 @@ def pending_message(envelope: Envelope, *, now: datetime, due_at: datetime) -> O
         next_retry_at=due_at,
         create_time=now,
         update_time=now,
+        trace=trace,
     )
 
 

@@ -23,6 +23,7 @@ from payment_outbox.domain.orders import (
     new_order,
 )
 from payment_outbox.domain.outbox import OutboxMessage, order_paid_envelopes, pending_message
+from payment_outbox.domain.tracing import TraceContext
 from payment_outbox.errors import InvalidRequest, OrderNotFound, OrderNumberTaken
 from payment_outbox.ports import Clock, UnitOfWorkFactory, WebhookSecrets
 
@@ -109,10 +110,11 @@ class PaymentService:
             raise OrderNotFound(f"order {order_id} not found")
         return order
 
-    def pay_order(self, notice: PaymentNotice) -> Order:
+    def pay_order(self, notice: PaymentNotice, *, trace: TraceContext | None = None) -> Order:
         """Mark the order PAID and write its outbox rows in ONE transaction; publish only after commit.
 
-        A replay of the same transaction answers with the order as it is and writes nothing.
+        The rows keep ``trace``, the request's trace context, which travels with each message to the
+        consumers. A replay of the same transaction answers with the order as it is and writes nothing.
         """
         now = self._clock.now()
         if not grammar.matches(grammar.ORDER_NO_PATTERN, notice.order_no):
@@ -143,7 +145,7 @@ class PaymentService:
             # Due only after the hand-off lease: the immediate publish below owns the rows until then,
             # and if this process dies before it finishes, the relay takes them over when it ends.
             messages = [
-                pending_message(envelope, now=now, due_at=now + self._handoff_lease)
+                pending_message(envelope, now=now, due_at=now + self._handoff_lease, trace=trace)
                 for envelope in order_paid_envelopes(paid, now=now, new_id=self._message_ids)
             ]
             tx.outbox.add_all(messages)

@@ -57,7 +57,14 @@ class SqlOperationsRepository:
         """
         if not ids:
             return 0
-        values: dict[str, Any] = {"status": _PENDING, "next_retry_at": now, "update_time": now}
+        values: dict[str, Any] = {
+            "status": _PENDING,
+            "next_retry_at": now,
+            "update_time": now,
+            # A new delivery: on a FIFO topic it goes out under a new deduplication id.
+            "requeue_count": MessageRecordRow.requeue_count + 1,
+            "resolved_at": None,
+        }
         if reset_attempts:
             values["retry_count"] = 0
         result = self._session.execute(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, aliased
 from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow
 from payment_outbox.domain.orders import Order, OrderStatus
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus, truncate_error
+from payment_outbox.domain.tracing import TraceContext
 from payment_outbox.errors import OrderNumberTaken, TransactionAlreadyUsed
 
 
@@ -266,6 +267,8 @@ def message_record_values(message: OutboxMessage) -> dict[str, Any]:
         "business_key": message.business_key,
         "business_type": message.business_type,
         "next_retry_at": message.next_retry_at,
+        "trace_context": message.trace.to_column() if message.trace else None,
+        "requeue_count": message.requeue_count,
     }
 
 
@@ -300,4 +303,7 @@ def message_from_row(row: MessageRecordRow | Row[Any]) -> OutboxMessage:
         update_time=row.update_time,
         last_error=row.last_error,
         sent_time=row.sent_time,
+        trace=TraceContext.from_column(row.trace_context),
+        requeue_count=row.requeue_count or 0,
+        resolved_at=row.resolved_at,
     )

@@ -75,6 +75,13 @@ class MessageRecordRow(Base):
     next_retry_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     sent_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The trace context of the request that wrote the row (traceparent, correlation id, X-Ray header),
+    # as compact JSON; the relay sends it as message attributes.
+    trace_context: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # Operator requeues so far: on a FIFO topic each requeue publishes under a new deduplication id.
+    requeue_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When an operator marked this FAILED row resolved (triage); a requeue clears it.
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (
         Index("uk_message_id", "message_id", unique=True),
