@@ -177,9 +177,12 @@ def provision(
                 "Enabled": bool(sse.get("SSEEnabled")),
                 **({"SSEType": sse["SSEType"]} if "SSEType" in sse else {}),
             }
-        # Provisioned before (an emulator that kept running): keep the table and its items.
-        with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+        # Provisioned before (an emulator that kept running): keep the table and its items, and add
+        # the global secondary indexes the template has gained since.
+        try:
             dynamodb.create_table(**table)
+        except dynamodb.exceptions.ResourceInUseException:
+            _add_missing_indexes(dynamodb, table)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             dynamodb.update_time_to_live(
@@ -240,6 +243,20 @@ def _attributes(out: Provisioned, props: dict[str, Any], skip: frozenset[str]) -
         else:
             attributes[name] = str(value)
     return attributes
+
+
+def _add_missing_indexes(dynamodb: Any, table: dict[str, Any]) -> None:
+    existing = dynamodb.describe_table(TableName=table["TableName"])["Table"].get(
+        "GlobalSecondaryIndexes", []
+    )
+    have = {index["IndexName"] for index in existing}
+    for index in table.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] not in have:
+            dynamodb.update_table(
+                TableName=table["TableName"],
+                AttributeDefinitions=table["AttributeDefinitions"],
+                GlobalSecondaryIndexUpdates=[{"Create": index}],
+            )
 
 
 def resolve_deep(out: Provisioned, value: Any) -> Any:

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from sqlalchemy import insert, text
 
 from payment_outbox.adapters.db.schema import MessageRecordRow
+from payment_outbox.adapters.idempotent_record_handler import indexed_persistence_layer
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import PaymentNotice
@@ -484,9 +485,7 @@ def test_trace_of_an_order_whose_messages_gave_up_shows_no_effects(system: Local
 
 
 def idempotency_layer(system: LocalSystem) -> DynamoDBPersistenceLayer:
-    layer = DynamoDBPersistenceLayer(
-        table_name=system.resources.refs["IdempotencyTable"], boto3_client=boto3.client("dynamodb")
-    )
+    layer = indexed_persistence_layer(system.resources.refs["IdempotencyTable"], boto3.client("dynamodb"))
     layer.configure(IdempotencyConfig(event_key_jmespath="messageId"), function_name="points")
     return layer
 

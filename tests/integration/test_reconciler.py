@@ -13,9 +13,10 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 from sqlalchemy import text
 
+from payment_outbox.adapters.idempotent_record_handler import indexed_persistence_layer
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.services.payments import PaymentService
@@ -147,8 +148,9 @@ def test_each_kind_of_anomaly_is_found_and_counted(
     system.drain_consumers()
     backdate_sent(system, healthy["orderNo"], ago=timedelta(minutes=40))
     # And a consumer that died holding its idempotency record (written by Powertools itself)
-    persistence = DynamoDBPersistenceLayer(
-        table_name=system.resources.refs["IdempotencyTable"], boto3_client=boto3.client("dynamodb")
+    # (through the consumers' persistence, which keeps the in-progress index)
+    persistence = indexed_persistence_layer(
+        system.resources.refs["IdempotencyTable"], boto3.client("dynamodb")
     )
     persistence.configure(IdempotencyConfig(event_key_jmespath="messageId"), function_name="sms")
     persistence.save_inprogress({"messageId": "died-mid-way"}, remaining_time_in_millis=-1000)

@@ -232,8 +232,8 @@ class StuckIdempotencyRecord:
 
 
 class IdempotencyRecords(Protocol):
-    def stuck_in_progress(self, *, now_epoch_seconds: float, max_items: int) -> list[StuckIdempotencyRecord]:
-        """INPROGRESS records whose lock or record expiry has passed, reading at most ``max_items``."""
+    def stuck_in_progress(self, *, now_epoch_seconds: float) -> list[StuckIdempotencyRecord]:
+        """Every INPROGRESS record whose lock has expired, whatever the table's size."""
         ...
 
 

@@ -145,8 +145,6 @@ class ReconcileSettings(_Settings):
     reconcile_max_sent_checks: int = Field(default=500, ge=1, le=5000)
     #: PAID orders updated within this window are checked for missing outbox rows.
     reconcile_orders_lookback_hours: int = Field(default=24, ge=1)
-    #: Items of the idempotency table read per run at most, looking for stuck INPROGRESS records.
-    reconcile_idempotency_scan_limit: int = Field(default=5000, ge=1)
 
 
 class RetentionSettings(_Settings):

@@ -17,7 +17,16 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payment_outbox.adapters.idempotency_records import InProgressIndexingClient
 from payment_outbox.domain.envelope import Envelope
+
+
+def indexed_persistence_layer(table_name: str, dynamodb_client: Any) -> DynamoDBPersistenceLayer:
+    """Powertools' DynamoDB persistence, keeping the in-progress index attribute as it writes
+    (``adapters.idempotency_records``: how stuck records are found without a scan)."""
+    # Stands in for the client: the calls Powertools makes go through it, every other attribute too.
+    indexing: Any = InProgressIndexingClient(dynamodb_client)
+    return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=indexing)
 
 
 class IdempotentEnvelopeHandler:
@@ -38,7 +47,7 @@ class IdempotentEnvelopeHandler:
             expires_after_seconds=ttl_seconds,
             raise_on_no_idempotency_key=True,
         )
-        persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=dynamodb_client)
+        persistence = indexed_persistence_layer(table_name, dynamodb_client)
         self._process_once = idempotent_function(
             data_keyword_argument="envelope",
             persistence_store=persistence,

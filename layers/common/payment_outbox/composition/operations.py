@@ -56,7 +56,6 @@ def build_reconciler() -> Reconciler:
             effect_window=timedelta(hours=settings.reconcile_effect_window_hours),
             max_sent_checks=settings.reconcile_max_sent_checks,
             orders_lookback=timedelta(hours=settings.reconcile_orders_lookback_hours),
-            idempotency_scan_limit=settings.reconcile_idempotency_scan_limit,
         ),
     )
 

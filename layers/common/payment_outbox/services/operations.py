@@ -138,7 +138,6 @@ class OutboxOperations:
         sms: SmsDeliveryLookup,
         idempotency: IdempotencyRecords,
         requeue_max_rows: int = MAX_REQUEUE_ROWS,
-        idempotency_scan_limit: int = 5000,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -146,7 +145,6 @@ class OutboxOperations:
         self._sms = sms
         self._idempotency = idempotency
         self._requeue_max_rows = min(requeue_max_rows, MAX_REQUEUE_ROWS)
-        self._idempotency_scan_limit = idempotency_scan_limit
 
     def list_messages(self, where: MessageFilter, *, after_id: int | None, limit: int) -> MessagePage:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
@@ -282,9 +280,7 @@ class OutboxOperations:
         return OrderTrace(order, messages, entries, deliveries)
 
     def stuck_idempotency_records(self) -> list[StuckIdempotencyRecord]:
-        return self._idempotency.stuck_in_progress(
-            now_epoch_seconds=epoch_seconds(self._clock.now()), max_items=self._idempotency_scan_limit
-        )
+        return self._idempotency.stuck_in_progress(now_epoch_seconds=epoch_seconds(self._clock.now()))
 
 
 def _check_requeueable(message: OutboxMessage, *, include_sent: bool) -> None:

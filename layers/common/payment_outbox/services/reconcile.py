@@ -58,7 +58,6 @@ class ReconcileLimits:
     effect_window: timedelta = timedelta(hours=24)
     max_sent_checks: int = 500
     orders_lookback: timedelta = timedelta(hours=24)
-    idempotency_scan_limit: int = 5000
 
 
 class Reconciler:
@@ -100,9 +99,7 @@ class Reconciler:
         report.failed_sample = [m.message_id for m in failed]
         report.sent_checked = len(sent)
         report.without_effect = [m.message_id for m in sent if not self._has_effect(m)]
-        report.stuck_idempotency = self._idempotency.stuck_in_progress(
-            now_epoch_seconds=epoch_seconds(now), max_items=limits.idempotency_scan_limit
-        )
+        report.stuck_idempotency = self._idempotency.stuck_in_progress(now_epoch_seconds=epoch_seconds(now))
         self._log_new_findings(report, now=now, missing=missing, newly_failed=newly_failed, sent=sent)
         return report
 
