@@ -40,7 +40,7 @@ bench: install
 ## (docs/reliability.md). Options: make chaos ARGS="--orders 200 --seed 3 --database-url mysql+pymysql://..."
 .PHONY: chaos
 chaos: install
-	$(BIN)/python -m payment_outbox_dev.chaos.inprocess $(ARGS)
+	$(BIN)/payment-outbox chaos $(ARGS)
 
 ## docs/openapi.json from the handlers' routes and models (make test fails when it is out of date).
 .PHONY: openapi

@@ -23,37 +23,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from payment_outbox_dev.arguments import find_root, positive_fraction
+from payment_outbox_dev.arguments import parameter as _parameter
+from payment_outbox_dev.chaos import runner as chaos_runner
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
-
-
-def find_root(start: Path) -> Path:
-    """The nearest folder holding template.yaml, from ``start`` upwards."""
-    for candidate in (start, *start.parents):
-        if (candidate / "template.yaml").is_file():
-            return candidate
-    raise SystemExit("template.yaml not found: run payment-outbox from the project folder (or pass --root)")
-
-
-def _parameter(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected Name=Value, got {text!r}")
-    return name, value
-
-
-def positive_fraction(text: str) -> float:
-    """A number, or a fraction such as ``1/30``."""
-    try:
-        numerator, _, denominator = text.partition("/")
-        value = float(numerator) / (float(denominator) if denominator else 1.0)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number such as 0.05 or 1/30, got {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each outcome (60)")
 
-    commands.add_parser(
+    chaos = commands.add_parser(
         "chaos",
-        add_help=False,
         help="the chaos runs: faults in one process (make chaos), or --kill: SIGKILLs against a live stack",
-        description="payment-outbox chaos [--kill] [options]; --help after it lists the run's options.",
+        description=chaos_runner.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    chaos_runner.add_arguments(chaos)
 
     commands.add_parser(
         "migrate",
@@ -216,10 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if args.command == "chaos":
-        from payment_outbox_dev.chaos import inprocess as chaos
-
-        return chaos.main(extra)
     if args.command == "preflight":
         # preflight's options are its own (payment_outbox_dev.checks.preflight).
         from payment_outbox_dev.checks import preflight
@@ -234,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         return preflight.main([*files, *extra])
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "chaos":
+        return chaos_runner.main(args)
     if args.command == "sign":
         return _sign(args)
     if args.command == "demo":

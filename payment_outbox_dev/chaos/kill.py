@@ -28,27 +28,37 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess  # nosec B404 - starts this project's own processes
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from payment_outbox_dev.chaos.inprocess import ChaosReport, check_invariants, queued
+from payment_outbox_dev.arguments import find_root
+from payment_outbox_dev.chaos.processes import (
+    DEFAULT_SERVER_URL,
+    START_DEADLINE_SECONDS,
+    emulator_process,
+    free_port,
+    run_database,
+    start_stack,
+    wait_until_serving,
+)
+from payment_outbox_dev.chaos.report import (
+    ChaosReport,
+    PaidOrder,
+    Progress,
+    backlog,
+    check_invariants,
+)
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
-DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/"
-START_DEADLINE_SECONDS = 180.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -74,14 +84,6 @@ class KillConfig:
     stack_log: Path | None = None
 
 
-@dataclass(frozen=True)
-class _Order:
-    order_id: int
-    order_no: str
-    user_id: int
-    amount: str
-
-
 @dataclass
 class _Plan:
     user_id: int
@@ -99,24 +101,33 @@ class _Tally:
             self.counts[what] += count
 
 
-def run_kill_chaos(config: KillConfig) -> ChaosReport:
-    root = (config.root or _find_root(Path.cwd())).resolve()
+def run_kill_chaos(config: KillConfig, progress: Progress | None = None) -> ChaosReport:
+    progress = progress or Progress("kill chaos run", config.orders)
+    root = (config.root or find_root(Path.cwd())).resolve()
     with (
         tempfile.TemporaryDirectory(prefix="payment-outbox-kill-") as scratch,
         run_database(config.server_url) as database_url,
         emulator_process(Path(scratch)) as emulator_url,
     ):
         log = config.stack_log or Path(scratch) / "stack.log"
-        return _KillRun(config, root, database_url, emulator_url, Path(scratch), log).execute()
+        return _KillRun(config, root, database_url, emulator_url, Path(scratch), log, progress).execute()
 
 
 class _KillRun:
     def __init__(
-        self, config: KillConfig, root: Path, database_url: str, emulator_url: str, scratch: Path, log: Path
+        self,
+        config: KillConfig,
+        root: Path,
+        database_url: str,
+        emulator_url: str,
+        scratch: Path,
+        log: Path,
+        progress: Progress,
     ) -> None:
         from sqlalchemy import create_engine
 
         self.config = config
+        self.progress = progress
         self.root = root
         self.database_url = database_url
         self.emulator_url = emulator_url
@@ -133,7 +144,7 @@ class _KillRun:
         self.report = ChaosReport(
             config.orders, config.seed, "mysql", title="kill chaos run", counts_inside=False
         )
-        self.paid: list[_Order] = []
+        self.paid: list[PaidOrder] = []
         self.done = 0
         self.done_lock = threading.Lock()
         self.failures: list[str] = []
@@ -153,8 +164,10 @@ class _KillRun:
     def execute(self) -> ChaosReport:
         started = time.monotonic()
         try:
+            self.progress.phase("starting the stack")
             self._start_stack()
             refs = self._resources()
+            self.progress.phase(f"paying {self.config.orders} orders while SIGKILLing workers and the stack")
             clients = [
                 threading.Thread(target=self._client, args=(number,), name=f"client-{number}")
                 for number in range(self.config.clients)
@@ -167,11 +180,13 @@ class _KillRun:
             self._kill_while_driving(clients)
             for client in clients:
                 client.join()
+            self.progress.phase("kills over: waiting for the stack to heal")
             healed = self._heal(refs)
             self.report.notes.append(
                 f"healed in:                    {healed:.1f} s after the last order was paid"
             )
             self._stop_stack()
+            self.progress.phase("checking every order")
             self._check(refs)
         finally:
             self._kill_stack()
@@ -304,6 +319,8 @@ class _KillRun:
                 self.failures.append(f"client {number}, order #{index}: {describe(exc)}")
             with self.done_lock:
                 self.done += 1
+                done = self.done
+            self.progress.orders(done)
 
     def _drive(self, plan: _Plan) -> None:
         order = self._until_answered(
@@ -331,7 +348,7 @@ class _KillRun:
             self.tally.add("duplicate callback answered 200")
             self.tally.add("callback answered")
         with self.done_lock:
-            self.paid.append(_Order(int(order["orderId"]), order["orderNo"], plan.user_id, plan.amount))
+            self.paid.append(PaidOrder(int(order["orderId"]), order["orderNo"], plan.user_id, plan.amount))
 
     def _until_answered(
         self, what: str, method: str, path: str, body: str, *, expect: int, signed: bool = False
@@ -383,21 +400,12 @@ class _KillRun:
     def _heal(self, refs: dict[str, str]) -> float:
         """Wait until no outbox row is pending and the consumers' queues are empty (twice in a row,
         a visibility timeout apart), within ``heal_seconds``."""
-        from sqlalchemy import text
-
-        from payment_outbox_dev.chaos.inprocess import CONSUMERS
-
         sqs = self._aws("sqs")
         started = time.monotonic()
         quiet_since: float | None = None
         settle = 2 * max(1.0, 180 * self.config.time_scale)
         while time.monotonic() - started < self.config.heal_seconds:
-            with self.db.connect() as conn:
-                pending = int(
-                    conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one()
-                )
-            left = queued(sqs, [refs[q] for q in CONSUMERS])
-            if pending == 0 and left == 0:
+            if backlog(self.db, sqs, refs) == 0:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= settle:
                     return time.monotonic() - started
@@ -443,169 +451,3 @@ class _KillRun:
             aws_access_key_id="local",
             aws_secret_access_key="local",  # noqa: S106  # nosec B106 - emulator credentials
         )
-
-
-# --- the run's database and emulator ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def run_database(server_url: str) -> Iterator[str]:
-    """A database unique to the run on the server, dropped at the end whatever happens."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    server = make_url(server_url)
-    if server.get_backend_name() != "mysql":
-        raise SystemExit(f"the kill chaos run needs MySQL/MariaDB, got {server.get_backend_name()}")
-    name = f"payment_outbox_kill_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server.set(database=""))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-
-
-@contextlib.contextmanager
-def emulator_process(scratch: Path) -> Iterator[str]:
-    """The emulator in a process of its own: killing the stack never touches SQS or DynamoDB state."""
-    log = (scratch / "emulator.log").open("wb")
-    process = subprocess.Popen(  # nosec B603 - fixed argv, no shell
-        [sys.executable, "-m", "payment_outbox_dev.local.emulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        line = process.stdout.readline().decode().strip() if process.stdout else ""
-        if not line.startswith("emulator "):
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line.split(" ", 1)[1]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
-
-
-def start_stack(
-    root: Path,
-    *,
-    api_port: int,
-    emulator_url: str,
-    database_url: str,
-    data_dir: Path,
-    workers: int,
-    time_scale: float,
-    webhook_secret: str,
-    log: Path,
-) -> subprocess.Popen[bytes]:
-    """``payment-outbox local`` on an emulator of its own, in a session of its own: one ``killpg``
-    takes the supervisor and all its workers, as a host dying would."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "WEBHOOK_SECRET", "AWS_ENDPOINT_URL", "AWS_PROFILE")
-    }
-    command = [
-        sys.executable, "-m", "payment_outbox_dev.cli", "--root", str(root), "local",
-        "--api-port", str(api_port), "--emulator-url", emulator_url,
-        "--database-url", database_url, "--data-dir", str(data_dir),
-        "--workers", str(workers), "--time-scale", repr(time_scale),
-        "--webhook-secret", webhook_secret, "--poll-interval", "0.2",
-    ]  # fmt: skip
-    with log.open("ab") as sink:
-        return subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv, no shell
-            command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
-        )
-
-
-def wait_until_serving(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    ends = time.monotonic() + START_DEADLINE_SECONDS
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the stack exited with {process.returncode}: see {log}")
-        with (
-            contextlib.suppress(OSError, ValueError),
-            urllib.request.urlopen(f"{api}/_local/routes", timeout=5) as response,  # noqa: S310  # nosec B310
-        ):
-            if response.status == 200:
-                return
-        if time.monotonic() > ends:
-            raise RuntimeError(f"the stack did not answer within {START_DEADLINE_SECONDS:.0f} s")
-        time.sleep(0.3)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _find_root(start: Path) -> Path:
-    for candidate in (start, *start.parents):
-        if (candidate / "template.yaml").is_file():
-            return candidate
-    raise SystemExit("template.yaml not found: run from the project folder (or pass --root)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from payment_outbox_dev.cli import positive_fraction
-
-    parser = argparse.ArgumentParser(
-        prog="payment-outbox chaos --kill",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--orders", type=int, default=KillConfig.orders)
-    parser.add_argument(
-        "--kills", type=int, default=KillConfig.kills, help="SIGKILLs at least (workers or stack)"
-    )
-    parser.add_argument("--seed", type=int, default=KillConfig.seed)
-    parser.add_argument("--clients", type=int, default=KillConfig.clients, help="client threads")
-    parser.add_argument("--workers", type=int, default=KillConfig.workers, help="workers per function")
-    parser.add_argument("--time-scale", type=positive_fraction, default=KillConfig.time_scale)
-    parser.add_argument("--stack-kill-rate", type=float, default=KillConfig.stack_kill_rate)
-    parser.add_argument("--duplicate-rate", type=float, default=KillConfig.duplicate_rate)
-    parser.add_argument("--heal-seconds", type=float, default=KillConfig.heal_seconds)
-    parser.add_argument(
-        "--server-url",
-        "--database-url",
-        default=KillConfig.server_url,
-        help="MySQL/MariaDB server; the run creates and drops a database of its own ($CHAOS_SERVER_URL)",
-    )
-    parser.add_argument("--stack-log", type=Path, default=None, help="keep the stack's narration here")
-    parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
-    args = parser.parse_args(argv)
-    # A SIGTERM (a CI time limit, `timeout`) still kills the stack, stops the emulator, drops the database.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = run_kill_chaos(
-        KillConfig(
-            orders=args.orders,
-            kills=args.kills,
-            seed=args.seed,
-            clients=args.clients,
-            workers=args.workers,
-            time_scale=args.time_scale,
-            stack_kill_rate=args.stack_kill_rate,
-            duplicate_rate=args.duplicate_rate,
-            server_url=args.server_url,
-            root=args.root,
-            heal_seconds=args.heal_seconds,
-            stack_log=args.stack_log,
-        )
-    )
-    print(report.render(), flush=True)
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

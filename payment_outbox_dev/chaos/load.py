@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from payment_outbox_dev.chaos.kill import (
+from payment_outbox_dev.chaos.locustfile import CREATE, NOTIFY
+from payment_outbox_dev.chaos.processes import (
     DEFAULT_SERVER_URL,
     emulator_process,
     free_port,
@@ -27,7 +28,6 @@ from payment_outbox_dev.chaos.kill import (
     start_stack,
     wait_until_serving,
 )
-from payment_outbox_dev.chaos.locustfile import CREATE, NOTIFY
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 LOAD_WEBHOOK_SECRET = "load-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
@@ -126,7 +126,7 @@ def render(figures: dict[str, dict[str, float]], *, workers: int, users: int, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    from payment_outbox_dev.cli import find_root
+    from payment_outbox_dev.arguments import find_root
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 
 from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.ports import PointsCredit
-from payment_outbox_dev.chaos.inprocess import ChaosConfig, ChaosReport, run_chaos
+from payment_outbox_dev.chaos.inprocess import ChaosConfig, run_chaos
+from payment_outbox_dev.chaos.report import ChaosReport
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration

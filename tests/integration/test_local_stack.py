@@ -540,7 +540,7 @@ def test_a_retry_line_names_the_error_that_failed_the_record(stack: RunningStack
 
 
 def test_the_running_stack_keeps_every_ordering_of_the_template(stack: RunningStack) -> None:
-    from payment_outbox_dev.cli import positive_fraction
+    from payment_outbox_dev.arguments import positive_fraction
     from payment_outbox_dev.local.timing import scaled_timing
 
     # Given the timing derived from the template at the stack's time scale
@@ -566,7 +566,7 @@ def test_the_running_stack_keeps_every_ordering_of_the_template(stack: RunningSt
 
 
 def test_the_in_progress_window_is_the_consumers_time_scaled_timeout(stack: RunningStack) -> None:
-    from payment_outbox_dev.cli import positive_fraction
+    from payment_outbox_dev.arguments import positive_fraction
     from payment_outbox_dev.local.timing import scaled_timing
 
     # Given a paid order whose points message was consumed
