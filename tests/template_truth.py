@@ -179,7 +179,9 @@ def required_permissions(service: str, operation: str, params: dict[str, Any]) -
             needed.append((f"dynamodb:{_TRANSACT_ACTIONS[kind]}", _table_arn(spec["TableName"])))
         return needed
     if service == "dynamodb":
-        return [(f"dynamodb:{operation}", _table_arn(params["TableName"]))]
+        # A Query or Scan of an index is authorised on the index's ARN, not the table's.
+        index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+        return [(f"dynamodb:{operation}", _table_arn(params["TableName"]) + index)]
     if service == "sns" and operation in ("Publish", "PublishBatch"):
         # PublishBatch is authorised as sns:Publish; an SMS to a phone number has no resource ARN.
         return [("sns:Publish", params.get("TopicArn") or params.get("TargetArn") or "*")]
