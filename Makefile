@@ -29,8 +29,11 @@ local: install
 test: install sam-cli
 	$(BIN)/pytest
 
-## Benchmarks against MariaDB (BENCH_SERVER_URL, default root@127.0.0.1:3306) and moto on loopback:
-## writes docs/benchmarks.md and docs/benchmarks.json (~5-8 min). Options: make bench ARGS="--quick".
+## Benchmarks against MariaDB (BENCH_SERVER_URL, default root@127.0.0.1:3306), the latency SNS and moto
+## on loopback: writes docs/benchmarks.json and renders docs/benchmarks.md, docs/capacity.md and
+## docs/capacity-drain.svg from it (the run's wall time is in docs/benchmarks.md); exits non-zero when a
+## section fails or a target is missed. Options: make bench ARGS="--quick". Render again from the JSON
+## alone: .venv/bin/python -m bench.render.
 .PHONY: bench
 bench: install
 	$(BIN)/python -m bench $(ARGS)

@@ -1,12 +1,11 @@
-"""``python -m bench``: run every benchmark against MariaDB, the latency SNS and moto, and write
-the report.
+"""``python -m bench``: run every benchmark against MariaDB, the latency SNS and moto, write
+docs/benchmarks.json, and render the report from it (bench/render.py).
 
-python -m bench              # the full run (make bench), about 8-10 minutes on 2 cores
-python -m bench --quick      # a smoke run in a minute or two
+python -m bench              # the full run (make bench)
+python -m bench --quick      # a smoke run: small sizes, one round
 
-The relay's figures are measured against the latency SNS (bench/latency_sns.py: every call answered
-after a fixed delay, no per-message work), so they describe our code at a realistic round trip; the
-figures measured against moto follow in their own, emulator-bound sections.
+It exits non-zero when a section could not measure or a target was missed. The wall time of the run
+that wrote the committed report is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,15 +15,24 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.stats import Report, Section, machine_info
+from bench.stats import LoadSampler, Report, Section, machine_info
 
-LATENCY_SECTIONS = ("latency-relay", "latency-relays", "fallback", "latency-callback", "capacity")
-MOTO_SECTIONS = ("relay", "claim", "relays", "callback", "consumer", "cold")
-SECTIONS = LATENCY_SECTIONS + MOTO_SECTIONS
+SECTIONS = (
+    "latency-relay",
+    "fan-out",
+    "fallback",
+    "latency-callback",
+    "claim",
+    "consumer",
+    "cold",
+    "capacity",
+    "cost",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,20 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     parser.add_argument("--rounds", type=int, help="repeated rounds per benchmark (default 3; quick 1)")
-    parser.add_argument("--relay-rows", type=int, help="due rows per relay throughput run (default 600)")
     parser.add_argument("--big-rows", type=int, help="sent rows in the large claim table (default 1,000,000)")
     parser.add_argument("--claims", type=int, help="claims per round and table (default 100)")
+    parser.add_argument("--relays", default="1,2,4", help="MaxRelayConcurrency values for fan-out (1,2,4)")
     parser.add_argument(
-        "--concurrent-rows", type=int, help="backlog for the several-relays runs (default 2,000)"
+        "--fan-out-seconds", type=float, help="the fan-out run's Lambda timeout, s (default 20)"
     )
-    parser.add_argument("--relays", default="1,2,4", help="relay counts to compare (default 1,2,4)")
+    parser.add_argument("--fan-out-rounds", type=int, help="fan-out rounds (default 1)")
     parser.add_argument("--callbacks", type=int, help="payment callbacks per variant (default 300)")
     parser.add_argument("--consumer-batches", type=int, help="batches of 10 per consumer round (default 5)")
     parser.add_argument("--import-runs", type=int, help="fresh processes per import figure (default 7)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="latency SNS delay per call (20)")
     parser.add_argument("--latency-rows", type=int, help="due rows per latency relay run (default 6,000)")
     parser.add_argument("--naive-rows", type=int, help="due rows per naive relay run (default 150)")
-    parser.add_argument("--fan-out-rows", type=int, help="backlog for the fan-out run (default 30,000)")
     parser.add_argument("--fallback-seconds", type=float, help="orders per fallback phase, s (default 20)")
     parser.add_argument("--fallback-period", type=float, help="compressed schedule period, s (default 20)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -55,21 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("BENCH_SERVER_URL"),
         help="MariaDB/MySQL server URL without a database (default root@127.0.0.1:3306)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="where benchmarks.md/.json go")
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="where the JSON and the docs go")
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
         "rounds": 1 if quick else 3,
-        "relay_rows": 100 if quick else 600,
         "big_rows": 20_000 if quick else 1_000_000,
         "claims": 20 if quick else 100,
-        "concurrent_rows": 200 if quick else 2_000,
         "callbacks": 20 if quick else 300,
         "consumer_batches": 1 if quick else 5,
         "import_runs": 2 if quick else 7,
         "latency_rows": 1_000 if quick else 6_000,
         "naive_rows": 60 if quick else 150,
-        "fan_out_rows": 4_000 if quick else 30_000,
+        "fan_out_seconds": 12.0 if quick else 20.0,
+        "fan_out_rounds": 1,
         "fallback_seconds": 8.0 if quick else 20.0,
         "fallback_period": 10.0 if quick else 20.0,
     }
@@ -84,34 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-METHOD = [
-    "The relay's headline figures (sections 1-4) are measured against the latency SNS "
-    "(bench/latency_sns.py): an asyncio HTTP endpoint in its own process that speaks the SNS query "
-    "protocol for Publish and PublishBatch, answers every call after a fixed delay (20 ms, a "
-    "realistic round trip to SNS; calls wait concurrently) and does no per-message work beyond echoing "
-    "each entry's id; botocore reaches it through AWS_ENDPOINT_URL_SNS. It fails on demand (outage, "
-    "throttling, failed entries) for the fallback-path figures.",
-    "The sections marked emulator-bound publish to moto instead: there moto's single-threaded server "
-    "and its delivery to SQS inside each call are the limit, so their ratios describe the emulator "
-    "as much as our code; they are kept for continuity with earlier runs.",
-    "One process drives everything; moto (`ThreadedMotoServer`) runs in a child process on a free "
-    "loopback port so it does not share the benchmark's interpreter lock; boto3 reaches it through "
-    "AWS_ENDPOINT_URL with dummy credentials. The template's topics, queues, SNS→SQS subscriptions "
-    "(raw delivery, filter policies) and tables are provisioned from template.yaml.",
-    "MariaDB on 127.0.0.1:3306, in a database of the benchmark's own, named uniquely per run "
-    "(payment_outbox_bench_<pid>_<random>, migrated with the project's Alembic migrations, dropped at "
-    "the end), so that runs sharing the server never meet.",
-    "Every headline figure is a ratio of two things measured in the same run, in alternating or "
-    "rotating order, and every figure is the median over repeated rounds. No figure is a pass/fail "
-    "test; the targets table only reports whether a ratio is on the right side of its bound.",
-    "moto's SendMessage rescans the whole queue on each message, so publishing slows as a queue "
-    "fills (real SQS does not): the queues are purged continuously while publishing is measured and "
-    "between rounds (moto's one-purge-a-minute rule is switched off in its process).",
-    "Latencies are wall-clock (`time.perf_counter`) around the real call; DynamoDB calls are counted "
-    "with botocore event hooks, not timed.",
-]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
@@ -120,34 +98,37 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=log, flush=True)
 
-    from bench.env import DATABASE_NAME, DEFAULT_SERVER_URL, world
+    from bench.env import DEFAULT_SERVER_URL, world
+    from bench.prices import as_inputs
 
     server_url = args.server_url or DEFAULT_SERVER_URL
-    load_at_start = _loadavg()
+    load = LoadSampler()
     report = Report(
         machine=machine_info(),
         settings={
             "mode": "quick" if args.quick else "full",
-            "load average at start (1, 5, 15 min)": load_at_start,
-            "latency SNS delay per call": f"{args.latency_ms:g} ms",
+            "latency SNS delay per call, ms": args.latency_ms,
             "rounds": args.rounds,
-            "latency relay rows per run (naive relay)": f"{args.latency_rows} ({args.naive_rows})",
-            "fan-out backlog": args.fan_out_rows,
-            "fallback: seconds of orders per phase, compressed schedule period": (
-                f"{args.fallback_seconds:g} s, {args.fallback_period:g} s"
-            ),
-            "relay rows per run (moto)": args.relay_rows,
-            "sent rows in the large claim table": f"{args.big_rows:,}",
+            "latency relay rows per run": args.latency_rows,
+            "naive relay rows per run": args.naive_rows,
+            "fan-out: MaxRelayConcurrency values": args.relay_counts,
+            "fan-out: the run's Lambda timeout, s": args.fan_out_seconds,
+            "fan-out: rounds": args.fan_out_rounds,
+            "fallback: seconds of orders per phase": args.fallback_seconds,
+            "fallback: compressed schedule period, s": args.fallback_period,
+            "sent rows in the large claim table": args.big_rows,
             "claims per round": args.claims,
-            "several-relays backlog": args.concurrent_rows,
-            "relay counts": args.relay_counts,
             "payment callbacks per variant": args.callbacks,
-            "consumer batches of 10 per round": args.consumer_batches,
+            "consumer batches per round": args.consumer_batches,
             "fresh processes per import figure": args.import_runs,
-            "database": DATABASE_NAME,
         },
-        method=METHOD,
+        inputs=as_inputs(),
     )
+
+    def measured(key: str) -> dict[str, Any] | None:
+        section = next((s for s in report.sections if s.key == key and not s.failed), None)
+        return section.figures if section else None
+
     # The handlers log through Powertools to stdout, as in Lambda; keep the terminal for progress.
     with (
         open(os.devnull, "w") as devnull,
@@ -160,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             claim_bench,
             cold_start,
             consumer_bench,
+            cost,
+            fan_out_bench,
             latency_bench,
-            relay_bench,
         )
 
         def at_latency(run: Callable[[Any], Section | tuple[Section, ...]]) -> Callable[[], Any]:
@@ -172,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                     return run(latency_world)
 
             return wrapped
+
+        def one_relay_rate() -> float:
+            relay = measured("latency_relay_throughput")
+            if relay is None:
+                raise RuntimeError(
+                    "fan-out sizes its backlog from the relay throughput section of the same run"
+                )
+            return float(relay["messages_per_second_median"]["real"])
 
         runs: list[tuple[str, Callable[[], Section | tuple[Section, ...]]]] = [
             (
@@ -187,14 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ),
             (
-                "latency-relays",
+                "fan-out",
                 at_latency(
-                    lambda lw: latency_bench.relays_section(
-                        lw,
-                        rows=args.latency_rows,
+                    lambda lw: fan_out_bench.fan_out_section(
+                        database_url=bench_world.database_url,
+                        environment=bench_world.environments["OutboxRelayFunction"],
+                        sns=lw.sns,
                         relays=args.relay_counts,
-                        rounds=1,
-                        fan_out_rows=args.fan_out_rows,
+                        run_seconds=args.fan_out_seconds,
+                        one_relay_rate=one_relay_rate(),
+                        rounds=args.fan_out_rounds,
                         progress=progress,
                     )
                 ),
@@ -214,26 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "latency-callback",
                 at_latency(
-                    lambda _lw: api_bench.callback_latency(
+                    lambda lw: api_bench.callback_latency(
                         bench_world,
                         samples=args.callbacks,
                         rounds=args.rounds,
                         progress=progress,
                         bare_publishes=True,
+                        delay_ms=lw.delay_ms,
                     )
-                ),
-            ),
-            (
-                "capacity",
-                lambda: capacity_sim.capacity_section(
-                    next((s.figures for s in report.sections if s.key == "latency_relay_throughput"), None),
-                    args.out / "capacity-drain.svg",
-                ),
-            ),
-            (
-                "relay",
-                lambda: relay_bench.relay_throughput(
-                    bench_world, rows=args.relay_rows, rounds=args.rounds, progress=progress
                 ),
             ),
             (
@@ -244,22 +224,6 @@ def main(argv: list[str] | None = None) -> int:
                     claims=args.claims,
                     rounds=args.rounds,
                     progress=progress,
-                ),
-            ),
-            (
-                "relays",
-                lambda: relay_bench.concurrent_relays(
-                    bench_world,
-                    rows=args.concurrent_rows,
-                    rounds=max(1, min(args.rounds, 3)),
-                    relays=args.relay_counts,
-                    progress=progress,
-                ),
-            ),
-            (
-                "callback",
-                lambda: api_bench.callback_latency(
-                    bench_world, samples=args.callbacks, rounds=args.rounds, progress=progress
                 ),
             ),
             (
@@ -274,11 +238,21 @@ def main(argv: list[str] | None = None) -> int:
                     bench_world,
                     runs=args.import_runs,
                     progress=progress,
-                    relay_figures=next(
-                        (s.figures for s in report.sections if s.key == "relay_throughput"), None
-                    ),
+                    relay_figures=measured("latency_relay_throughput"),
                 ),
             ),
+            (
+                "capacity",
+                at_latency(
+                    lambda lw: capacity_sim.capacity_section(
+                        lw.sns,
+                        bench_world.database_url,
+                        measured("latency_relay_throughput"),
+                        measured("cold_start"),
+                    )
+                ),
+            ),
+            ("cost", lambda: cost.cost_section(report.to_json()["sections"])),
         ]
         for name, run in runs:
             if name not in args.sections:
@@ -287,35 +261,27 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = run()
             except Exception as exc:  # one broken benchmark must not cost the figures of the others
-                progress(f"{name} failed: {exc!r}")
-                failed = Section(name, f"{name}: not measured", failed=True)
-                failed.notes = [f"This benchmark failed: {type(exc).__name__}: {exc}"]
-                report.sections.append(failed)
+                progress(f"{name} failed: {exc!r}\n{traceback.format_exc()}")
+                report.sections.append(
+                    Section(name, f"{name}: not measured", failed=True, error=f"{type(exc).__name__}: {exc}")
+                )
                 continue
-            sections = list(result) if isinstance(result, tuple) else [result]
-            if name in MOTO_SECTIONS:
-                for section in sections:
-                    section.title = f"Emulator-bound (moto): {section.title}"
-                    for target in section.targets:
-                        target.description = f"[moto] {target.description}"
-                    if section.key == "relay_throughput":
-                        section.notes.append(
-                            "The relay runs as deployed (RELAY_MAX_IN_FLIGHT requests in flight) against "
-                            "moto's single process, which does each message's delivery to SQS inside the "
-                            "call: concurrent requests queue up there. Section 1 measures the relay itself."
-                        )
-            report.sections += sections
-    report.settings["load average at end (1, 5, 15 min)"] = _loadavg()
-    report.settings["wall time"] = f"{time.monotonic() - started:.0f} s"
-    markdown_path, json_path = args.out / "benchmarks.md", args.out / "benchmarks.json"
-    report.write(markdown_path, json_path)
+            report.sections += list(result) if isinstance(result, tuple) else [result]
+    report.load = load.stop()
+    report.wall_seconds = time.monotonic() - started
+    json_path = args.out / "benchmarks.json"
+    report.write(json_path)
+    from bench import render
+
+    for path in render.write(report.to_json(), args.out):
+        progress(f"wrote {path}")
     for section in report.sections:
         for target in section.targets:
             progress(
                 f"{'MET ' if target.met else 'MISS'} {target.description}: {target.value:.3g} "
                 f"{target.op} {target.bound:g}"
             )
-    progress(f"wrote {markdown_path} and {json_path}")
+    progress(f"wrote {json_path}")
     return exit_status(report, progress)
 
 
@@ -329,14 +295,6 @@ def exit_status(report: Report, say: Callable[[str], None]) -> int:
     for description in missed:
         say(f"MISSED target: {description}")
     return 1 if failed or missed else 0
-
-
-def _loadavg() -> str:
-    """How busy the shared machine was: every figure here competes with it for the 2 cores."""
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -1,35 +1,58 @@
-"""Capacity, simulated: how long a backlog left by an SNS outage takes to drain, with one relay and
-with fan-out — a small discrete-event simulation fed with the figures ``make bench`` measures and
-the quotas in docs/capacity.md.
+"""Capacity, simulated: what an SNS outage leaves behind and how long the backlog takes to drain,
+with one relay and with fan-out — a small discrete-event simulation fed with what ``make bench``
+measured in the same run, and with the relay's own rule for attempts during an outage (found by
+running the relay against an SNS that is down, not assumed).
 
 The model, event by event:
-- orders arrive at a steady rate, two messages each; while SNS is down the after-commit publish
-  fails, and every row becomes due 1-2 s after its commit (its retry time);
+- orders arrive at a steady rate, ``messages_per_order`` messages each; while SNS is down the
+  after-commit publish fails (charging an attempt if the code does), and every row becomes due
+  about 1.5 s after its commit (its retry time);
 - EventBridge starts a relay run every ``schedule_period`` seconds; while SNS is down a run's first
-  claim is refused and the run ends (the relay's rule), so the backlog keeps its attempts;
+  claims are refused (``refused_claims_per_run`` of ``claim_size`` rows, the oldest due first) and
+  the run ends. If the code charges an attempt for a refusal, those rows' attempts go up and they
+  wait their backoff (the retry policy's mean delay); at ``max_attempts`` they are FAILED. If it
+  does not, they stay due, untouched — unless older than ``max_message_age_seconds`` (when set);
 - once SNS is back, a run drains claims of ``claim_size`` rows until ``safety_margin`` before its
-  timeout; a claim takes ``claim_size / rate`` seconds, where one relay's rate is the smaller of its
-  latency bound (``in_flight`` requests of 10 every round trip) and its CPU bound (the measured CPU per
-  message against the Lambda's CPU share), and all relays together stay within the SNS publish quota
-  left after live traffic (which the after-commit path keeps publishing itself);
+  timeout, in due order, at one relay's rate (``relay_rate``, from the rate measured in this run
+  scaled to the Lambda's CPU share, and never above its latency bound), all relays together within
+  the SNS publish quota left after live traffic (which the after-commit path keeps publishing);
 - with fan-out, a run that has drained for ``fan_out_after`` seconds and still finds more due rows
   than it can drain before its deadline starts up to ``max_relays - 1`` more runs, which begin after
-  a cold start and stop by its deadline;
-- the relay drains in due order, so the oldest due row's age is the time since the first row not
-  yet drained fell due.
-
-The figure is written by hand as SVG (no plotting dependency: the file is small, deterministic text
-that diffs cleanly and renders on GitHub and in any browser).
+  a cold start and stop by its deadline.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+#: The oldest due row's age that counts as caught up (the curve's second panel).
+AGE_THRESHOLD_SECONDS = 10.0
+#: The quiet-time scenario: few orders, a long outage (issue 16's chaos case, unscaled).
+QUIET_ORDERS_PER_SECOND = 0.5
+QUIET_OUTAGE_SECONDS = 1_800.0
+
+
+@dataclass(frozen=True)
+class OutageRule:
+    """How the relay charges attempts while SNS refuses whole requests (read from the code)."""
+
+    #: A whole-request refusal (5xx, throttling, connection) counts toward max_attempts.
+    refusal_charges_attempt: bool = True
+    #: The failed after-commit publish counts as an attempt.
+    immediate_failure_charges_attempt: bool = True
+    max_attempts: int = 5
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 300.0
+    #: Rows older than this are given up when refused (None: no age limit in the code).
+    max_message_age_seconds: float | None = None
+
+    def mean_backoff(self, attempts: int) -> float:
+        """The retry policy's mean delay after ``attempts`` failures ("equal jitter": 3/4 of the ceiling)."""
+        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(attempts - 1, 0))
+        return 0.75 * ceiling
 
 
 @dataclass(frozen=True)
@@ -43,29 +66,44 @@ class Inputs:
     safety_margin: float = 3.0
     #: Where the schedule's ticks fall relative to the recovery (0: a run starts as SNS recovers).
     schedule_phase: float = 30.0
-    #: Measured: the SNS round trip, requests in flight, CPU per message of the relay.
+    #: Measured in the same run: one relay's rate on one core here, the CPU it used per message,
+    #: the SNS round trip, requests in flight.
+    measured_relay_messages_per_second: float = 3_000.0
+    cpu_ms_per_message: float = 0.3
     round_trip_ms: float = 20.0
     in_flight: int = 10
-    cpu_ms_per_message: float = 0.3
-    #: The Lambda's CPU share at its memory size (1,769 MB is one vCPU).
+    batch_entries: int = 10
+    #: The Lambda's memory and the size at which it gets a full vCPU.
     lambda_memory_mb: int = 1280
+    full_vcpu_mb: int = 1769
     claim_size: int = 200
+    refused_claims_per_run: int = 2
     cold_start_seconds: float = 2.0
     fan_out_after: float = 2.0
-    #: Quota assumed in docs/capacity.md: SNS publish, us-east-1, messages per second.
     sns_quota: float = 30_000.0
     max_relays: int = 1
+    rule: OutageRule = field(default_factory=OutageRule)
 
     @property
     def arrivals(self) -> float:
         return self.orders_per_second * self.messages_per_order
 
     @property
+    def latency_bound(self) -> float:
+        return self.in_flight * self.batch_entries / (self.round_trip_ms / 1000)
+
+    @property
+    def cores_used_here(self) -> float:
+        """The share of a core the relay used while it was measured."""
+        return self.measured_relay_messages_per_second * self.cpu_ms_per_message / 1000
+
+    @property
     def relay_rate(self) -> float:
-        """One relay's messages per second: the lower of its latency and CPU bounds."""
-        latency_bound = self.in_flight * 10 / (self.round_trip_ms / 1000)
-        cpu_bound = (self.lambda_memory_mb / 1769) / (self.cpu_ms_per_message / 1000)
-        return min(latency_bound, cpu_bound)
+        """One relay's messages/s on Lambda: the measured rate, scaled down when the Lambda's CPU
+        share is less than what the relay used here, and never above its latency bound."""
+        share = min(1.0, self.lambda_memory_mb / self.full_vcpu_mb)
+        scale = min(1.0, share / self.cores_used_here) if self.cores_used_here > 0 else 1.0
+        return min(self.latency_bound, self.measured_relay_messages_per_second * scale)
 
 
 @dataclass
@@ -77,6 +115,8 @@ class Result:
     age_under_10s_at: float | None = None
     relays_started: int = 0
     most_relays_at_once: int = 0
+    failed_rows: float = 0.0
+    backlog_at_recovery: float = 0.0
 
     def minutes_after_recovery(self, moment: float | None) -> float | None:
         return None if moment is None else (moment - self.inputs.outage_seconds) / 60
@@ -85,7 +125,8 @@ class Result:
         return {
             "max_relays": self.inputs.max_relays,
             "relay_messages_per_second": self.inputs.relay_rate,
-            "backlog_at_recovery": self.inputs.arrivals * self.inputs.outage_seconds,
+            "backlog_at_recovery": self.backlog_at_recovery,
+            "failed_rows": self.failed_rows,
             "drained_minutes_after_recovery": self.minutes_after_recovery(self.drained_at),
             "oldest_due_under_10s_minutes_after_recovery": self.minutes_after_recovery(self.age_under_10s_at),
             "relays_started": self.relays_started,
@@ -93,23 +134,53 @@ class Result:
         }
 
 
+class _Backlog:
+    """Due and waiting rows as cohorts (committed together, due together, same attempts), in due
+    order; claims take the oldest due first, as the relay's claim does (ORDER BY next_retry_at)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, float, int, int, float]] = []  # due, committed, attempts, seq, count
+        self._seq = 0
+        self.rows = 0.0
+
+    def add(self, due: float, committed: float, attempts: int, count: float) -> None:
+        if count <= 0:
+            return
+        self._seq += 1
+        heapq.heappush(self._heap, (due, committed, attempts, self._seq, count))
+        self.rows += count
+
+    def due_rows(self, now: float) -> float:
+        return sum(c[4] for c in self._heap if c[0] <= now)
+
+    def oldest_due(self, now: float) -> float | None:
+        return self._heap[0][0] if self._heap and self._heap[0][0] <= now else None
+
+    def take(self, now: float, rows: float) -> list[tuple[float, int, float]]:
+        """Claim up to ``rows`` due rows: (committed, attempts, count) cohorts."""
+        taken: list[tuple[float, int, float]] = []
+        while rows > 1e-9 and self._heap and self._heap[0][0] <= now:
+            due, committed, attempts, _seq, count = heapq.heappop(self._heap)
+            part = min(count, rows)
+            taken.append((committed, attempts, part))
+            rows -= part
+            self.rows -= part
+            if count - part > 1e-9:
+                self._seq += 1
+                heapq.heappush(self._heap, (due, committed, attempts, self._seq, count - part))
+        return taken
+
+
 def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 5.0) -> Result:
     result = Result(inputs)
-    arrivals, recovery = inputs.arrivals, inputs.outage_seconds
-    drained = 0.0  # rows of the outage's backlog published so far, oldest first
-    backlog_total = arrivals * recovery
-
-    def due_rows(now: float) -> float:
-        written = arrivals * min(now, recovery)
-        return max(0.0, written - drained)
-
-    def oldest_age(now: float) -> float:
-        if due_rows(now) <= 0:
-            return 0.0
-        return max(0.0, now - (drained / arrivals + 1.5))
-
-    # Events: (time, order, kind, data). Kinds: tick (a scheduled run starts), start (a fanned-out
-    # run starts after its cold start), claim (a run's claim is published and recorded).
+    rule = inputs.rule
+    recovery = inputs.outage_seconds
+    backlog = _Backlog()
+    first_attempts = 1 if rule.immediate_failure_charges_attempt else 0
+    for second in range(math.ceil(recovery)):
+        count = inputs.arrivals * min(1.0, recovery - second)
+        backlog.add(second + 1.5, second, first_attempts, count)
+    # Rows are written as time passes: only rows committed by ``now`` exist.
     events: list[tuple[float, int, str, dict[str, Any]]] = []
     order = 0
 
@@ -118,8 +189,7 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
         order += 1
         heapq.heappush(events, (moment, order, kind, data))
 
-    first_tick = recovery - inputs.schedule_period + inputs.schedule_phase
-    tick = first_tick % inputs.schedule_period
+    tick = (recovery - inputs.schedule_period + inputs.schedule_phase) % inputs.schedule_period
     while tick < horizon:
         push(tick, "tick")
         tick += inputs.schedule_period
@@ -131,18 +201,31 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
     active = 0
 
     def per_relay_rate() -> float:
-        shared_quota = max(0.0, inputs.sns_quota - arrivals) / max(1, active)
+        shared_quota = max(0.0, inputs.sns_quota - inputs.arrivals) / max(1, active)
         return min(inputs.relay_rate, shared_quota)
+
+    def refused_run(now: float) -> None:
+        """SNS is down: the run's first claims are refused; the rows are charged or not."""
+        claimed = backlog.take(now, inputs.refused_claims_per_run * inputs.claim_size)
+        for committed, attempts, count in claimed:
+            too_old = (
+                rule.max_message_age_seconds is not None and now - committed > rule.max_message_age_seconds
+            )
+            charged = attempts + 1 if rule.refusal_charges_attempt else attempts
+            if too_old or (rule.refusal_charges_attempt and charged >= rule.max_attempts):
+                result.failed_rows += count
+            else:
+                due = now + rule.mean_backoff(charged) if rule.refusal_charges_attempt else now
+                backlog.add(due, committed, charged, count)
 
     def claim(now: float, run: dict[str, Any]) -> None:
         """Start the run's next claim, or end the run."""
-        nonlocal active, drained
-        if now >= run["deadline"] or due_rows(now) <= 0 or now < recovery:
+        nonlocal active
+        if now >= run["deadline"] or backlog.due_rows(now) <= 0:
             active -= 1
             return
-        rows = min(inputs.claim_size, due_rows(now))
-        run["claimed"] = rows
-        drained += rows  # claimed rows leave the due set at once (leased)
+        taken = backlog.take(now, inputs.claim_size)
+        rows = sum(c[2] for c in taken)
         push(now + rows / per_relay_rate(), "claim", run=run)
 
     while events:
@@ -150,13 +233,21 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
         if now > horizon:
             break
         if kind == "sample":
-            result.curve.append((now, due_rows(now), oldest_age(now)))
-            if now >= recovery and result.drained_at is None and due_rows(now) <= 0:
+            written_due = backlog.due_rows(now)  # a row not yet committed is not yet due either
+            oldest = backlog.oldest_due(now)
+            age = 0.0 if oldest is None or written_due <= 0 else max(0.0, now - oldest)
+            result.curve.append((now, written_due, age))
+            if now >= recovery and result.drained_at is None and written_due <= 0:
                 result.drained_at = now
-            if now >= recovery and result.age_under_10s_at is None and oldest_age(now) < 10:
+            if now >= recovery and result.age_under_10s_at is None and age < AGE_THRESHOLD_SECONDS:
                 result.age_under_10s_at = now
             continue
         if kind == "tick":
+            if now < recovery:
+                refused_run(now)
+                continue
+            if result.backlog_at_recovery == 0.0:
+                result.backlog_at_recovery = backlog.rows
             run = {"started": now, "deadline": now + inputs.run_timeout - inputs.safety_margin, "root": True}
             active += 1
             result.most_relays_at_once = max(result.most_relays_at_once, active)
@@ -178,226 +269,176 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
             run["decided"] = True
             seconds_left = run["deadline"] - now
             per_run = per_relay_rate() * seconds_left
-            wanted = min(inputs.max_relays, math.ceil(due_rows(now) / per_run)) if per_run > 0 else 1
+            wanted = min(inputs.max_relays, math.ceil(backlog.due_rows(now) / per_run)) if per_run > 0 else 1
             for _ in range(wanted - 1):
                 push(now + inputs.cold_start_seconds, "start", run={"deadline": run["deadline"]})
             result.relays_started += max(0, wanted - 1)
         claim(now, run)
-    del backlog_total
+    if result.backlog_at_recovery == 0.0:
+        result.backlog_at_recovery = backlog.rows
     return result
 
 
-def scenarios(measured: dict[str, float]) -> list[Result]:
+def scenarios(base: Inputs, relays: tuple[int, ...] = (1, 4, 10)) -> list[Result]:
     """One relay, and fan-out with the template's default bound and with a larger one."""
+    return [simulate(replace(base, max_relays=n)) for n in relays]
+
+
+def inputs_as_dict(inputs: Inputs) -> dict[str, Any]:
+    values = asdict(inputs)
+    values["relay_messages_per_second"] = inputs.relay_rate
+    values["latency_bound_messages_per_second"] = inputs.latency_bound
+    values["cores_used_while_measured"] = inputs.cores_used_here
+    values["arrivals_messages_per_second"] = inputs.arrivals
+    values["outage_minutes"] = inputs.outage_seconds / 60
+    return values
+
+
+# --- fed by the run ---------------------------------------------------------------------------------
+
+
+def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str, Any]]:
+    """The relay's rule for attempts during an outage, found by running it: due rows, the scheduled
+    relay and the after-commit publish against the latency SNS answering every call with a 5xx, and
+    the rows' attempts read back. Limits (max attempts, backoff, max age) from the settings."""
+    from sqlalchemy import text
+
+    from bench.data import due_messages, insert_messages, reset_outbox
+    from payment_outbox.adapters.db.engine import make_engine
+    from payment_outbox.composition.relay import build_outbox_relay
+    from payment_outbox.settings import OutboxSettings
+
+    settings = OutboxSettings()
+    engine = make_engine(database_url)
+
+    def attempts() -> list[int]:
+        with engine.connect() as conn:
+            return [int(r[0]) for r in conn.execute(text("SELECT retry_count FROM message_record"))]
+
+    import logging
+
+    relay_log = logging.getLogger("payment_outbox")
+    level = relay_log.level
+    relay_log.setLevel(logging.ERROR)  # each refused publish logs a warning: expected here
+    sns.control(mode="outage")
+    try:
+        reset_outbox(engine)
+        insert_messages(engine, due_messages(4))
+        build_outbox_relay().relay_due_messages(lambda: 60_000)
+        scheduled = attempts()
+        reset_outbox(engine)
+        from bench.latency_bench import _immediate_relay
+
+        rows = due_messages(2, first_order=900_000)
+        insert_messages(engine, rows)
+        _immediate_relay().deliver_handed_off(rows)
+        immediate = attempts()
+    finally:
+        sns.control(mode="ok")
+        relay_log.setLevel(level)
+        reset_outbox(engine)
+        engine.dispose()
+    policy = settings.retry_policy()
+    max_age = getattr(settings, "outbox_max_message_age_seconds", None)
+    rule = OutageRule(
+        refusal_charges_attempt=max(scheduled) > 0,
+        immediate_failure_charges_attempt=max(immediate) > 0,
+        max_attempts=policy.max_attempts,
+        backoff_base_seconds=policy.base_delay_seconds,
+        backoff_max_seconds=policy.max_delay_seconds,
+        max_message_age_seconds=float(max_age) if max_age is not None else None,
+    )
+    evidence = {"attempts_after_refused_run": scheduled, "attempts_after_failed_immediate_publish": immediate}
+    return rule, evidence
+
+
+def capacity_section(
+    sns: Any,
+    database_url: str,
+    relay: dict[str, Any] | None,
+    cold: dict[str, Any] | None,
+    *,
+    relays: tuple[int, ...] = (1, 4, 10),
+) -> Any:
+    """The simulation fed with this run's relay figures and the relay's rule, read by running it."""
+    from bench.stats import Section, Target
+    from payment_outbox.services.relay import FAN_OUT_AFTER_SECONDS, SAFETY_MARGIN_MS
+    from payment_outbox.settings import OutboxSettings, RelaySettings
+
+    if relay is None:
+        raise RuntimeError("the capacity simulation needs the relay throughput section of the same run")
+    rule, evidence = probe_outage_rule(database_url, sns)
+    in_flight = RelaySettings().relay_max_in_flight
+    memory = _template_memory("OutboxRelayFunction")
+    cold_start = 2.0
+    cold_from = "assumed: the cold-start section did not run"
+    if cold and "OutboxRelayFunction" in cold:
+        import_ms = cold["OutboxRelayFunction"]["import_ms_median"]
+        cold_start = import_ms / 1000 * max(1.0, 1769 / memory)
+        cold_from = "the relay's import measured in this run, on the Lambda's CPU share"
     base = Inputs(
-        round_trip_ms=measured.get("round_trip_ms", 20.0),
-        in_flight=int(measured.get("in_flight", 10)),
-        cpu_ms_per_message=measured.get("cpu_ms_per_message", 0.3),
-        claim_size=int(measured.get("claim_size", 200)),
-        cold_start_seconds=measured.get("cold_start_seconds", 2.0),
+        measured_relay_messages_per_second=relay["messages_per_second_median"]["real"],
+        cpu_ms_per_message=relay["cpu_ms_per_message_median"]["real"],
+        round_trip_ms=relay["sns_round_trip_ms"]["p50"],
+        in_flight=in_flight,
+        lambda_memory_mb=memory,
+        claim_size=OutboxSettings().outbox_batch_size,
+        refused_claims_per_run=1 if in_flight == 1 else 2,
+        safety_margin=SAFETY_MARGIN_MS / 1000,
+        fan_out_after=FAN_OUT_AFTER_SECONDS,
+        cold_start_seconds=cold_start,
+        rule=rule,
     )
-    return [simulate(_with(base, max_relays=n)) for n in (1, 4, 10)]
-
-
-def _with(inputs: Inputs, **changes: Any) -> Inputs:
-    return Inputs(**{**asdict(inputs), **changes})
-
-
-# --- the figure -------------------------------------------------------------------------------------
-
-_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-
-
-def svg(results: list[Result], *, title: str) -> str:
-    """Two panels over time: due rows, and the oldest due row's age; the outage shaded."""
-    width, panel_h, left, right, top, gap = 760, 220, 70, 20, 40, 60
-    height = top + 2 * panel_h + gap + 70
-    outage_end = results[0].inputs.outage_seconds / 60
-    end_minutes = max((r.drained_at or r.curve[-1][0]) / 60 for r in results) + 3
-    x_max = math.ceil(end_minutes / 5) * 5
-    plot_w = width - left - right
-
-    def x(minutes: float) -> float:
-        return left + plot_w * minutes / x_max
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">{_escape(title)}</text>',
-    ]
-
-    def rows_due(row: tuple[float, float, float]) -> float:
-        return row[1]
-
-    def age_minutes(row: tuple[float, float, float]) -> float:
-        return row[2] / 60
-
-    panels: tuple[tuple[str, int, Callable[[tuple[float, float, float]], float], str, float], ...] = (
-        ("due rows", 1, rows_due, "{:.1f} M", 1e6),
-        ("oldest due row's age (minutes)", 2, age_minutes, "{:.0f}", 1),
+    results = scenarios(base, relays)
+    default_relays = int(_template()["Parameters"]["MaxRelayConcurrency"]["Default"])
+    # A quiet time: few orders and a long outage, where the rule for attempts decides what FAILED.
+    quiet = simulate(
+        replace(
+            base,
+            orders_per_second=QUIET_ORDERS_PER_SECOND,
+            outage_seconds=QUIET_OUTAGE_SECONDS,
+            max_relays=default_relays,
+        )
     )
-    for label, index, value, tick_format, tick_scale in panels:
-        y0 = top + (index - 1) * (panel_h + gap)
-        y_max_raw = max(value(row) for r in results for row in r.curve if row[0] / 60 <= x_max) or 1
-        y_step = _nice_step(y_max_raw / 4)
-        y_max = math.ceil(y_max_raw / y_step) * y_step
-
-        def y(v: float, y0: float = y0, y_max: float = y_max) -> float:
-            return y0 + panel_h - panel_h * v / y_max
-
-        parts.append(
-            f'<rect x="{x(0):.1f}" y="{y0}" width="{x(outage_end) - x(0):.1f}" height="{panel_h}" '
-            'fill="#f2f2f2"/>'
-        )
-        parts.append(
-            f'<text x="{(x(0) + x(outage_end)) / 2:.1f}" y="{y0 + 16}" text-anchor="middle" '
-            'fill="#777">SNS down</text>'
-        )
-        tick = 0.0
-        while tick <= y_max + 1e-9:
-            parts.append(
-                f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
-                'stroke="#e0e0e0"/>'
-            )
-            parts.append(
-                f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
-                f"{tick_format.format(tick / tick_scale)}</text>"
-            )
-            tick += y_step
-        for minute in range(0, x_max + 1, 5):
-            parts.append(
-                f'<text x="{x(minute):.1f}" y="{y0 + panel_h + 16}" text-anchor="middle">{minute}</text>'
-            )
-        parts.append(
-            f'<line x1="{left}" x2="{left}" y1="{y0}" y2="{y0 + panel_h}" stroke="#333"/>'
-            f'<line x1="{left}" x2="{width - right}" y1="{y0 + panel_h}" y2="{y0 + panel_h}" stroke="#333"/>'
-        )
-        parts.append(
-            f'<text x="18" y="{y0 + panel_h / 2}" transform="rotate(-90 18 {y0 + panel_h / 2})" '
-            f'text-anchor="middle">{_escape(label)}</text>'
-        )
-        for colour, result in zip(_COLOURS, results, strict=False):
-            points = " ".join(
-                f"{x(row[0] / 60):.1f},{y(value(row)):.1f}" for row in result.curve if row[0] / 60 <= x_max
-            )
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
-    legend_y = top + 2 * panel_h + gap + 36
-    parts.append(
-        f'<text x="{width / 2}" y="{legend_y - 14}" text-anchor="middle">minutes since SNS went down</text>'
-    )
-    for i, (colour, result) in enumerate(zip(_COLOURS, results, strict=False)):
-        lx = left + i * 230
-        name = (
-            "1 relay"
-            if result.inputs.max_relays == 1
-            else f"fan-out, MaxRelayConcurrency {result.inputs.max_relays}"
-        )
-        drained = result.minutes_after_recovery(result.drained_at)
-        suffix = f": drained {drained:.1f} min after recovery" if drained is not None else ": not drained"
-        parts.append(
-            f'<line x1="{lx}" x2="{lx + 24}" y1="{legend_y + 10}" y2="{legend_y + 10}" '
-            f'stroke="{colour}" stroke-width="3"/>'
-        )
-        parts.append(f'<text x="{lx + 30}" y="{legend_y + 14}">{_escape(name + suffix)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
-
-
-def _nice_step(raw: float) -> float:
-    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    for factor in (1, 2, 2.5, 5, 10):
-        if factor * magnitude >= raw:
-            return factor * magnitude
-    return 10 * magnitude
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def write_figure(results: list[Result], path: Path) -> None:
-    inputs = results[0].inputs
-    title = (
-        f"{inputs.orders_per_second:,.0f} orders/s, SNS down {inputs.outage_seconds / 60:.0f} min: "
-        "the backlog after recovery"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(svg(results, title=title), encoding="utf-8")
-
-
-def capacity_section(latency_figures: dict[str, Any] | None, figure_path: Path) -> Any:
-    """The simulation fed with this run's measured relay figures; writes the figure."""
-    from bench.stats import Section, Target, table
-
-    measured: dict[str, float] = {}
-    if latency_figures:
-        measured = {
-            "round_trip_ms": float(latency_figures["delay_ms"]),
-            "in_flight": float(latency_figures["max_in_flight"]),
-            "cpu_ms_per_message": float(latency_figures["cpu_ms_per_message_median"]["real"]),
-        }
-    results = scenarios(measured)
-    write_figure(results, figure_path)
-    inputs = results[0].inputs
-    section = Section(
-        "capacity_simulation", "6. Capacity, simulated: draining the backlog of a 10-minute SNS outage"
-    )
+    section = Section("capacity_simulation", "Capacity, simulated: the backlog of an SNS outage")
+    summaries = [r.summary() for r in results]
     section.figures = {
-        "inputs": asdict(inputs) | {"relay_messages_per_second": inputs.relay_rate},
-        "fed_from_this_run": bool(latency_figures),
-        "scenarios": [r.summary() for r in results],
-        "figure": figure_path.name,
+        "inputs": inputs_as_dict(base),
+        "rule_evidence": evidence,
+        "cold_start_from": cold_from,
+        "scenarios": summaries,
+        "quiet": quiet.summary()
+        | {"orders_per_second": QUIET_ORDERS_PER_SECOND, "outage_minutes": QUIET_OUTAGE_SECONDS / 60},
+        "age_threshold_seconds": AGE_THRESHOLD_SECONDS,
+        "curves": {
+            str(r.inputs.max_relays): [[t, due, age] for t, due, age in r.curve[::3]] for r in results
+        },
     }
-    rows = []
-    for r in results:
-        s = r.summary()
-        rows.append(
-            [
-                "1 relay"
-                if r.inputs.max_relays == 1
-                else f"fan-out, MaxRelayConcurrency {r.inputs.max_relays}",
-                s["drained_minutes_after_recovery"]
-                if s["drained_minutes_after_recovery"] is not None
-                else "not drained",
-                s["oldest_due_under_10s_minutes_after_recovery"]
-                if s["oldest_due_under_10s_minutes_after_recovery"] is not None
-                else "never",
-                s["relays_started"],
-                s["most_relays_at_once"],
-            ]
-        )
-    source = "this run's latency SNS figures" if latency_figures else "default figures (section 1 not run)"
-    section.markdown = [
-        f"bench/capacity_sim.py, a discrete-event simulation fed with {source}: one relay drains "
-        f"{inputs.relay_rate:,.0f} messages/s (the lower of its latency bound, {inputs.in_flight} "
-        f"requests of 10 per {inputs.round_trip_ms:g} ms, and its CPU bound, "
-        f"{inputs.cpu_ms_per_message:.3f} ms per message "
-        f"on a {inputs.lambda_memory_mb} MB Lambda's CPU share), in claims of {inputs.claim_size}; "
-        f"{inputs.orders_per_second:,.0f} orders/s ({inputs.arrivals:,.0f} messages/s), SNS down "
-        f"{inputs.outage_seconds / 60:g} minutes, the schedule's next run {inputs.schedule_phase:g} s after "
-        f"recovery, fanned-out runs starting after a {inputs.cold_start_seconds:g} s cold start, all within "
-        f"the SNS quota of {inputs.sns_quota:,.0f} messages/s less live traffic. Figure: "
-        f"docs/{figure_path.name}.",
-        "",
-        *table(
-            [
-                "",
-                "drained, minutes after recovery",
-                "oldest due < 10 s, minutes after",
-                "relays started",
-                "most at once",
-            ],
-            rows,
-        ),
-    ]
-    fan_out = results[1].summary()["drained_minutes_after_recovery"]
+    by_relays = {s["max_relays"]: s for s in summaries}
+    section.figures["template_max_relay_concurrency"] = default_relays
+    fan = by_relays.get(default_relays, summaries[-1])
+    drained = fan["drained_minutes_after_recovery"]
     section.targets = [
         Target(
-            "Simulated: backlog of a 10-min outage drained with fan-out (4), minutes after recovery",
-            fan_out if fan_out is not None else math.inf,
+            "Simulated: the outage's backlog drained with fan-out at the default bound, "
+            "minutes after recovery",
+            drained if drained is not None else math.inf,
             "<=",
             10.0,
         ),
     ]
     return section
+
+
+def _template() -> dict[str, Any]:
+    from bench.env import ROOT
+    from payment_outbox_dev.checks.template import load_template
+
+    template: dict[str, Any] = load_template(ROOT / "template.yaml")
+    return template
+
+
+def _template_memory(logical_id: str) -> int:
+    template = _template()
+    properties = template["Resources"][logical_id]["Properties"]
+    return int(properties.get("MemorySize") or template["Globals"]["Function"]["MemorySize"])

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from bench.data import due_messages, insert_messages, reset_outbox
 from bench.env import DATABASE_NAME
-from bench.stats import Section, Target, median, median_ratio, percentile, table
+from bench.stats import Section, Target, median, median_ratio, percentile
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.clock import SystemClock
@@ -172,7 +172,7 @@ def claim_cost(
         admin.dispose()
 
     growth = median_ratio(round_medians["big"], round_medians["small"])
-    section = Section("claim_cost", "2. Claim cost as the table grows")
+    section = Section("claim_cost", "Claim cost as the table grows")
     section.figures = {
         "claim_batch": CLAIM_BATCH,
         "pending_rows": PENDING_ROWS,
@@ -186,49 +186,5 @@ def claim_cost(
         "bulk_insert_seconds": load_seconds,
         "plans": plans,
     }
-    section.markdown = [
-        f"A claim of {CLAIM_BATCH} due rows (the repository's own `claim_due`: "  # noqa: S608
-        "SELECT … FOR UPDATE SKIP LOCKED, then the lease UPDATE, then rollback so every claim sees the "
-        "same rows), with "
-        f"{PENDING_ROWS:,} pending rows and either {small_sent:,} or {big_rows:,} sent rows in the table. "
-        f"{claims} claims per table and round, interleaved claim by claim, {rounds} rounds. "
-        f"The {big_rows:,} sent rows were inserted with one INSERT … SELECT FROM seq_1_to_N "
-        f"in {load_seconds:.1f} s.",
-        "",
-        *table(
-            ["Sent rows", "claim ms (median)", "claim ms (p99)", "index", "access", "rows read"],
-            [
-                [
-                    f"{small_sent:,}",
-                    median(samples["small"]),
-                    percentile(samples["small"], 99),
-                    plans["small"]["index_used"],
-                    plans["small"]["access_type"],
-                    plans["small"]["rows_read"],
-                ],
-                [
-                    f"{big_rows:,}",
-                    median(samples["big"]),
-                    percentile(samples["big"], 99),
-                    plans["big"]["index_used"],
-                    plans["big"]["access_type"],
-                    plans["big"]["rows_read"],
-                ],
-            ],
-        ),
-        "",
-        f"Big / small: **{growth:.2f}x** (median of per-round ratios).",
-        "",
-        f"EXPLAIN of the claim with {big_rows:,} sent rows:",
-        "",
-        "```",
-        plans["big"]["statement"],
-        "```",
-        "",
-        *table(
-            list(plans["big"]["explain"][0].keys()),
-            [list(row.values()) for row in plans["big"]["explain"]],
-        ),
-    ]
     section.targets = [Target(f"Claim time, {big_rows:,} vs {small_sent:,} sent rows", growth, "<=", 1.5)]
     return section

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import ROOT, BenchWorld
-from bench.stats import Section, Target, median, median_ratio, table
+from bench.stats import Section, Target, median, median_ratio
 
 #: The event each function handles in the memory probe, from events/ (the API one writes an order;
 #: the relay finds due rows). Functions not listed use the first events/<code dir>_*.json, if any.
@@ -31,6 +31,9 @@ FULL_VCPU_MB = 1769
 #: import should take at most this long on Lambda's CPU share.
 CALLBACK_IMPORT_BUDGET_MS = 1500.0
 LATENCY_SENSITIVE = ("PaymentApiFunction",)
+#: The memory rule: twice the peak RSS, in Lambda's steps, never below the floor.
+MEMORY_STEP_MB = 128
+MEMORY_FLOOR_MB = 256
 
 
 #: Linux carries the high-water mark of the address space a process replaced at exec into its
@@ -84,9 +87,9 @@ def cold_start(
     from bench.data import due_messages, insert_messages, reset_outbox
     from payment_outbox.adapters.db.engine import make_engine
 
-    figures: dict[str, Any] = {}
-    rows = []
+    functions: dict[str, Any] = {}
     targets = []
+    template_memory = _template_memory_sizes()
     baseline = probe("baseline", "-")["maxrss_mib"]
     engine = make_engine(world.database_url)
     for logical_id, (path, event_file) in handlers().items():
@@ -112,7 +115,7 @@ def cold_start(
         peak = median(memory) if memory else float("nan")
         size, rule = choose_memory_size(logical_id, peak, median(handler_s), relay_figures)
         own_share = median_ratio(handler_s, deps_s)
-        figures[logical_id] = {
+        functions[logical_id] = {
             "import_ms_median": median(handler_s),
             "third_party_import_ms_median": median(deps_s),
             "handler_over_third_party": own_share,
@@ -127,21 +130,17 @@ def cold_start(
             "memory_probe_error": memory_error,
             "memory_size_mb": size,
             "memory_size_rule": rule,
+            "template_memory_size_mb": template_memory[logical_id],
         }
-        rows.append(
-            [
-                logical_id,
-                median(handler_s),
-                median(deps_s),
-                f"{own_share:.2f}x",
-                ", ".join(figures[logical_id]["third_party_top_level"]),
-                "yes" if found["sqlalchemy"] else "no",
-                peak if memory else "-",
-                memory_size_for(peak) if memory else "-",
-                size if size else "-",
-                rule,
-            ]
-        )
+        if size is not None:
+            targets.append(
+                Target(
+                    f"{logical_id}: template MemorySize, MB, at least the rules' figure",
+                    template_memory[logical_id],
+                    ">=",
+                    size,
+                )
+            )
         progress(f"cold start {logical_id}: import {median(handler_s):.0f} ms, peak {peak:.0f} MiB")
         if logical_id in CONSUMERS:
             targets.append(
@@ -158,45 +157,16 @@ def cold_start(
             )
     reset_outbox(engine)
     engine.dispose()
-    figures["bare_interpreter_peak_rss_mib"] = baseline
-    section = Section("cold_start", "7. Cold start and memory")
-    section.figures = figures
-    section.markdown = [
-        f"Each figure from fresh interpreters ({runs} per handler, medians): the time to import the handler "
-        "module (`functions/<name>/app.py`, which builds its Powertools Logger/Tracer/Metrics and resolver "
-        "at "
-        "import) against the time to import only the third-party modules that import brings in (found in a "
-        "separate probe process), and the peak RSS (`getrusage` maxrss) of a process that imports the "
-        "handler "
-        "and handles one event from `events/` against MariaDB and moto. Tracing is disabled "
-        "(POWERTOOLS_TRACE_DISABLED: no segments are sent), but the X-Ray SDK is still imported.",
-        "",
-        *table(
-            [
-                "Function",
-                "import ms",
-                "third-party only ms",
-                "handler / third-party",
-                "third-party packages",
-                "imports SQLAlchemy",
-                "peak RSS MiB",
-                "memory rule MB",
-                "MemorySize MB",
-                "deciding rule",
-            ],
-            rows,
-        ),
-        "",
-        f"A bare interpreter peaks at {baseline:.1f} MiB RSS.",
-        "",
-        "MemorySize is the largest of three rules, each from the figures above: **memory** — twice the "
-        "peak RSS in 128 MB steps, at least 256 MB; **cold start** (the payment callback only) — Lambda "
-        f"gives one vCPU at {FULL_VCPU_MB} MB and CPU in proportion below, so the import measured here on "
-        f"one core takes `import ms x {FULL_VCPU_MB} / MemorySize` there; keep it within "
-        f"{CALLBACK_IMPORT_BUDGET_MS:.0f} ms; **relay CPU** — the relay's CPU per message (section 1) must "
-        "stay within half of the time SNS takes per message at the bare PublishBatch limit, so that a "
-        "batch is not CPU-bound on Lambda's share.",
-    ]
+    section = Section("cold_start", "Cold start and memory")
+    section.figures = {
+        "runs": runs,
+        "functions": functions,
+        "bare_interpreter_peak_rss_mib": baseline,
+        "full_vcpu_mb": FULL_VCPU_MB,
+        "callback_import_budget_ms": CALLBACK_IMPORT_BUDGET_MS,
+        "memory_step_mb": MEMORY_STEP_MB,
+        "memory_floor_mb": MEMORY_FLOOR_MB,
+    }
     section.targets = targets
     return section
 
@@ -213,7 +183,7 @@ def choose_memory_size(
             size, rule = cold, "cold start"
     if logical_id == RELAY and relay_figures:
         cpu_ms = relay_figures["cpu_ms_per_message_median"]["real"]
-        limit_ms = 1000 / relay_figures["messages_per_second_median"]["limit"]
+        limit_ms = 1000 / relay_figures["messages_per_second_median"]["bare"]
         cpu = memory_for_cpu(cpu_ms, limit_ms / 2)
         if cpu > size:
             size, rule = cpu, "relay CPU"
@@ -238,5 +208,17 @@ def memory_size_for(peak_rss_mib: float) -> int:
     if math.isnan(peak_rss_mib) or peak_rss_mib <= 0:
         raise ValueError("a measured peak is needed")
     needed = 2 * peak_rss_mib
-    steps = -(-int(needed) // 128)
-    return max(256, steps * 128)
+    steps = -(-int(needed) // MEMORY_STEP_MB)
+    return max(MEMORY_FLOOR_MB, steps * MEMORY_STEP_MB)
+
+
+def _template_memory_sizes() -> dict[str, int]:
+    from payment_outbox_dev.checks.template import load_template
+
+    template = load_template(ROOT / "template.yaml")
+    default = int(template["Globals"]["Function"]["MemorySize"])
+    return {
+        name: int(r["Properties"].get("MemorySize") or default)
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }

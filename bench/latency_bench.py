@@ -18,7 +18,7 @@ import os
 import pstats
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,11 +31,10 @@ from sqlalchemy import Engine, bindparam, text
 from bench.data import count_by_status, due_messages, insert_messages, reset_outbox
 from bench.latency_sns import LatencySnsProcess
 from bench.relay_bench import naive_relay_drain, publish_chunk
-from bench.stats import Section, Target, median, median_ratio, percentile, table
+from bench.stats import Section, Target, median, median_ratio, percentile
 from payment_outbox.adapters.db.engine import make_engine
 from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
-from payment_outbox.ports import PublishOutcome
 
 #: The per-call delay of the latency SNS: a realistic PublishBatch round trip to SNS.
 DEFAULT_DELAY_MS = 20.0
@@ -193,6 +192,8 @@ def profile_real_relay(engine: Engine, rows: int, topic_arn: str) -> dict[str, A
     return {
         "cpu_ms_per_message": total * 1000 / rows,
         "parts_ms_per_message": {k: v * 1000 / rows for k, v in parts.items()},
+        "parts_share": {k: v / total if total else 0.0 for k, v in parts.items()},
+        "profiled_calls": len(calls),
         "publish_call_cpu_share": {
             k: v / call_cpu for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])
         },
@@ -258,7 +259,7 @@ def relay_throughput(
     vs_bare = median_ratio(rates["real"], rates["bare"])
     vs_naive = median_ratio(rates["real"], rates["naive"])
     real_rate = median(rates["real"])
-    section = Section("latency_relay_throughput", "1. Relay throughput against SNS at a 20 ms round trip")
+    section = Section("latency_relay_throughput", "Relay throughput against the latency SNS")
     section.figures = {
         "delay_ms": world.delay_ms,
         "max_in_flight": limit,
@@ -271,66 +272,9 @@ def relay_throughput(
         "cpu_ms_per_message_median": {v: median(c) for v, c in cpu_ms.items()},
         "real_relay_cpu_profile": profile,
         "sns_round_trip_ms": served["round_trip_ms"],
+        "claim_size": _claim_size(),
+        "batch_entries": MAX_BATCH_ENTRIES,
     }
-    section.markdown = [
-        f"The latency SNS answers every call after {world.delay_ms:g} ms and does no per-message work. "
-        f"{rows} due rows per run ({naive_rows} for the naive relay, which needs a round trip per row), "
-        f"{rounds} rounds in rotating order, medians. In flight: {limit} PublishBatch requests "
-        "(RELAY_MAX_IN_FLIGHT), for the real relay and the bare loop alike.",
-        "",
-        *table(
-            ["Variant", "messages/s (median)", "rounds", "process CPU ms / message"],
-            [
-                [
-                    f"real relay (one invocation: claims of {_claim_size()}, {limit} requests in flight, "
-                    "mark-sent per claim)",
-                    real_rate,
-                    _rounds(rates["real"]),
-                    median(cpu_ms["real"]),
-                ],
-                [
-                    f"bare loop: PublishBatch of 10, {limit} in flight, no database",
-                    median(rates["bare"]),
-                    _rounds(rates["bare"]),
-                    median(cpu_ms["bare"]),
-                ],
-                [
-                    "naive relay (Publish + UPDATE/commit per row)",
-                    median(rates["naive"]),
-                    _rounds(rates["naive"]),
-                    median(cpu_ms["naive"]),
-                ],
-            ],
-        ),
-        "",
-        f"Real / bare: **{vs_bare:.2f}x**; real / naive: **{vs_naive:.1f}x** (medians of per-round ratios).",
-        "",
-        f"Where the real relay's CPU goes (a separate run of {rows} rows, each part on its own threads' "
-        f"CPU clocks; {profile['cpu_ms_per_message']:.3f} ms per message in all):",
-        "",
-        *table(
-            ["Part", "CPU ms / message", "share"],
-            [
-                [k, v, f"{v / profile['cpu_ms_per_message']:.0%}"]
-                for k, v in profile["parts_ms_per_message"].items()
-            ],
-        ),
-        "",
-        "Inside one PublishBatch call of 10 messages (cProfile of 50 calls one after another; time spent "
-        "waiting on the network left out):",
-        "",
-        *table(
-            ["", "share of the call's CPU"],
-            [[k, f"{v:.0%}"] for k, v in profile["publish_call_cpu_share"].items()],
-        ),
-    ]
-    section.notes = [
-        "The bare loop pays boto3's whole cost per call (building and signing the request, parsing "
-        "the XML answer) and nothing else; the relay adds its claims and records (two short "
-        "transactions per claim) on the driving thread while the requests travel.",
-        "Python runs one thread at a time: past a few requests in flight both the relay and the bare "
-        "loop are bound by boto3's CPU per call rather than by the 20 ms round trip.",
-    ]
     section.targets = [
         Target("Relay vs bare concurrent PublishBatch loop (latency SNS)", vs_bare, ">=", 0.8),
         Target("Relay messages/s against the latency SNS", real_rate, ">=", 2000),
@@ -350,289 +294,6 @@ def _rounds(values: Sequence[float]) -> str:
 
 
 # --- 2. several relays, and fan-out ---------------------------------------------------------------
-
-
-class _RecordingPublisher:
-    def __init__(self, inner: SnsPublisher) -> None:
-        self._inner = inner
-        self.published: list[str] = []
-        self._lock = threading.Lock()
-
-    def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
-        outcome = self._inner.publish(messages)
-        with self._lock:
-            self.published.extend(outcome.published)
-        return outcome
-
-
-def _build_recording_relay() -> tuple[Any, _RecordingPublisher]:
-    from payment_outbox.adapters.aws import AwsClients
-    from payment_outbox.composition.database import connect_database
-    from payment_outbox.composition.relay import outbox_relay
-    from payment_outbox.settings import DatabaseSettings, OutboxSettings
-
-    settings, limit, clients = OutboxSettings(), in_flight(), AwsClients()
-    sns = clients.factory("sns", max_pool_connections=limit)
-    publisher = _RecordingPublisher(SnsPublisher(sns, settings.order_events_topic_arn))
-    database = connect_database(DatabaseSettings(), clients)
-    relay = outbox_relay(settings, database, publisher, max_in_flight=limit)
-    with database.unit_of_work() as tx:  # connect before the clock starts; claims nothing
-        tx.outbox.get("warm-up")
-    sns()
-    return relay, publisher
-
-
-def _relay_process(ready: Any, start: Any, results: Any, stop_by: float | None) -> None:
-    """One relay container: wait for the start signal, drain until nothing is due (or until
-    ``stop_by``, a wall-clock deadline, as a fanned-out run stops by its starter's)."""
-    relay, publisher = _build_recording_relay()
-    ready.put(os.getpid())
-    start.wait()
-    remaining = None if stop_by is None else (lambda: int((stop_by - time.time()) * 1000))
-    while relay.relay_due_messages(remaining).claimed:
-        if remaining is not None and remaining() <= 0:
-            break
-    results.put((os.getpid(), publisher.published))
-
-
-def several_relays(
-    world: LatencyWorld, *, rows: int, relays: Sequence[int], rounds: int, progress: Callable[[str], None]
-) -> tuple[dict[int, list[float]], dict[int, int], dict[int, int]]:
-    engine = make_engine(world.database_url)
-    context = multiprocessing.get_context("spawn")
-    rates: dict[int, list[float]] = {n: [] for n in relays}
-    duplicates = dict.fromkeys(relays, 0)
-    missing = dict.fromkeys(relays, 0)
-    for round_no in range(rounds):
-        for count in relays:
-            reset_outbox(engine)
-            ready, start, results = context.Queue(), context.Event(), context.Queue()
-            workers = [
-                context.Process(target=_relay_process, args=(ready, start, results, None))
-                for _ in range(count)
-            ]
-            for worker in workers:
-                worker.start()
-            for _ in workers:
-                ready.get(timeout=120)
-            insert_messages(engine, due_messages(rows))
-            started = time.perf_counter()
-            start.set()
-            published: Counter[str] = Counter()
-            for _ in workers:
-                _pid, ids = results.get(timeout=300)
-                published.update(ids)
-            elapsed = time.perf_counter() - started
-            for worker in workers:
-                worker.join(timeout=30)
-            duplicates[count] += sum(n - 1 for n in published.values() if n > 1)
-            missing[count] += rows - count_by_status(engine).get(int(OutboxStatus.SENT), 0)
-            rates[count].append(rows / elapsed)
-        progress(
-            f"latency relays round {round_no + 1}/{rounds}: "
-            + ", ".join(f"{n}: {rates[n][-1]:.0f} msg/s" for n in relays)
-        )
-    reset_outbox(engine)
-    engine.dispose()
-    return rates, duplicates, missing
-
-
-def _warm_relay_process(commands: Any, results: Any) -> None:
-    """A warm relay container: waits for runs (each a wall-clock deadline) until told to stop."""
-    relay, publisher = _build_recording_relay()
-    results.put(("ready", os.getpid(), []))
-    while (stop_by := commands.get()) is not None:
-
-        def remaining(stop_by: float = stop_by) -> int:
-            return int((stop_by - time.time()) * 1000)
-
-        while remaining() > 0 and relay.relay_due_messages(remaining).claimed:
-            pass
-    results.put(("published", os.getpid(), publisher.published))
-
-
-class _WarmLauncher:
-    """Fan-out as Lambda runs it once its containers are warm: a launch hands a run to an idle relay
-    process started beforehand, which drains until the starter's deadline and stops."""
-
-    def __init__(self, context: Any, count: int) -> None:
-        self._commands = [context.Queue() for _ in range(count)]
-        self._results = context.Queue()
-        self._processes = [
-            context.Process(target=_warm_relay_process, args=(q, self._results)) for q in self._commands
-        ]
-        for process in self._processes:
-            process.start()
-        for _ in self._processes:
-            self._results.get(timeout=120)
-        self._busy_until = [0.0] * count
-
-    def launch(self, count: int, *, seconds_left: float) -> int:
-        stop_by = time.time() + seconds_left
-        started = 0
-        for index, commands in enumerate(self._commands):
-            if started == count:
-                break
-            if self._busy_until[index] <= time.time():
-                commands.put(stop_by)
-                self._busy_until[index] = stop_by
-                started += 1
-        return started
-
-    def close(self) -> Counter[str]:
-        for commands in self._commands:
-            commands.put(None)
-        published: Counter[str] = Counter()
-        seen = 0
-        while seen < len(self._processes):
-            kind, _pid, ids = self._results.get(timeout=120)
-            if kind == "published":
-                published.update(ids)
-                seen += 1
-        for process in self._processes:
-            process.join(timeout=30)
-        return published
-
-
-def fan_out(
-    world: LatencyWorld, *, rows: int, run_seconds: float, max_relays: int, progress: Callable[[str], None]
-) -> dict[str, Any]:
-    """A backlog larger than one run: scheduled runs every ``run_seconds`` (a short stand-in for the
-    minute and the Lambda timeout) until every row is sent, with fan-out to warm relay processes
-    and without it."""
-    from payment_outbox.services.relay import FanOut
-
-    engine = make_engine(world.database_url)
-    context = multiprocessing.get_context("spawn")
-    outcome: dict[str, Any] = {}
-    for mode in ("one relay", "fan-out"):
-        relay, publisher = _build_recording_relay()
-        launcher = _WarmLauncher(context, max_relays - 1) if mode == "fan-out" else None
-        reset_outbox(engine)
-        insert_messages(engine, due_messages(rows))
-        started = time.perf_counter()
-        next_run = time.monotonic()
-        runs = relays_started = 0
-        while count_by_status(engine).get(int(OutboxStatus.SENT), 0) < rows:
-            if time.monotonic() < next_run:
-                time.sleep(0.1)
-                continue
-            deadline = next_run + run_seconds
-            next_run += run_seconds
-
-            def remaining(deadline: float = deadline) -> int:
-                return int((deadline - time.monotonic()) * 1000)
-
-            report = relay.relay_due_messages(
-                remaining, fan_out=FanOut(launcher, max_relays) if launcher is not None else None
-            )
-            runs += 1
-            relays_started += report.relays_started
-        elapsed = time.perf_counter() - started
-        published: Counter[str] = Counter(publisher.published)
-        if launcher is not None:
-            published.update(launcher.close())
-        outcome[mode] = {
-            "seconds_to_drain": elapsed,
-            "messages_per_second": rows / elapsed,
-            "scheduled_runs": runs,
-            "relays_started": relays_started,
-            "rows_published_twice": sum(n - 1 for n in published.values() if n > 1),
-            "rows_left_unsent": rows - count_by_status(engine).get(int(OutboxStatus.SENT), 0),
-        }
-        progress(f"fan-out bench, {mode}: {rows} rows in {elapsed:.1f} s, {relays_started} relays started")
-    reset_outbox(engine)
-    engine.dispose()
-    return outcome
-
-
-def relays_section(
-    world: LatencyWorld,
-    *,
-    rows: int,
-    relays: Sequence[int],
-    rounds: int,
-    fan_out_rows: int,
-    progress: Callable[[str], None],
-) -> Section:
-    rates, duplicates, missing = several_relays(
-        world, rows=rows, relays=relays, rounds=rounds, progress=progress
-    )
-    run_seconds, max_relays = 12.0, 4
-    fanned = fan_out(
-        world, rows=fan_out_rows, run_seconds=run_seconds, max_relays=max_relays, progress=progress
-    )
-    one = relays[0]
-    scaling = {n: median_ratio(rates[n], rates[one]) for n in relays}
-    section = Section("latency_relays", "2. Several relays and fan-out against SNS at a 20 ms round trip")
-    section.figures = {
-        "rows_per_run": rows,
-        "rounds": rounds,
-        "messages_per_second_median": {str(n): median(rates[n]) for n in relays},
-        "throughput_over_one_relay_median": {str(n): scaling[n] for n in relays},
-        "rows_published_twice": {str(n): duplicates[n] for n in relays},
-        "rows_left_unsent": {str(n): missing[n] for n in relays},
-        "fan_out": {"rows": fan_out_rows, "run_seconds": run_seconds, "max_relays": max_relays, **fanned},
-    }
-    one_relay, fan = fanned["one relay"], fanned["fan-out"]
-    section.markdown = [
-        f"{rows} due rows per run drained by N relay processes started together (each the real relay "
-        f"with {in_flight()} requests in flight); {rounds} rounds.",
-        "",
-        *table(
-            ["Relays", "messages/s (median)", "vs 1 relay", "rows published twice", "rows left unsent"],
-            [[n, median(rates[n]), f"{scaling[n]:.2f}x", duplicates[n], missing[n]] for n in relays],
-        ),
-        "",
-        f"Fan-out: a backlog of {fan_out_rows} rows and a scheduled run every {run_seconds:g} s with a "
-        f"{run_seconds:g} s timeout (a short stand-in for the minute and the 60 s Lambda timeout, so that "
-        f"one run cannot drain the backlog), until every row is sent; with fan-out (MaxRelayConcurrency "
-        f"{max_relays}) a run may hand runs to up to {max_relays - 1} relay processes started beforehand "
-        "(warm containers), which drain until its deadline, as the relay function's asynchronous "
-        "invocations would.",
-        "",
-        *table(
-            [
-                "",
-                "seconds to drain",
-                "messages/s",
-                "scheduled runs",
-                "relays started",
-                "published twice",
-                "left unsent",
-            ],
-            [
-                [
-                    mode,
-                    f["seconds_to_drain"],
-                    f["messages_per_second"],
-                    f["scheduled_runs"],
-                    f["relays_started"],
-                    f["rows_published_twice"],
-                    f["rows_left_unsent"],
-                ]
-                for mode, f in fanned.items()
-            ],
-        ),
-    ]
-    section.notes = [
-        "Every relay process here shares the machine's 2 cores with MariaDB, the latency SNS and the "
-        "other relays: relays beyond the first add little throughput because they are CPU-bound here, "
-        "where each Lambda would have its own CPU. The fan-out figure's point is the decision "
-        "(started, bounded, stopped with the backlog) and that no row is published twice.",
-        f"Fan-out speed-up on this machine: {one_relay['seconds_to_drain'] / fan['seconds_to_drain']:.2f}x.",
-    ]
-    total_duplicates = sum(duplicates.values()) + sum(f["rows_published_twice"] for f in fanned.values())
-    section.targets = [
-        Target("Rows published twice, 1/2/4 relays and fan-out (latency SNS)", total_duplicates, "<=", 0),
-        Target(
-            "Relays started by fan-out, within MaxRelayConcurrency - 1 per run",
-            fan["relays_started"] / max(1, fan["scheduled_runs"]),
-            "<=",
-            max_relays - 1,
-        ),
-    ]
-    return section
 
 
 # --- 3. the fallback path: rows that missed the after-commit publish --------------------------------
@@ -852,7 +513,7 @@ def fallback_latency(
         reset_outbox(engine)
         engine.dispose()
 
-    section = Section("fallback_latency", "3. The fallback path: rows that missed the after-commit publish")
+    section = Section("fallback_latency", "The fallback path: rows that missed the after-commit publish")
     section.figures = {
         "schedule_period_seconds": period,
         "hand_off_lease_seconds": period,
@@ -874,45 +535,6 @@ def fallback_latency(
             )
     steady = results["steady misses (both kinds)"]
     due_p99 = max(v["due_to_published"]["p99"] for v in steady["kinds"].values())
-    section.markdown = [
-        f"Orders whose after-commit publish was missed, in two ways: the Lambda **died after the "
-        f"commit** (the rows wait for their hand-off lease), or **SNS refused the immediate publish** "
-        f"(the real hand-off path against a second latency SNS that is down: the rows are retried 1-2 s "
-        f"later). A scheduler process runs the real relay every {period:g} s with a {period:g} s "
-        f"timeout, polling within its run (the schedule compressed from one minute; the hand-off lease "
-        f"with it, {period:g} s); it publishes to the healthy latency SNS. Times from the rows' own "
-        f"columns (commit, due, sent). Phase 1: {rate:g} orders/s missing the publish, both kinds in "
-        f"turn, {seconds:g} s after a first period left out (no run knows of any row yet); phase 2: "
-        f"isolated failed publishes, {rate / 5:g}/s, {seconds:g} s. Every row was published (see 'left "
-        "unsent').",
-        "",
-        *table(
-            ["Phase", "missed how", "due → published p50 s", "p99 s", "commit → published p50 s", "p99 s"],
-            rows_table,
-        ),
-        "",
-        *table(
-            ["Phase", "rows", "left unsent", "scheduled runs", "run alive, share of its period"],
-            [
-                [
-                    p,
-                    f["rows"],
-                    f["rows_left_unsent"],
-                    f["scheduled_runs"],
-                    f"{f['run_alive_share_of_period']:.0%}",
-                ]
-                for p, f in results.items()
-            ],
-        ),
-    ]
-    section.notes = [
-        "A run keeps polling while a pending row falls due before it must stop; it knows every row "
-        "that died after its commit (its due time is its hand-off lease's end, which is at least a "
-        "period away), so those rows wait at most the run's safety margin past falling due. A failed "
-        "immediate publish becomes due 1-2 s later: a run that is alive publishes it within a poll "
-        "interval; when no run is alive (phase 2: nothing else pending) it waits for the next "
-        "scheduled run — up to the period (here compressed; one minute deployed).",
-    ]
     section.targets = [
         Target("Fallback due → published p99 while runs poll (steady misses), seconds", due_p99, "<=", 10.0),
     ]

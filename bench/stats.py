@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,82 +71,89 @@ class Target:
 
 @dataclass
 class Section:
-    """One benchmark: its figures (JSON-ready), a Markdown body, and the targets it checks."""
+    """One benchmark: its figures (JSON-ready) and the targets it checks. bench/render.py renders
+    it from the JSON; nothing here is prose."""
 
     key: str
     title: str
     figures: dict[str, Any] = field(default_factory=dict)
-    markdown: list[str] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     #: The benchmark raised instead of measuring: ``make bench`` exits non-zero.
     failed: bool = False
+    error: str | None = None
 
 
 @dataclass
 class Report:
     machine: dict[str, Any]
     settings: dict[str, Any]
-    method: list[str]
     sections: list[Section] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
+            "load": self.load,
+            "wall_seconds": self.wall_seconds,
             "settings": self.settings,
+            "inputs": self.inputs,
             "sections": {
                 s.key: {
                     "title": s.title,
+                    "failed": s.failed,
+                    "error": s.error,
                     "figures": s.figures,
                     "targets": [t.to_dict() for t in s.targets],
-                    "notes": s.notes,
                 }
                 for s in self.sections
             },
         }
 
-    def to_markdown(self) -> str:
-        lines = ["# Benchmarks", "", "Written by `make bench` (`python -m bench`); do not edit by hand.", ""]
-        targets = [t for s in self.sections for t in s.targets]
-        if targets:
-            lines += ["## Targets", "", "| Target | Measured | Bound | Met |", "|---|---|---|---|"]
-            lines += [
-                f"| {t.description} | {fmt(t.value)} | {t.op} {fmt(t.bound)} | {_verdict(t)} |"
-                for t in targets
-            ]
-            lines.append("")
-        lines += ["## Machine", ""]
-        lines += [f"- {name}: {value}" for name, value in self.machine.items()]
-        lines += ["", "## Settings", ""]
-        lines += [f"- {name}: {value}" for name, value in self.settings.items()]
-        lines += ["", "## Method", ""]
-        lines += [f"- {item}" for item in self.method]
-        for section in self.sections:
-            lines += ["", f"## {section.title}", ""]
-            lines += section.markdown
-            if section.notes:
-                lines.append("")
-                lines += [f"- {note}" for note in section.notes]
-        return "\n".join(lines).rstrip() + "\n"
-
-    def write(self, markdown_path: Path, json_path: Path) -> None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(self.to_markdown() + LOAD_SECTION, encoding="utf-8")
-        json_path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    def write(self, json_path: Path) -> None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
-#: Kept at the end of every regenerated benchmarks.md: the load figures live in their own document.
-LOAD_SECTION = """
-## Load on the local stack
+class LoadSampler:
+    """The machine's one-minute load average, sampled while the benchmarks run: every figure
+    competes with it for the cores."""
 
-`make load` drives create + signed callback with locust against a local stack on MariaDB, with one
-worker per function and with the default pool: the figures and how they are taken are in
-[docs/load.md](load.md), kept apart from the benchmark figures above (which `make bench` writes).
-"""
+    def __init__(self, every_seconds: float = 5.0) -> None:
+        self.every_seconds = every_seconds
+        self.samples: list[float] = []
+        self.at_start = loadavg()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            self.samples.append(loadavg()[0])
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=self.every_seconds + 1)
+        samples = self.samples or [loadavg()[0]]
+        return {
+            "cpus": os.cpu_count(),
+            "at_start": self.at_start,
+            "at_end": loadavg(),
+            "during": {
+                "every_seconds": self.every_seconds,
+                "samples": len(samples),
+                "mean": sum(samples) / len(samples),
+                "max": max(samples),
+            },
+        }
 
 
-def _verdict(target: Target) -> str:
-    return "yes" if target.met else "**no**"
+def loadavg() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return [math.nan, math.nan, math.nan]
 
 
 def fmt(value: float) -> str:
@@ -153,6 +162,8 @@ def fmt(value: float) -> str:
         return str(value)
     if math.isnan(value) or math.isinf(value):
         return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if value == 0:
         return "0"
     if abs(value) >= 100:
@@ -171,13 +182,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "python": platform.python_version(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
     }
     try:
-        import os
-
         info["cpus"] = os.cpu_count()
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             models = {line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")}

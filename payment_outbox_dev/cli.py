@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_fraction,
         default=DEFAULT_TIME_SCALE,
         help="one factor for every duration the stack shortens: visibility timeouts, schedules, "
-        "function timeouts, the relay's lease (default 1/30: 180 s of visibility become 6 s, "
-        "rate(1 minute) 2 s, a 30 s timeout 1 s)",
+        f"function timeouts, the relay's lease (default 1/{1 / DEFAULT_TIME_SCALE:g}: 180 s of visibility "
+        f"become {180 * DEFAULT_TIME_SCALE:g} s, rate(1 minute) {60 * DEFAULT_TIME_SCALE:g} s, a 30 s "
+        f"timeout {30 * DEFAULT_TIME_SCALE:g} s)",
     )
     local.add_argument(
         "--workers",

@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from bench.capacity_sim import Inputs, simulate, svg
+from bench import render
+from bench.capacity_sim import Inputs, OutageRule, simulate
 from bench.latency_sns import LatencySnsProcess
 
 pytestmark = pytest.mark.unit
@@ -164,24 +166,111 @@ def test_the_latency_sns_refuses_a_publish_sns_refuses(latency_sns: LatencySnsPr
     assert _refusal(no_group) == (400, "InvalidParameter")
 
 
+def test_the_relay_rate_is_the_measured_one_scaled_to_the_lambdas_cpu_share() -> None:
+    # Given a relay measured at 3,000 messages/s using 0.3 ms CPU each: 0.9 of a core here
+    inputs = Inputs(measured_relay_messages_per_second=3_000.0, cpu_ms_per_message=0.3, lambda_memory_mb=1280)
+    # Then on a 1,280 MB Lambda (1280/1769 of a vCPU) it drains that share of what it used
+    assert inputs.cores_used_here == pytest.approx(0.9)
+    assert inputs.relay_rate == pytest.approx(3_000.0 * (1280 / 1769) / 0.9)
+    # And never more than its latency bound: 10 requests of 10 per 20 ms round trip
+    fast = replace(inputs, cpu_ms_per_message=0.01, measured_relay_messages_per_second=9_000.0)
+    assert fast.relay_rate == fast.latency_bound == pytest.approx(5_000.0)
+
+
 def test_one_relay_drains_a_backlog_at_its_rate_and_fan_out_stays_within_its_bound() -> None:
-    # Given 1,000 orders/s (2,000 messages/s) and SNS down for 10 minutes: 1.2 M rows due at recovery
-    one = Inputs(cpu_ms_per_message=0.4, max_relays=1)
-    # When one relay (latency bound 5,000/s, CPU bound 0.72 / 0.4 ms = 1,809/s) drains them
+    # Given 1,000 orders/s (2,000 messages/s) and SNS down for 10 minutes: 1.2 M rows at recovery
+    one = Inputs(measured_relay_messages_per_second=2_000.0, cpu_ms_per_message=0.4, max_relays=1)
     result = simulate(one)
-    # Then it takes the backlog over its rate, plus the schedule's gaps, to drain
-    assert one.relay_rate == pytest.approx((1280 / 1769) / 0.0004)
+    assert result.backlog_at_recovery == pytest.approx(1_200_000)
+    # Then one relay takes the backlog over its rate, plus the schedule's gaps, to drain
     drained = result.minutes_after_recovery(result.drained_at)
     assert drained is not None
     assert 1_200_000 / one.relay_rate / 60 < drained < 1_200_000 / one.relay_rate / 60 * 60 / 57 + 1.5
     # And with fan-out bounded by 4 it drains sooner, never with more than 4 relays at once
-    fan = simulate(Inputs(cpu_ms_per_message=0.4, max_relays=4))
+    fan = simulate(replace(one, max_relays=4))
     assert fan.most_relays_at_once <= 4 and fan.relays_started > 0
     assert fan.drained_at is not None and fan.drained_at < result.drained_at  # type: ignore[operator]
 
 
-def test_the_capacity_figure_is_well_formed_svg() -> None:
-    results = [simulate(Inputs(max_relays=n), horizon=1_500) for n in (1, 4)]
-    root = ET.fromstring(svg(results, title="backlog & recovery"))  # noqa: S314 - our own output
+QUIET = Inputs(orders_per_second=0.5, outage_seconds=1_800.0, max_relays=4)
+
+
+def test_when_refusals_charge_attempts_a_quiet_outage_fails_rows() -> None:
+    # Given the rule of a relay that charges each refused claim's rows an attempt
+    charging = replace(QUIET, rule=OutageRule(refusal_charges_attempt=True, max_attempts=5))
+    result = simulate(charging)
+    # Then the oldest rows, claimed again by every run, reach their last attempt: FAILED
+    assert result.failed_rows > 0
+    # And the FAILED rows are not drained: the backlog left is the rest
+    assert result.backlog_at_recovery == pytest.approx(
+        QUIET.arrivals * QUIET.outage_seconds - result.failed_rows
+    )
+
+
+def test_when_refusals_charge_no_attempt_the_same_outage_fails_nothing() -> None:
+    kept = simulate(replace(QUIET, rule=OutageRule(refusal_charges_attempt=False, max_attempts=5)))
+    assert kept.failed_rows == 0
+    assert kept.backlog_at_recovery == pytest.approx(QUIET.arrivals * QUIET.outage_seconds)
+    assert kept.drained_at is not None
+
+
+def test_a_max_message_age_fails_the_rows_refused_past_it() -> None:
+    # Given no attempts charged but a 10-minute age limit, and a 30-minute outage
+    aged = simulate(
+        replace(QUIET, rule=OutageRule(refusal_charges_attempt=False, max_message_age_seconds=600.0))
+    )
+    # Then rows refused when older than 10 minutes are FAILED, and only those
+    assert 0 < aged.failed_rows < QUIET.arrivals * QUIET.outage_seconds
+
+
+def _doc_with_curves() -> dict[str, object]:
+    results = [simulate(Inputs(max_relays=n), horizon=1_500) for n in (1, 4, 10)]
+    return {
+        "sections": {
+            "capacity_simulation": {
+                "failed": False,
+                "figures": {
+                    "inputs": {"outage_minutes": 10.0, "orders_per_second": 1_000.0, "schedule_period": 60.0},
+                    "scenarios": [r.summary() for r in results],
+                    "curves": {str(r.inputs.max_relays): [list(p) for p in r.curve] for r in results},
+                },
+            }
+        }
+    }
+
+
+def test_the_capacity_figure_is_svg_from_a_plotting_library_and_the_same_for_the_same_json() -> None:
+    doc = _doc_with_curves()
+    first = render.capacity_svg(doc)  # type: ignore[arg-type]
+    root = ET.fromstring(first)  # noqa: S314 - our own output
     assert root.tag.endswith("svg")
-    assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 4  # two panels, two lines
+    assert render.capacity_svg(doc) == first  # type: ignore[arg-type]
+
+
+def test_the_capacity_figure_is_readable_legend_and_axis_titles_clear_of_each_other() -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = render.capacity_figure(_doc_with_curves())  # type: ignore[arg-type]
+    canvas = FigureCanvasAgg(figure)  # a raster canvas measures the text as drawn
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    rows_axis, age_axis = figure.axes
+    legend = rows_axis.get_legend()
+    entries = [t.get_window_extent(renderer) for t in legend.get_texts()]
+    assert len(entries) == 3
+    # No two legend entries overlap
+    for a in range(len(entries)):
+        for b in range(a + 1, len(entries)):
+            assert not entries[a].overlaps(entries[b])
+    # The x-axis title sits clear of the tick labels, and each y-axis title of its axis' labels
+    x_title = age_axis.xaxis.label.get_window_extent(renderer)
+    assert not any(
+        x_title.overlaps(t.get_window_extent(renderer)) for t in age_axis.get_xticklabels() if t.get_text()
+    )
+    for axis in (rows_axis, age_axis):
+        y_title = axis.yaxis.label.get_window_extent(renderer)
+        assert not any(
+            y_title.overlaps(t.get_window_extent(renderer)) for t in axis.get_yticklabels() if t.get_text()
+        )
+    plt.close(figure)
