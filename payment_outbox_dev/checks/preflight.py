@@ -53,8 +53,9 @@ class Report:
         lines = [f"payment-outbox preflight: config env {environment!r}"]
         if self.ok:
             lines.append(
-                "Nothing would hang, fail or stay silent: the deploy order, network paths, alarms, "
-                "operator path and secret grants hold for these values."
+                "The template holds for these values: deploy order, network paths, alarms, operator path "
+                "and secret grants. What only the account can tell (VPC DNS and existing endpoints, "
+                "routes, quotas, secrets, the SMS sandbox) is not checked offline: run with --aws."
             )
         for heading, problems in self.blocking.items():
             lines.append("")

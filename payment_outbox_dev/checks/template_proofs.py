@@ -8,7 +8,8 @@ evaluated for given parameter values, and then:
   every function that uses the database after the schema migration;
 - **network reach**: each function in the VPC must reach every AWS service it calls (read from its
   role: the IAM proof shows role and calls agree) through an endpoint created in the same deployment,
-  or through NAT the operator states with ``SubnetsHaveNat``;
+  an endpoint the operator states the VPC already has (``VpcEndpoint*=existing``), or NAT the
+  operator states with ``SubnetsHaveNat``;
 - **alarm coverage**: every function, queue, dead-letter queue, scheduled function, API and database
   has an alarm that reaches someone;
 - **operator path**: IAM-authorised routes need only ``execute-api:Invoke`` from their callers;
@@ -19,7 +20,10 @@ evaluated for given parameter values, and then:
 - **secret keys**: functions that read secrets may decrypt with the secrets' customer managed keys,
   exactly those and only through Secrets Manager, and with none given they hold no KMS grant;
 - **database users**: every function but the schema migrator connects as the application user, never
-  with the migrator's credentials, in both database modes.
+  with the migrator's credentials, in both database modes;
+- **log groups** (with the deploy order): every function logs, through ``LoggingConfig``, to a log
+  group of the stack named without referring to any function, so the group is created before the
+  function and deleted after it (an invocation during a delete cannot recreate it).
 
 Each check returns problems in plain words; an empty list means the deployment holds.
 """
@@ -41,6 +45,16 @@ import yaml
 
 #: The parameter with which the operator states that the VPC subnets route through a NAT gateway.
 NAT_PARAMETER = "SubnetsHaveNat"
+#: Per AWS service a function calls from the VPC, the parameter choosing its endpoint: "create" (the
+#: stack's), "existing" (the operator states the VPC has one that the subnets use) or "none".
+ENDPOINT_PARAMETERS = {
+    "sns": "VpcEndpointSns",
+    "secretsmanager": "VpcEndpointSecretsManager",
+    "lambda": "VpcEndpointLambda",
+    "s3": "VpcEndpointS3",
+    "dynamodb": "VpcEndpointDynamoDb",
+}
+EXISTING_ENDPOINT = "existing"
 #: Custom resources answer CloudFormation with a PUT to a pre-signed S3 URL.
 CUSTOM_RESOURCE_RESPONSE_SERVICE = "s3"
 REGION = "us-east-1"
@@ -59,8 +73,9 @@ FENCE_PARAMETERS = frozenset(
         "DbAppUserSecretArn",
     }
 )
-#: The deployment shapes the fences are crossed with: where the database is and how AWS is reached.
-SHAPE_PARAMETERS = frozenset({"CreateDatabase", "CreateVpcEndpoints", "SubnetsHaveNat"})
+#: The deployment shapes the fences are crossed with: where the database is and how AWS is reached
+#: (with each of the three uniform endpoint rows, see ``_covering_rows``).
+SHAPE_PARAMETERS = frozenset({"CreateDatabase", "SubnetsHaveNat"})
 
 _PSEUDO = {
     "AWS::Region",
@@ -247,10 +262,112 @@ def _refs_to_parameters(node: Any) -> Iterator[tuple[str, list[str]]]:
                 for a, b in (arg, arg[::-1]):
                     if isinstance(a, dict) and set(a) == {"Ref"} and not isinstance(b, dict):
                         yield a["Ref"], [str(b)]
+                    # A list parameter joined and compared with "" (is it empty?).
+                    joined = a.get("Fn::Join") if isinstance(a, dict) and set(a) == {"Fn::Join"} else None
+                    if (
+                        joined
+                        and isinstance(joined[1], dict)
+                        and set(joined[1]) == {"Ref"}
+                        and not isinstance(b, dict)
+                    ):
+                        yield joined[1]["Ref"], [str(b)]
+            if key == "Fn::EachMemberIn" and isinstance(arg, list) and len(arg) == 2:
+                a, b = arg
+                if isinstance(a, dict) and set(a) == {"Ref"} and isinstance(b, list):
+                    # Every allowed member at once: a value the Rule accepts.
+                    yield a["Ref"], [",".join(str(v) for v in b)]
             if key == "Ref":
                 yield arg, []
             else:
                 yield from _refs_to_parameters(arg)
+
+
+def _each_member_in(node: Any) -> list[Any]:
+    """Every Fn::EachMemberIn inside a node."""
+    if isinstance(node, list):
+        return [found for item in node for found in _each_member_in(item)]
+    if isinstance(node, dict):
+        found = [{k: v} for k, v in node.items() if k == "Fn::EachMemberIn"]
+        return found + [f for k, v in node.items() if k != "Fn::EachMemberIn" for f in _each_member_in(v)]
+    return []
+
+
+def _parameter_choices(template: dict[str, Any]) -> dict[str, list[str]]:
+    """The values worth trying for each parameter that decides a Condition or a Rule: its allowed
+    values, or the literals it is compared with plus one value unlike them (its default when that is
+    unlike them, since any unlike value decides alike)."""
+    specs = template.get("Parameters", {})
+    compared: dict[str, set[str]] = {}
+    for node in (template.get("Conditions", {}), template.get("Rules", {})):
+        for name, literals in _refs_to_parameters(node):
+            if name in specs:
+                compared.setdefault(name, set()).update(literals)
+    member_of = {
+        n
+        for node in template.get("Rules", {}).values()
+        for n, _ in _refs_to_parameters(_each_member_in(node))
+    }
+    choices: dict[str, list[str]] = {}
+    for name, compared_with in sorted(compared.items()):
+        spec = specs[name]
+        if "AllowedValues" in spec:
+            choices[name] = [str(v) for v in spec["AllowedValues"]]
+            continue
+        values = set(compared_with)
+        default = str(spec["Default"]) if "Default" in spec else None
+        if default is not None and default not in values:
+            values.add(default)
+        elif name not in member_of:  # a Rule's whole allowed list already stands for "any other value"
+            kind = str(spec.get("Type", "String"))
+            values.add("7" if kind == "Number" else "example-value")
+        choices[name] = sorted(values)
+    return choices
+
+
+#: Parameters that decide a Condition or a Rule but are varied one at a time from the defaults (with
+#: the endpoint rows below) instead of multiplying every other combination: each decides one thing of
+#: its own (the relay's fan-out and so its Lambda endpoint, the created database's port, its log
+#: exports), which those rows exercise against every combination of the others.
+COVERED_PARAMETERS = ("MaxRelayConcurrency", "DbPort", "DatabaseLogExports")
+
+
+def _covering_rows(template: dict[str, Any], choices: dict[str, list[str]]) -> list[dict[str, str]]:
+    """A covering set for the endpoint parameters and ``COVERED_PARAMETERS``, instead of their
+    combinations (3^5 x 8 would multiply the proofs' run by almost 2,000). Each service's reach depends
+    on its own endpoint parameter alone (with NAT and route tables, which stay fully enumerated, and
+    the fan-out), so rows in which every endpoint parameter takes every value suffice for it: the
+    three uniform rows. What the endpoints share (the endpoint security group, the migration's
+    references to them) is exercised by three rows that mix the values, each parameter taking each
+    value next to different ones. Each covered parameter then takes each of its other values once,
+    with every endpoint created, and the fan-out also without a Lambda endpoint (the one case where
+    a missing endpoint is no problem without NAT)."""
+    specs = template.get("Parameters", {})
+    names = [n for n in ENDPOINT_PARAMETERS.values() if n in choices]
+    covered = [n for n in COVERED_PARAMETERS if n in choices]
+    defaults = {n: str(specs[n].get("Default", choices[n][0])) for n in covered}
+    rows: list[dict[str, str]] = []
+    if names:
+        modes = choices[names[0]]
+        rows += [dict.fromkeys(names, mode) for mode in modes]
+        rows += [
+            {name: modes[(index + shift) % len(modes)] for index, name in enumerate(names)}
+            for shift in range(1, len(modes))
+        ]
+        rows.append({name: modes[(index * 2) % len(modes)] for index, name in enumerate(names)})
+    rows = [{**defaults, **row} for row in rows] or [dict(defaults)]
+    first = dict(rows[0])
+    for name in covered:
+        for value in choices[name]:
+            if value != defaults[name]:
+                rows.append({**first, name: value})
+                if name == "MaxRelayConcurrency" and ENDPOINT_PARAMETERS["lambda"] in first:
+                    rows.append({**first, name: value, ENDPOINT_PARAMETERS["lambda"]: "none"})
+    return rows
+
+
+#: The parameters that decide which VPC function calls which service and what the migration waits
+#: for: the only ones the endpoint rows can meet in a proof, so the only ones crossed with them.
+NETWORK_PARAMETERS = (NAT_PARAMETER, "PrivateRouteTableIds", "CreateDatabase", "ArchiveSentMessages")
 
 
 def parameter_combinations(
@@ -260,45 +377,35 @@ def parameter_combinations(
     fences: frozenset[str] = FENCE_PARAMETERS,
     shapes: frozenset[str] = SHAPE_PARAMETERS,
 ) -> list[dict[str, str]]:
-    """Every combination of the values that decide a Condition or a Rule: each parameter's allowed
-    values, or the literals it is compared with plus one value unlike them, over ``base``. The
-    ``fences`` vary apart: in their own product crossed with every combination of the ``shapes``
-    (the others at their base values), while the product of the others holds them at theirs."""
-    choices = _choices(template)
-    held = {n: c for n, c in choices.items() if n not in fences}
-    fenced = {n: c for n, c in choices.items() if n in fences or n in shapes}
-    return _product(base, held) + _product(base, fenced)
+    """The combinations the proofs run, over ``base``:
+
+    - every combination of the values that decide a Condition or a Rule (``_parameter_choices``)
+      but the ``fences``, held at their base values, with the first covering row (``_covering_rows``:
+      every endpoint created, the covered parameters at their defaults);
+    - every other covering row with every combination of ``NETWORK_PARAMETERS`` (the rest at their
+      base values or defaults);
+    - the ``fences`` in a product of their own crossed with every combination of the ``shapes`` and
+      the three uniform endpoint rows (the rest at their base values)."""
+    choices = _parameter_choices(template)
+    rows = _covering_rows(template, choices)
+    held = {n: c for n, c in choices.items() if n not in fences and n not in rows[0]}
+    network = {n: c for n, c in held.items() if n in NETWORK_PARAMETERS}
+    fenced = {n: c for n, c in choices.items() if (n in fences or n in shapes) and n not in rows[0]}
+    uniform = rows[: len(choices.get(ENDPOINT_PARAMETERS["sns"], [""]))]  # _covering_rows puts them first
+    return (
+        _product(base, held, rows[:1]) + _product(base, network, rows[1:]) + _product(base, fenced, uniform)
+    )
 
 
-def _product(base: dict[str, str], choices: dict[str, list[str]]) -> list[dict[str, str]]:
+def _product(
+    base: dict[str, str], choices: dict[str, list[str]], rows: list[dict[str, str]]
+) -> list[dict[str, str]]:
     names = list(choices)
     return [
-        {**base, **dict(zip(names, combination, strict=True))}
+        {**base, **dict(zip(names, combination, strict=True)), **row}
         for combination in itertools.product(*(choices[n] for n in names))
+        for row in rows
     ]
-
-
-def _choices(template: dict[str, Any]) -> dict[str, list[str]]:
-    """The values each parameter that decides a Condition or a Rule takes in the proofs."""
-    specs = template.get("Parameters", {})
-    compared: dict[str, set[str]] = {}
-    for node in (template.get("Conditions", {}), template.get("Rules", {})):
-        for name, literals in _refs_to_parameters(node):
-            if name in specs:
-                compared.setdefault(name, set()).update(literals)
-    choices: dict[str, list[str]] = {}
-    for name, compared_with in sorted(compared.items()):
-        spec = specs[name]
-        if "AllowedValues" in spec:
-            choices[name] = [str(v) for v in spec["AllowedValues"]]
-            continue
-        values = set(compared_with)
-        if "Default" in spec:
-            values.add(str(spec["Default"]))
-        kind = str(spec.get("Type", "String"))
-        values.add("7" if kind == "Number" else "example-value")
-        choices[name] = sorted(values)
-    return choices
 
 
 # --------------------------------------------------------------------------- one deployment
@@ -419,11 +526,9 @@ class Deployment:
         return self._custom_resources.get(function_id, [])
 
     def log_group_of(self, function_id: str) -> str | None:
-        for logical_id in self.of_type("AWS::Logs::LogGroup"):
-            name = self.properties(logical_id).get("LogGroupName")
-            if isinstance(name, dict) and function_id in set(_referenced(name)):
-                return logical_id
-        return None
+        """The stack's log group the function writes to (its ``LoggingConfig.LogGroup``)."""
+        target = _referenced_once(self.properties(function_id).get("LoggingConfig", {}).get("LogGroup"))
+        return target if target in self.of_type("AWS::Logs::LogGroup") else None
 
     def role_statements(self, function_id: str) -> list[dict[str, Any]]:
         role = self.properties(function_id).get("Role")
@@ -470,12 +575,16 @@ class Deployment:
     def has_nat(self) -> bool:
         return self.parameters.get(NAT_PARAMETER) == "true"
 
+    def has_existing_endpoint(self, service: str) -> bool:
+        parameter = ENDPOINT_PARAMETERS.get(service)
+        return parameter is not None and self.parameters.get(parameter) == EXISTING_ENDPOINT
+
 
 # --------------------------------------------------------------------------- the proofs
 
 
 def deploy_order_problems(deployment: Deployment) -> list[str]:
-    problems = list(deployment.missing_references())
+    problems = list(deployment.missing_references()) + log_group_problems(deployment)
     migrations = [c for f in deployment.functions for c in deployment.custom_resources_of(f)]
     for function_id in deployment.functions:
         for custom in deployment.custom_resources_of(function_id):
@@ -503,6 +612,30 @@ def deploy_order_problems(deployment: Deployment) -> list[str]:
     return problems
 
 
+def log_group_problems(deployment: Deployment) -> list[str]:
+    """Every function logs to a log group of the stack that exists before it and goes after it."""
+    problems = []
+    for function_id in sorted(deployment.functions):
+        log_group = deployment.log_group_of(function_id)
+        if log_group is None:
+            problems.append(
+                f"{function_id} logs to a group Lambda creates on its first invocation: CloudFormation "
+                "neither sets its retention nor deletes it, and the stack's next create meets it (give it "
+                "a log group of the stack through LoggingConfig)"
+            )
+            continue
+        named_after = set(_referenced(deployment.properties(log_group).get("LogGroupName"))) & set(
+            deployment.functions
+        )
+        if named_after:
+            problems.append(
+                f"{log_group} is named after {', '.join(sorted(named_after))}, so it is created after the "
+                "function and deleted before it: an invocation in between recreates it and the stack's "
+                "next create fails (name it literally)"
+            )
+    return problems
+
+
 def _database_resources(deployment: Deployment) -> set[str]:
     """The database, its proxy and everything that lets connections through to it."""
     database = {i for i, r in deployment.resources.items() if r["Type"].startswith("AWS::RDS::")}
@@ -522,14 +655,15 @@ def network_problems(deployment: Deployment) -> list[str]:
         if not deployment.in_vpc(function_id):
             continue
         for service in sorted(deployment.services_called(function_id)):
-            if service not in endpoints:
+            if service not in endpoints and not deployment.has_existing_endpoint(service):
                 answers = service == CUSTOM_RESOURCE_RESPONSE_SERVICE and deployment.custom_resources_of(
                     function_id
                 )
                 why = " (its answer to CloudFormation: the deploy would hang)" if answers else ""
                 problems.append(
                     f"{function_id} runs in the VPC and calls {service}{why}, but this deployment creates "
-                    f'no {service} endpoint and {NAT_PARAMETER} is not "true"'
+                    f"no {service} endpoint, {ENDPOINT_PARAMETERS.get(service, 'no parameter')} does not "
+                    f'state an existing one and {NAT_PARAMETER} is not "true"'
                 )
     return problems
 
@@ -961,19 +1095,106 @@ def all_problems(deployment: Deployment) -> dict[str, list[str]]:
     }
 
 
+class _Memo:
+    """Rules and Conditions evaluated once per distinct value of the parameters each one reads: the
+    combinations repeat them many times over."""
+
+    def __init__(self, source: dict[str, Any], transformed: dict[str, Any]) -> None:
+        self.source = source
+        self.transformed = transformed
+        definitions: dict[str, Any] = transformed.get("Conditions", {})
+        self.rules = {
+            name: sorted({n for n, _ in _refs_to_parameters(rule)})
+            for name, rule in source.get("Rules", {}).items()
+        }
+        direct = {name: {n for n, _ in _refs_to_parameters(d)} for name, d in definitions.items()}
+        used = {name: set(_conditions_in(d)) for name, d in definitions.items()}
+
+        def reads(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+            found = set(direct[name])
+            for other in used[name] - seen:
+                found |= reads(other, seen | {name})
+            return found
+
+        self.conditions = {name: sorted(reads(name)) for name in definitions}
+        self._refused: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._decided: dict[tuple[str, tuple[str, ...]], bool] = {}
+        # A condition decides something only where it gates a resource, or an Fn::If inside a
+        # resource that exists: the others are left out of the key that tells deployments apart.
+        self.gating: dict[str, set[str | None]] = {}
+        for resource in transformed["Resources"].values():
+            owner = resource.get("Condition")
+            if owner is not None:
+                self.gating.setdefault(owner, set()).add(None)
+            for condition in _conditions_in(resource):
+                self.gating.setdefault(condition, set()).add(owner)
+
+    def refusals(self, values: dict[str, str]) -> list[str]:
+        found: list[str] = []
+        for name, reads in self.rules.items():
+            key = (name, tuple(values.get(n, "") for n in reads))
+            if key not in self._refused:
+                rule = {"Rules": {name: self.source["Rules"][name]}, "Parameters": self.source["Parameters"]}
+                self._refused[key] = refusals(rule, values)
+            found += self._refused[key]
+        return found
+
+    def conditions_of(self, values: dict[str, str]) -> dict[str, bool]:
+        result: dict[str, bool] = {}
+        missing = False
+        for name, reads in self.conditions.items():
+            key = (name, tuple(values.get(n, "") for n in reads))
+            if key not in self._decided:
+                missing = True
+                break
+            result[name] = self._decided[key]
+        if not missing:
+            return result
+        decided = evaluate_conditions(self.transformed, values)
+        for name, reads in self.conditions.items():
+            self._decided[(name, tuple(values.get(n, "") for n in reads))] = decided[name]
+        return decided
+
+    def deciding(self, conditions: dict[str, bool]) -> tuple[tuple[str, bool], ...]:
+        return tuple(
+            (name, value)
+            for name, value in sorted(conditions.items())
+            if any(owner is None or conditions.get(owner, False) for owner in self.gating.get(name, ()))
+        )
+
+
+def _conditions_in(node: Any) -> Iterator[str]:
+    """The Conditions a node names (Fn::If's first argument, Condition / Fn::Condition)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _conditions_in(item)
+    elif isinstance(node, dict):
+        for key, arg in node.items():
+            if key == "Fn::If" and isinstance(arg, list) and arg:
+                yield str(arg[0])
+                yield from _conditions_in(arg[1:])
+            elif key in ("Condition", "Fn::Condition") and isinstance(arg, str):
+                yield arg
+            else:
+                yield from _conditions_in(arg)
+
+
 def deployable_combinations(
     source: dict[str, Any], transformed: dict[str, Any], base: dict[str, str]
 ) -> Iterator[Deployment]:
-    """One Deployment per distinct outcome (conditions, NAT) among the combinations the Rules accept."""
+    """One Deployment per distinct outcome among the combinations the Rules accept: the Conditions
+    that decide a resource or a property there, and the parameters the proofs read themselves (NAT,
+    existing endpoints, an alarm e-mail of "none")."""
+    memo = _Memo(source, transformed)
     seen: set[tuple[Any, ...]] = set()
+    stated = [NAT_PARAMETER, *ENDPOINT_PARAMETERS.values()]
     for parameters in parameter_combinations(source, base):
         values = parameter_values(source, parameters)
-        if refusals(source, values):
+        if memo.refusals(values):
             continue
-        conditions = evaluate_conditions(transformed, values)
         key = (
-            tuple(sorted(conditions.items())),
-            values.get(NAT_PARAMETER),
+            memo.deciding(memo.conditions_of(values)),
+            tuple(values.get(name) for name in stated),
             values.get("OpsAlarmEmail") == "none",
         )
         if key not in seen:

@@ -146,7 +146,12 @@ def _record_a_run(
         # The test server speaks plain MySQL on loopback; no database or endpoints are created.
         "DbRequireTls": "false",
         "CreateDatabase": "false",
-        "CreateVpcEndpoints": "false",
+        "SubnetsHaveNat": "true",
+        "VpcEndpointSns": "none",
+        "VpcEndpointSecretsManager": "none",
+        "VpcEndpointLambda": "none",
+        "VpcEndpointS3": "none",
+        "VpcEndpointDynamoDb": "none",
         "OrderedDelivery": ordered_delivery,
     }
     for name in ("DATABASE_URL", "WEBHOOK_SECRET"):

@@ -46,12 +46,14 @@ def transformed(source: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def deployments(source: dict[str, Any], transformed: dict[str, Any]) -> list[Deployment]:
     found = list(proofs.deployable_combinations(source, transformed, REQUIRED))
-    # Both database modes, both endpoint modes and NAT or not are among them.
-    shapes = {
-        (d.conditions["ShouldCreateDatabase"], d.conditions["ShouldCreateVpcEndpoints"], d.has_nat())
-        for d in found
-    }
-    assert shapes >= {(True, True, False), (False, True, False), (True, False, True), (False, False, True)}
+    # Both database modes, each endpoint mode of each service, fan-out or not and NAT or not are among them.
+    shapes = {(d.conditions["ShouldCreateDatabase"], d.has_nat()) for d in found}
+    assert shapes == {(True, True), (True, False), (False, True), (False, False)}
+    for service, parameter in proofs.ENDPOINT_PARAMETERS.items():
+        modes = {(d.parameters[parameter], d.has_nat()) for d in found}
+        assert modes >= {("create", False), ("existing", False), ("none", True)}, (service, modes)
+    assert {d.conditions["ShouldFanOutRelays"] for d in found} == {True, False}
+    assert any(not d.has_nat() and d.parameters["VpcEndpointLambda"] == "none" for d in found)
     # And every fence (who may act) both set and unset, in each database mode
     fences = {
         (
@@ -62,6 +64,8 @@ def deployments(source: dict[str, Any], transformed: dict[str, Any]) -> list[Dep
         for d in found
     }
     assert len(fences) == 8, fences
+    # And the covering set keeps the run bounded
+    assert len(found) < 1500, len(found)
     return found
 
 
@@ -103,19 +107,43 @@ def test_the_deploy_order_proof_sees_a_migration_that_would_outrun_the_database(
     del broken["Resources"]["SchemaMigration"]["Properties"]["RunsAfter"]
     transformed = proofs.transform_offline(broken, {})
     # When the proof runs with a created database and endpoints
-    problems = proofs.deploy_order_problems(
-        _deployment(broken, transformed, CreateDatabase="true", CreateVpcEndpoints="true")
-    )
-    # Then it names the instance, the proxy target group, the log group and the endpoints
+    problems = proofs.deploy_order_problems(_deployment(broken, transformed, CreateDatabase="true"))
+    # Then it names the instance, the proxy target group and the endpoints
     text = "\n".join(problems)
     for missing in (
         "DatabaseInstance",
         "DatabaseProxyTargetGroup",
-        "SchemaMigratorLogGroup",
         "SecretsManagerEndpoint",
         "S3Endpoint",
     ):
         assert f"before {missing} " in text, text
+
+
+def test_every_function_logs_to_a_group_created_before_it_and_deleted_after_it(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given the template: each function names its log group through LoggingConfig
+    deployment = _deployment(source, transformed)
+    for function_id in deployment.functions:
+        log_group = deployment.log_group_of(function_id)
+        assert log_group is not None, function_id
+        assert log_group in deployment.created_before(function_id), function_id
+    assert proofs.log_group_problems(deployment) == []
+    # When a log group is named after its function instead (the group follows the function, so an
+    # invocation during a delete recreates it), or a function has no LoggingConfig
+    broken = copy.deepcopy(source)
+    relay = broken["Resources"]["OutboxRelayFunction"]["Properties"]
+    del relay["LoggingConfig"]
+    broken["Resources"]["OutboxRelayLogGroup"]["Properties"]["LogGroupName"] = {
+        "Fn::Sub": "/aws/lambda/${OutboxRelayFunction}"
+    }
+    janitor = broken["Resources"]["OutboxJanitorLogGroup"]["Properties"]
+    janitor["LogGroupName"] = {"Fn::Sub": "/aws/lambda/${OutboxJanitorFunction}"}
+    problems = proofs.log_group_problems(_deployment(broken, proofs.transform_offline(broken, {})))
+    # Then the proof names both
+    text = "\n".join(problems)
+    assert "OutboxRelayFunction logs to a group Lambda creates" in text, text
+    assert "OutboxJanitorLogGroup is named after OutboxJanitorFunction" in text, text
 
 
 def test_cloudformation_gives_up_on_the_migration_before_its_default_hour(source: dict[str, Any]) -> None:
@@ -155,18 +183,18 @@ def test_every_vpc_function_reaches_every_service_it_calls(deployments: list[Dep
 @pytest.mark.parametrize(
     ("given", "says"),
     [
-        ({"SubnetsHaveNat": "false", "CreateVpcEndpoints": "false"}, "set CreateVpcEndpoints=true"),
-        (
-            {"SubnetsHaveNat": "false", "CreateVpcEndpoints": "true", "PrivateRouteTableIds": ""},
-            "set PrivateRouteTableIds",
-        ),
+        ({"VpcEndpointSns": "none"}, "set VpcEndpointSns=create"),
+        ({"VpcEndpointSecretsManager": "none"}, "set VpcEndpointSecretsManager=create"),
+        ({"VpcEndpointS3": "none"}, "set VpcEndpointS3=create"),
+        ({"VpcEndpointDynamoDb": "none"}, "set VpcEndpointDynamoDb=create"),
+        ({"VpcEndpointLambda": "none", "MaxRelayConcurrency": "4"}, "set VpcEndpointLambda=create"),
     ],
 )
 def test_a_combination_that_cannot_reach_aws_is_refused_saying_what_to_set(
     source: dict[str, Any], transformed: dict[str, Any], given: dict[str, str], says: str
 ) -> None:
-    # Given parameters under which a VPC function could not reach a service it calls
-    values = proofs.parameter_values(source, {**REQUIRED, **given})
+    # Given subnets without NAT and a service without an endpoint, created or existing
+    values = proofs.parameter_values(source, {**REQUIRED, "SubnetsHaveNat": "false", **given})
     assert proofs.network_problems(Deployment(source, transformed, values))
     # When the template's Rules are evaluated
     refused = " ".join(proofs.refusals(source, values))
@@ -174,10 +202,57 @@ def test_a_combination_that_cannot_reach_aws_is_refused_saying_what_to_set(
     assert says in refused and "SubnetsHaveNat=true" in refused, refused
 
 
+def test_gateway_endpoints_the_stack_creates_need_route_tables(source: dict[str, Any]) -> None:
+    values = proofs.parameter_values(source, {**REQUIRED, "PrivateRouteTableIds": ""})
+    refused = " ".join(proofs.refusals(source, values))
+    assert "set PrivateRouteTableIds" in refused, refused
+    # Existing gateway endpoints need none
+    existing = {"VpcEndpointS3": "existing", "VpcEndpointDynamoDb": "existing"}
+    assert proofs.refusals(source, {**values, **existing}) == []
+
+
+@pytest.mark.parametrize("parameter", sorted(proofs.ENDPOINT_PARAMETERS.values()))
+def test_an_endpoint_the_vpc_already_has_is_accepted_and_reaches_its_service(
+    source: dict[str, Any], transformed: dict[str, Any], parameter: str
+) -> None:
+    # Given subnets without NAT whose VPC already has this service's endpoint (a landing zone's)
+    values = proofs.parameter_values(source, {**REQUIRED, "SubnetsHaveNat": "false", parameter: "existing"})
+    deployment = Deployment(source, transformed, values)
+    # Then the stack creates none for it, the Rules accept it and every function still reaches it
+    assert proofs.refusals(source, values) == []
+    service_endpoint = parameter.removeprefix("VpcEndpoint") + "Endpoint"  # VpcEndpointSns: SnsEndpoint
+    assert service_endpoint in _deployment(source, transformed).resources
+    assert service_endpoint not in deployment.resources
+    assert proofs.network_problems(deployment) == []
+    # While "none" there would leave a function without a path
+    assert proofs.network_problems(Deployment(source, transformed, {**values, parameter: "none"}))
+
+
+def test_a_relay_that_never_fans_out_needs_no_lambda_endpoint(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    values = proofs.parameter_values(
+        source,
+        {**REQUIRED, "SubnetsHaveNat": "false", "VpcEndpointLambda": "none", "MaxRelayConcurrency": "1"},
+    )
+    assert proofs.refusals(source, values) == []
+    deployment = Deployment(source, transformed, values)
+    assert "lambda" not in deployment.services_called("OutboxRelayFunction")
+    assert proofs.network_problems(deployment) == []
+    # And with "create" the stack creates no Lambda endpoint nobody would use
+    created = Deployment(source, transformed, {**values, "VpcEndpointLambda": "create"})
+    assert "LambdaEndpoint" not in created.resources
+
+
 def test_subnets_with_nat_need_no_endpoints(source: dict[str, Any], transformed: dict[str, Any]) -> None:
     values = proofs.parameter_values(
         source,
-        {**REQUIRED, "SubnetsHaveNat": "true", "CreateVpcEndpoints": "false", "PrivateRouteTableIds": ""},
+        {
+            **REQUIRED,
+            "SubnetsHaveNat": "true",
+            "PrivateRouteTableIds": "",
+            **dict.fromkeys(proofs.ENDPOINT_PARAMETERS.values(), "none"),
+        },
     )
     assert proofs.refusals(source, values) == []
     assert proofs.network_problems(Deployment(source, transformed, values)) == []
