@@ -26,6 +26,7 @@ from payment_outbox.api.admin import (
     stuck_view,
     trace_view,
 )
+from payment_outbox.api.admin_triage import triage_router
 from payment_outbox.api.payments import (
     error_response,
     json_response,
@@ -35,7 +36,7 @@ from payment_outbox.api.payments import (
     responses,
     status_for,
 )
-from payment_outbox.composition.operations import build_outbox_operations
+from payment_outbox.composition.operations import build_failure_triage, build_outbox_operations
 from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
@@ -44,6 +45,8 @@ metrics = Metrics()
 app = APIGatewayRestResolver()
 #: Built on the first request, then kept for the container's life.
 outbox_operations = cache(build_outbox_operations)
+# Failure triage: groups by error fingerprint, requeue or resolve a group (routes of their own module).
+app.include_router(triage_router(cache(build_failure_triage)))
 
 
 @app.get(

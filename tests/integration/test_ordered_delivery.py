@@ -301,3 +301,31 @@ def test_one_key_through_a_consumer_failure_in_the_middle_keeps_its_order_at_the
     # And no message after the failed one was attempted before it succeeded on redelivery
     succeeded_at = len(log.attempts) - 1 - log.attempts[::-1].index(stream[1])
     assert min(log.attempts.index(m) for m in stream[2:]) > succeeded_at
+
+
+def test_a_requeue_within_the_deduplication_window_reaches_the_consumers_once_in_effect(
+    ordered_system: LocalSystem,
+) -> None:
+    # Given a paid order whose points message went out a moment ago (its copy still on the queue:
+    # moto forgets a deduplication id once its message is deleted, SNS FIFO remembers it 5 minutes)
+    order = ordered_system.create_order("30.00")
+    assert ordered_system.pay(order).status == 200
+    points_row = next(r for r in ordered_system.outbox_rows() if r["topic"] == TOPIC_POINTS)
+    assert points_row["status"] == 1
+    assert ordered_system.queue_depth("PointsQueue") == 1
+
+    # When an operator requeues it, well within the deduplication window, and the relay publishes it
+    requeued = ordered_system.api(
+        "POST",
+        f"/admin/messages/{points_row['message_id']}/requeue",
+        json.dumps({"includeSent": True, "reason": "consumer state restored from backup"}),
+    )
+    assert requeued.status == 200, requeued.body
+    assert ordered_system.run_relay()["published"] == 1
+
+    # Then the queue does receive it again (a new deduplication id per requeue), not silently dropped
+    assert ordered_system.queue_depth("PointsQueue") == 2
+    # And both copies carry the same envelope messageId: the consumer applies it once
+    assert ordered_system.drain("PointsQueue", "PointsConsumerFunction") == 2
+    assert ordered_system.points_balance(order["userId"]) == 30
+    assert len(ordered_system.ledger_entries(order["userId"])) == 1

@@ -242,6 +242,9 @@ def test_api_routes_are_the_public_ones_and_the_iam_authorised_admin_ones(templa
         ("GET", "/admin/stats"),
         ("GET", "/admin/orders/{orderId}/trace"),
         ("GET", "/admin/idempotency/stuck"),
+        ("GET", "/admin/failures"),
+        ("POST", "/admin/failures/{fingerprint}/requeue"),
+        ("POST", "/admin/failures/{fingerprint}/resolve"),
     }
     # And every route but the signature-checked payment callback is authorised by IAM
     api_events = [

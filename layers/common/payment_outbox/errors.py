@@ -91,6 +91,12 @@ class MessageNotFound(PaymentOutboxError):
     code = "message_not_found"
 
 
+class FailureGroupNotFound(PaymentOutboxError):
+    """No failed or retrying row has this error fingerprint (now)."""
+
+    code = "failure_group_not_found"
+
+
 class NotRequeueable(PaymentOutboxError):
     """The message is in a state a requeue must not touch (sent, without includeSent; or already due)."""
 

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from payment_outbox.domain.orders import Order
-from payment_outbox.domain.outbox import OutboxMessage
+from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
 
 
 class OrderRepository(Protocol):
@@ -179,6 +179,20 @@ class StatusCounts:
     oldest_due_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ErrorRow:
+    """A row that failed, or is retrying after a failure: what triage groups (never its content)."""
+
+    id: int
+    message_id: str
+    topic: str
+    status: OutboxStatus
+    retry_count: int
+    last_error: str | None
+    #: When its last attempt failed (its last update).
+    seen_at: datetime
+
+
 class OutboxOperationsRepository(Protocol):
     """What operators need from ``message_record`` beyond the relay's own queries."""
 
@@ -192,6 +206,8 @@ class OutboxOperationsRepository(Protocol):
         self, ids: Sequence[int], *, now: datetime, include_sent: bool, reset_attempts: bool = False
     ) -> int: ...
     def status_counts(self, *, now: datetime) -> StatusCounts: ...
+    def error_rows(self, *, limit: int) -> list[ErrorRow]: ...
+    def mark_resolved(self, ids: Sequence[int], *, now: datetime) -> int: ...
     def record_audit(self, entry: AuditEntry) -> int: ...
     def paid_orders_without_messages(self, *, paid_since: datetime, limit: int) -> list[Order]: ...
     def failed_messages(self, *, limit: int) -> tuple[int, list[OutboxMessage]]: ...

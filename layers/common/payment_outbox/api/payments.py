@@ -24,6 +24,7 @@ from payment_outbox.domain import grammar
 from payment_outbox.domain.orders import Order, PaymentNotice
 from payment_outbox.domain.tracing import TraceContext, request_trace
 from payment_outbox.errors import (
+    FailureGroupNotFound,
     InvalidRequest,
     MalformedRequest,
     MessageNotFound,
@@ -44,6 +45,7 @@ STATUS_BY_ERROR: dict[type[PaymentOutboxError], int] = {
     SignatureRejected: 401,
     OrderNotFound: 404,
     MessageNotFound: 404,
+    FailureGroupNotFound: 404,
     PaymentConflict: 409,
     NotRequeueable: 409,
     RequestTooLarge: 413,

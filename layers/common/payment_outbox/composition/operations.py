@@ -14,6 +14,7 @@ from payment_outbox.composition.database import connect_database
 from payment_outbox.services.janitor import OutboxJanitor
 from payment_outbox.services.operations import OutboxOperations
 from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
+from payment_outbox.services.triage import FailureTriage
 from payment_outbox.settings import (
     AdminSettings,
     DatabaseSettings,
@@ -37,6 +38,17 @@ def build_outbox_operations() -> OutboxOperations:
         sms=DynamoDbSmsDeliveryLog(dynamodb, SmsSettings().sms_deliveries_table_name),
         idempotency=DynamoDbIdempotencyRecords(dynamodb, IdempotencySettings().idempotency_table_name),
         requeue_max_rows=AdminSettings().admin_requeue_max_rows,
+    )
+
+
+def build_failure_triage() -> FailureTriage:
+    """The admin API's failure triage: groups by error fingerprint, requeue or resolve by group."""
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    return FailureTriage(
+        database.operations_unit_of_work,
+        SystemClock(),
+        max_rows=AdminSettings().admin_requeue_max_rows,
     )
 
 

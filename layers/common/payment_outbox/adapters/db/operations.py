@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from payment_outbox.adapters.db.repositories import message_from_row, order_from_row
@@ -16,7 +16,7 @@ from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow, Outbox
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.domain.orders import Order, OrderStatus
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
-from payment_outbox.ports import AuditEntry, MessageFilter, StatusCounts
+from payment_outbox.ports import AuditEntry, ErrorRow, MessageFilter, StatusCounts
 
 _PENDING, _SENT, _FAILED = int(OutboxStatus.PENDING), int(OutboxStatus.SENT), int(OutboxStatus.FAILED)
 
@@ -94,6 +94,62 @@ class SqlOperationsRepository:
             due=int(due),
             oldest_due_at=oldest,
         )
+
+    def error_rows(self, *, limit: int) -> list[ErrorRow]:
+        """What triage groups, oldest first: FAILED rows no operator resolved, and pending rows retrying
+        after a failure. Only the columns triage reads (never the content)."""
+        rows = self._session.execute(
+            select(
+                MessageRecordRow.id,
+                MessageRecordRow.message_id,
+                MessageRecordRow.topic,
+                MessageRecordRow.status,
+                MessageRecordRow.retry_count,
+                MessageRecordRow.last_error,
+                MessageRecordRow.update_time,
+            )
+            .where(
+                or_(
+                    and_(MessageRecordRow.status == _FAILED, MessageRecordRow.resolved_at.is_(None)),
+                    and_(
+                        MessageRecordRow.status == _PENDING,
+                        MessageRecordRow.retry_count > 0,
+                        MessageRecordRow.last_error.is_not(None),
+                    ),
+                )
+            )
+            .order_by(MessageRecordRow.id)
+            .limit(limit)
+        ).all()
+        return [
+            ErrorRow(
+                id=int(r.id),
+                message_id=r.message_id,
+                topic=r.topic,
+                status=OutboxStatus(r.status),
+                retry_count=int(r.retry_count),
+                last_error=r.last_error,
+                seen_at=r.update_time,
+            )
+            for r in rows
+        ]
+
+    def mark_resolved(self, ids: Sequence[int], *, now: datetime) -> int:
+        """Mark these FAILED rows resolved (they stay FAILED); a row requeued or resolved meanwhile is
+        left alone."""
+        if not ids:
+            return 0
+        result = self._session.execute(
+            update(MessageRecordRow)
+            .where(
+                MessageRecordRow.id.in_(list(ids)),
+                MessageRecordRow.status == _FAILED,
+                MessageRecordRow.resolved_at.is_(None),
+            )
+            .values(resolved_at=now, update_time=now),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def record_audit(self, entry: AuditEntry) -> int:
         row = OutboxAuditRow(
