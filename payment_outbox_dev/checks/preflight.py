@@ -32,6 +32,8 @@ CONSEQUENCES = {
     "envelopes": "would let a principal forge envelopes (points are money), or stop their delivery",
     "secret keys": "would be denied at run time, or grant more than the secrets need",
     "database users": "would connect with the schema migrator's credentials",
+    "callers": "would let the wrong callers through, or refuse the right ones",
+    "callback": "would leave the open callback unfenced",
 }
 
 

@@ -23,7 +23,13 @@ evaluated for given parameter values, and then:
   with the migrator's credentials, in both database modes;
 - **log groups** (with the deploy order): every function logs, through ``LoggingConfig``, to a log
   group of the stack named without referring to any function, so the group is created before the
-  function and deleted after it (an invocation during a delete cannot recreate it).
+  function and deleted after it (an invocation during a delete cannot recreate it);
+- **callers**: the order routes take SigV4 from the named callers only (``CallerIdentity=iam``) or a
+  user pool's tokens (``cognito``: the pool given or the one created), the admin routes SigV4 from the
+  named operators only, and the callback stays open to the provider — the API's resource policy is
+  evaluated for named, unnamed and anonymous callers on every route;
+- **callback**: the callback has a throttle of its own and, with ``CallbackFirewall``, a web ACL on the
+  stage with a rate-based rule for it and, given the provider's addresses, nobody else's.
 
 Each check returns problems in plain words; an empty list means the deployment holds.
 """
@@ -71,6 +77,11 @@ FENCE_PARAMETERS = frozenset(
         "SecretKmsKeyArns",
         "OperatorPrincipalArns",
         "DbAppUserSecretArn",
+        "CallerIdentity",
+        "CognitoUserPoolArn",
+        "OrderCallerPrincipalArns",
+        "CallbackFirewall",
+        "CallbackProviderCidrs",
     }
 )
 #: The deployment shapes the fences are crossed with: where the database is and how AWS is reached
@@ -884,18 +895,33 @@ def policy_statements(deployment: Deployment, policy_type: str, list_key: str, t
     return statements
 
 
-def denies(deployment: Deployment, statements: list[Any], action: str, caller: Caller) -> bool:
-    """An explicit Deny applies to the caller's request (which no identity policy can overrule)."""
-    return any(_applies(deployment, s, action, caller) for s in statements if s.get("Effect") == "Deny")
+def denies(
+    deployment: Deployment, statements: list[Any], action: str, caller: Caller, resource: str | None = None
+) -> bool:
+    """An explicit Deny applies to the caller's request (which no identity policy can overrule);
+    ``resource``, when given, is matched with the statements' (else each policy has one resource)."""
+    return any(
+        _applies(deployment, s, action, caller, resource) for s in statements if s.get("Effect") == "Deny"
+    )
 
 
-def allows(deployment: Deployment, statements: list[Any], action: str, caller: Caller) -> bool:
-    return any(_applies(deployment, s, action, caller) for s in statements if s.get("Effect") == "Allow")
+def allows(
+    deployment: Deployment, statements: list[Any], action: str, caller: Caller, resource: str | None = None
+) -> bool:
+    return any(
+        _applies(deployment, s, action, caller, resource) for s in statements if s.get("Effect") == "Allow"
+    )
 
 
-def _applies(deployment: Deployment, statement: dict[str, Any], action: str, caller: Caller) -> bool:
+def _applies(
+    deployment: Deployment, statement: dict[str, Any], action: str, caller: Caller, resource: str | None
+) -> bool:
     actions = [str(a) for a in _as_list(statement.get("Action", []))]
     if not any(fnmatch.fnmatchcase(action, a) for a in actions):
+        return False
+    if resource is not None and not any(
+        isinstance(r, str) and fnmatch.fnmatchcase(resource, r) for r in _as_list(statement.get("Resource"))
+    ):
         return False
     principal = statement.get("Principal")
     if principal != "*":
@@ -1062,6 +1088,178 @@ def database_user_problems(deployment: Deployment) -> list[str]:
     return problems
 
 
+#: Sample path parameters for the routes' resource ARNs.
+_PATH_PARAMETER = re.compile(r"\{[^}]+\}")
+ANONYMOUS = Caller()
+
+
+def api_routes(deployment: Deployment, api_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(METHOD, path) -> the operation, of the API's definition in this deployment."""
+    body = deployment.properties(api_id).get("Body", {})
+    return {
+        (method.upper(), path): operation
+        for path, methods in body.get("paths", {}).items()
+        for method, operation in methods.items()
+        if isinstance(operation, dict)
+    }
+
+
+def route_security(deployment: Deployment, api_id: str, operation: dict[str, Any]) -> dict[str, Any] | None:
+    """The security scheme a route demands (its definition), or None for an open route."""
+    names = [name for entry in operation.get("security", []) for name in entry]
+    if not names:
+        return None
+    schemes = deployment.properties(api_id).get("Body", {}).get("components", {}).get("securitySchemes", {})
+    scheme: dict[str, Any] = schemes.get(names[0], {"missing": names[0]})
+    return scheme
+
+
+def reaches(deployment: Deployment, statements: list[Any], caller: Caller, arn: str) -> bool:
+    """The API's resource policy lets the caller invoke the route ``arn`` (an explicit Allow, no Deny)."""
+    return allows(deployment, statements, "execute-api:Invoke", caller, arn) and not denies(
+        deployment, statements, "execute-api:Invoke", caller, arn
+    )
+
+
+def caller_problems(deployment: Deployment) -> list[str]:
+    """Who may reach each route of each API: the route's authorizer, and the API's resource policy
+    evaluated for the principals the parameters name, one they do not name, and an anonymous caller."""
+    problems = []
+    mode = deployment.parameters.get("CallerIdentity", "iam")
+    callers = _list_parameter(deployment, "OrderCallerPrincipalArns")
+    operators = _list_parameter(deployment, "OperatorPrincipalArns")
+    pool = (
+        {"Ref": "CognitoUserPoolArn"}
+        if deployment.parameters.get("CognitoUserPoolArn")
+        else {"Fn::GetAtt": ["OrderUserPool", "Arn"]}
+    )
+    for api_id in sorted(deployment.of_type("AWS::ApiGateway::RestApi")):
+        policy = deployment.properties(api_id).get("Body", {}).get("x-amazon-apigateway-policy", {})
+        statements = _as_list(policy.get("Statement", []))
+        if not statements:
+            problems.append(f"{api_id} has no resource policy: any principal's IAM policy decides alone")
+        for (method, path), operation in sorted(api_routes(deployment, api_id).items()):
+            route = f"{method} {path}"
+            stage = deployment.parameters.get("Stage", "dev")
+            arn = f"execute-api:/{stage}/{method}{_PATH_PARAMETER.sub('1', path)}"
+            scheme = route_security(deployment, api_id, operation)
+            authtype = None if scheme is None else scheme.get("x-amazon-apigateway-authtype")
+
+            if path.startswith("/admin/"):
+                named, unnamed = operators, [OUTSIDER, *[c for c in callers if c not in operators]]
+                wanted = "awsSigv4"
+            elif path.startswith("/orders") and mode == "iam":
+                named, unnamed = callers, [OUTSIDER, *[o for o in operators if o not in callers]]
+                wanted = "awsSigv4"
+            elif path.startswith("/orders"):
+                named, unnamed, wanted = [OUTSIDER], [], "cognito_user_pools"
+                providers = (scheme or {}).get("x-amazon-apigateway-authorizer", {}).get("providerARNs", [])
+                if not any(_same(p, pool) for p in providers):
+                    problems.append(f"{route} accepts tokens of {providers}, not of the user pool {pool}")
+            else:
+                # The callback: open to the provider (its signature decides), IAM callers or none.
+                if scheme is not None or not reaches(deployment, statements, ANONYMOUS, arn):
+                    problems.append(f"{route} is no longer open to the payment provider")
+                continue
+            if authtype != wanted:
+                problems.append(f"{route} is authorised by {authtype}, not {wanted} (CallerIdentity={mode})")
+            for principal in named:
+                if not reaches(deployment, statements, Caller(principal_arn=principal), arn):
+                    problems.append(f"{route} refuses {principal}, whom the parameters name")
+            for principal in unnamed:
+                if reaches(deployment, statements, Caller(principal_arn=principal), arn):
+                    problems.append(f"{route} lets {principal} through, whom no parameter names")
+    return problems
+
+
+def callback_problems(deployment: Deployment) -> list[str]:
+    """The open callback is fenced: a method throttle of its own on every stage, and with
+    ``CallbackFirewall`` a web ACL on the stage that rate-limits callbacks by source address and, given
+    ``CallbackProviderCidrs``, blocks callbacks from any other address."""
+    problems = []
+    for stage_id in sorted(deployment.of_type("AWS::ApiGateway::Stage")):
+        settings = deployment.properties(stage_id).get("MethodSettings", [])
+        own = [
+            s
+            for s in settings
+            if (s.get("ResourcePath"), s.get("HttpMethod")) == ("/~1payments~1notify", "POST")
+            and s.get("ThrottlingRateLimit") == {"Ref": "CallbackThrottlingRateLimit"}
+            and s.get("ThrottlingBurstLimit") == {"Ref": "CallbackThrottlingBurstLimit"}
+        ]
+        if not own:
+            problems.append(f"{stage_id}: POST /payments/notify has no throttle of its own")
+    acls = deployment.of_type("AWS::WAFv2::WebACL")
+    wanted = deployment.parameters.get("CallbackFirewall") == "true"
+    if not wanted:
+        if acls:
+            problems.append(f"CallbackFirewall is off but the stack creates {sorted(acls)}")
+        return problems
+    associated = [
+        deployment.properties(a)
+        for a in deployment.of_type("AWS::WAFv2::WebACLAssociation")
+        if _referenced_once(deployment.properties(a).get("WebACLArn")) in acls
+    ]
+    stages = set(deployment.of_type("AWS::ApiGateway::Stage"))
+    if not any(
+        {"PaymentApi"} <= set(_referenced(a.get("ResourceArn")))
+        or stages & set(_referenced(a.get("ResourceArn")))
+        for a in associated
+    ):
+        problems.append("no web ACL is associated with the API's stage")
+    rules = [r for acl in acls for r in deployment.properties(acl).get("Rules", [])]
+    rate = [
+        r
+        for r in rules
+        if "Block" in r.get("Action", {})
+        and r.get("Statement", {}).get("RateBasedStatement", {}).get("Limit")
+        == {"Ref": "CallbackFirewallRateLimit"}
+        and _matches_callback(r["Statement"]["RateBasedStatement"].get("ScopeDownStatement", {}))
+    ]
+    if not rate:
+        problems.append("the web ACL has no rate-based rule blocking a flood of callbacks")
+    cidrs = _list_parameter(deployment, "CallbackProviderCidrs")
+    sets = deployment.of_type("AWS::WAFv2::IPSet")
+    fenced = [
+        r
+        for r in rules
+        if "Block" in r.get("Action", {})
+        and _matches_callback(r.get("Statement", {}))
+        and any(
+            _referenced_once(n.get("Statement", {}).get("IPSetReferenceStatement", {}).get("Arn")) in sets
+            and deployment.properties(
+                str(_referenced_once(n["Statement"]["IPSetReferenceStatement"]["Arn"]))
+            ).get("Addresses")
+            == {"Ref": "CallbackProviderCidrs"}
+            for n in _statements_within(r.get("Statement", {}))
+            if "Statement" in n
+        )
+    ]
+    if cidrs and not fenced:
+        problems.append("callbacks from addresses outside CallbackProviderCidrs are not blocked")
+    if not cidrs and (fenced or sets):
+        problems.append("with no CallbackProviderCidrs given, an address list still fences the callback")
+    return problems
+
+
+def _statements_within(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """A WAF statement's direct parts (an AND's statements, a NOT's statement), itself included."""
+    found = [statement]
+    for nested in ("AndStatement", "OrStatement"):
+        found += statement.get(nested, {}).get("Statements", [])
+    return found + [s.get("NotStatement", {}) for s in list(found) if "NotStatement" in s]
+
+
+def _matches_callback(statement: dict[str, Any]) -> bool:
+    """The statement (or one of an AND's parts) matches requests to the callback's path."""
+    for part in _statements_within(statement):
+        match = part.get("ByteMatchStatement", {})
+        if "UriPath" in match.get("FieldToMatch", {}) and str(match.get("SearchString", "")).endswith(
+            "/payments/notify"
+        ):
+            return True
+    return False
+
+
 def _is_empty(deployment: Deployment, value: Any) -> bool:
     if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in deployment.parameters:
         return deployment.parameters[value["Ref"]] == ""
@@ -1092,6 +1290,8 @@ def all_problems(deployment: Deployment) -> dict[str, list[str]]:
         "envelopes": envelope_problems(deployment),
         "secret keys": secret_key_problems(deployment),
         "database users": database_user_problems(deployment),
+        "callers": caller_problems(deployment),
+        "callback": callback_problems(deployment),
     }
 
 

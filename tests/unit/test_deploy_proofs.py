@@ -28,6 +28,7 @@ REQUIRED = {
     "DbHost": "db.internal",
     "DbSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
     "DbAppUserSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-app",
+    "OrderCallerPrincipalArns": "arn:aws:iam::123456789012:role/order-service",
     "OpsAlarmEmail": "ops@example.com",
     "PrivateRouteTableIds": "rtb-a,rtb-b",
 }
@@ -64,6 +65,10 @@ def deployments(source: dict[str, Any], transformed: dict[str, Any]) -> list[Dep
         for d in found
     }
     assert len(fences) == 8, fences
+    modes = {
+        (d.conditions["ShouldAuthenticateUsers"], d.conditions["ShouldCreateUserPool"]) for d in found
+    } | {(d.conditions["ShouldFirewallCallback"], d.conditions["ShouldAllowListProvider"]) for d in found}
+    assert len(modes) == 3, modes
     # And the covering set keeps the run bounded
     assert len(found) < 1500, len(found)
     return found
@@ -317,8 +322,11 @@ def test_the_open_callback_is_logged_throttled_and_capped(
     # And it writes access logs and throttles every route
     assert stage["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["PaymentApiAccessLogGroup", "Arn"]}
     assert json.loads(stage["AccessLogSetting"]["Format"])["status"] == "$context.status"
-    (setting,) = stage["MethodSettings"]
+    (setting, callback) = stage["MethodSettings"]
     assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
+    # And the callback has a throttle of its own
+    assert (callback["ResourcePath"], callback["HttpMethod"]) == ("/~1payments~1notify", "POST")
+    assert callback["ThrottlingRateLimit"] == {"Ref": "CallbackThrottlingRateLimit"}
     assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
     assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
     # And the callback's function has concurrency reserved
@@ -500,3 +508,126 @@ def test_an_existing_database_needs_an_application_user_of_its_own(source: dict[
         refused = " ".join(proofs.refusals(source, values))
         # Then the deploy is refused, saying why
         assert "DbAppUserSecretArn" in refused and "migrator" in refused, refused
+
+
+def test_each_route_takes_only_the_callers_the_parameters_name(deployments: list[Deployment]) -> None:
+    # Given every accepted combination: CallerIdentity iam or cognito (a pool given or created),
+    # callers and operators named or not
+    # When each route's authorizer is read and the API's resource policy evaluated for the named
+    # principals, an unnamed one and an anonymous caller
+    report = _report(deployments, proofs.caller_problems)
+    # Then admin routes let only operators through, order routes only the named callers (iam) or the
+    # pool's tokens (cognito), and the callback stays open to the provider
+    assert not report, report
+
+
+def _route_reaches(deployment: Deployment, method: str, path: str, principal: str | None) -> bool:
+    policy = deployment.properties("PaymentApi")["Body"]["x-amazon-apigateway-policy"]["Statement"]
+    return proofs.reaches(
+        deployment, policy, proofs.Caller(principal_arn=principal), f"execute-api:/dev/{method}{path}"
+    )
+
+
+def test_operators_and_order_callers_are_fenced_apart(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    operator, service = "arn:aws:iam::123456789012:role/ops", REQUIRED["OrderCallerPrincipalArns"]
+    deployment = _deployment(source, transformed, OperatorPrincipalArns=operator)
+    # Then an operator reaches the admin routes but not the order routes, the order service the
+    # order routes but not the admin routes, and an unsigned request neither
+    assert _route_reaches(deployment, "GET", "/admin/stats", operator)
+    assert not _route_reaches(deployment, "GET", "/admin/stats", service)
+    assert not _route_reaches(deployment, "POST", "/orders", operator)
+    assert _route_reaches(deployment, "POST", "/orders", service)
+    assert _route_reaches(deployment, "GET", "/orders/7", service)
+    assert not _route_reaches(deployment, "GET", "/admin/stats", None)
+    # And the callback is reached unsigned
+    assert _route_reaches(deployment, "POST", "/payments/notify", None)
+    # And with no operator named, nobody reaches the admin routes
+    closed = _deployment(source, transformed)
+    assert not _route_reaches(closed, "GET", "/admin/orders/7/trace", operator)
+
+
+def test_cognito_mode_authorises_order_routes_with_the_user_pool(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    given = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_abc"
+    for pool, expected, created in (
+        ("", {"Fn::GetAtt": ["OrderUserPool", "Arn"]}, True),
+        (given, {"Ref": "CognitoUserPoolArn"}, False),
+    ):
+        # Given cognito mode with a pool the stack creates, then an existing one
+        deployment = _deployment(source, transformed, CallerIdentity="cognito", CognitoUserPoolArn=pool)
+        routes = proofs.api_routes(deployment, "PaymentApi")
+        for route in (("POST", "/orders"), ("GET", "/orders/{orderId}")):
+            scheme = proofs.route_security(deployment, "PaymentApi", routes[route])
+            # Then the order routes take that pool's tokens
+            assert scheme is not None and scheme["x-amazon-apigateway-authtype"] == "cognito_user_pools"
+            assert scheme["x-amazon-apigateway-authorizer"]["providerARNs"] == [expected]
+        # And the admin routes still take SigV4 only
+        admin = proofs.route_security(deployment, "PaymentApi", routes[("GET", "/admin/stats")])
+        assert admin is not None and admin["x-amazon-apigateway-authtype"] == "awsSigv4"
+        # And the pool and its client exist only when the stack makes them
+        assert ("OrderUserPool" in deployment.resources) is created
+        assert ("OrderUserPoolClient" in deployment.resources) is created
+    # And in cognito mode the order callers need not be named
+    values = proofs.parameter_values(
+        source, {**REQUIRED, "CallerIdentity": "cognito", "OrderCallerPrincipalArns": ""}
+    )
+    assert proofs.refusals(source, values) == []
+
+
+def test_iam_mode_refuses_a_deploy_without_named_order_callers(source: dict[str, Any]) -> None:
+    values = proofs.parameter_values(source, {**REQUIRED, "OrderCallerPrincipalArns": ""})
+    refused = " ".join(proofs.refusals(source, values))
+    assert "OrderCallerPrincipalArns" in refused, refused
+
+
+def test_the_callers_proof_sees_open_admin_routes_and_a_wrong_authorizer(source: dict[str, Any]) -> None:
+    # Given the template without its operators' fence, and with the order routes always on SigV4
+    broken = copy.deepcopy(source)
+    body = broken["Resources"]["PaymentApi"]["Properties"]["DefinitionBody"]
+    statements = body["x-amazon-apigateway-policy"]["Statement"]
+    statements[:] = [s for s in statements if s.get("Sid") != "OnlyOperatorsReachAdmin"]
+    for methods in body["paths"].values():
+        for operation in methods.values():
+            operation["security"] = [{"AWS_IAM": []}]
+    transformed = proofs.transform_offline(broken, {})
+    # When the proof runs in each mode
+    iam = "\n".join(proofs.caller_problems(_deployment(broken, transformed)))
+    cognito = "\n".join(proofs.caller_problems(_deployment(broken, transformed, CallerIdentity="cognito")))
+    # Then it names the outsider reaching the admin routes, and the order routes not on the user pool
+    assert f"GET /admin/stats lets {proofs.OUTSIDER} through" in iam, iam
+    assert "POST /orders is authorised by awsSigv4, not cognito_user_pools" in cognito, cognito
+
+
+def test_the_callback_is_throttled_on_its_own_and_firewalled_on_request(
+    deployments: list[Deployment],
+) -> None:
+    # Given every accepted combination, with the firewall off, on, and on with the provider's addresses
+    report = _report(deployments, proofs.callback_problems)
+    # Then the callback has its own throttle, and the web ACL its rate rule and address fence
+    assert not report, report
+
+
+def test_the_firewall_is_on_the_stage_with_its_rules(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    cidrs = "203.0.113.0/24,198.51.100.7/32"
+    deployment = _deployment(source, transformed, CallbackFirewall="true", CallbackProviderCidrs=cidrs)
+    (association,) = deployment.of_type("AWS::WAFv2::WebACLAssociation")
+    arn = deployment.properties(association)["ResourceArn"]
+    # Then the web ACL is associated with the API's stage, after the stage exists
+    assert "PaymentApiStage" in deployment.created_before(association)
+    assert "/restapis/${PaymentApi}/stages/${StageName}" in arn["Fn::Sub"][0]
+    # And its addresses are the provider's
+    (ip_set,) = deployment.of_type("AWS::WAFv2::IPSet")
+    assert proofs._values(deployment, deployment.properties(ip_set)["Addresses"]) == cidrs.split(",")
+    # And the proof sees a firewall without its rate rule
+    broken = copy.deepcopy(source)
+    rules = broken["Resources"]["CallbackWebAcl"]["Properties"]["Rules"]
+    rules[:] = [r for r in rules if not (isinstance(r, dict) and r.get("Name") == "CallbackRateLimit")]
+    problems = proofs.callback_problems(
+        _deployment(broken, proofs.transform_offline(broken, {}), CallbackFirewall="true")
+    )
+    assert problems == ["the web ACL has no rate-based rule blocking a flood of callbacks"]

@@ -20,6 +20,8 @@ GOOD = [
     "PrivateRouteTableIds=rtb-a,rtb-b",
     "WebhookSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:webhook",
     "OpsAlarmEmail=ops@example.com",
+    "OrderCallerPrincipalArns=arn:aws:iam::123456789012:role/order-service",
+    "OperatorPrincipalArns=arn:aws:iam::123456789012:role/ops",
 ]
 
 

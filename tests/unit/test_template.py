@@ -246,14 +246,23 @@ def test_api_routes_are_the_public_ones_and_the_iam_authorised_admin_ones(templa
         ("POST", "/admin/failures/{fingerprint}/requeue"),
         ("POST", "/admin/failures/{fingerprint}/resolve"),
     }
-    # And every route but the signature-checked payment callback is authorised by IAM
+    # And every admin route is authorised by IAM, the order routes as CallerIdentity says (the API's
+    # definition: SigV4 or the user pool), the signature-checked payment callback by nothing
     api_events = [
         event["Properties"]
         for function in _functions(template).values()
         for event in function["Properties"].get("Events", {}).values()
         if event["Type"] == "Api"
     ]
+    paths = template["Resources"]["PaymentApi"]["Properties"]["DefinitionBody"]["paths"]
     for properties in api_events:
+        if properties["Path"].startswith("/orders"):
+            assert "Auth" not in properties, properties["Path"]
+            security = paths[properties["Path"]][properties["Method"].lower()]["security"]
+            assert security == {
+                "Fn::If": ["ShouldAuthenticateUsers", [{"OrderUsers": []}], [{"AWS_IAM": []}]]
+            }
+            continue
         expected = None if properties["Path"] == "/payments/notify" else "AWS_IAM"
         assert properties.get("Auth", {}).get("Authorizer") == expected, properties["Path"]
 
