@@ -737,7 +737,7 @@ def alarm_problems(deployment: Deployment) -> list[str]:
                 problems.append(f"nothing alarms when the scheduled {function_id} stops running")
     dead_letter = {
         _referenced_once(deployment.properties(q).get("RedrivePolicy", {}).get("deadLetterTargetArn"))
-        for q in deployment.of_type("AWS::SQS::Queue")
+        for q in [*deployment.of_type("AWS::SQS::Queue"), *deployment.of_type("AWS::SNS::Subscription")]
     }
     for queue_id in sorted(deployment.of_type("AWS::SQS::Queue")):
         queue_name = {"Fn::GetAtt": [queue_id, "QueueName"]}
@@ -805,6 +805,48 @@ def _alarm_delivery_problems(deployment: Deployment, alarms: dict[str, dict[str,
             f"{len(alarm_ids)} alarms ({', '.join(alarm_ids)}) notify {topic}, which nobody is subscribed "
             "to: set OpsAlarmEmail"
         )
+    return problems
+
+
+def subscription_problems(deployment: Deployment) -> list[str]:
+    """Delivery past SNS is guarded: every SNS-to-SQS subscription has a dead-letter queue (its
+    RedrivePolicy) that exists, is FIFO exactly when its queue is, is encrypted as its queue is, and
+    lets the topic send to it; ``alarm_problems`` checks that each is alarmed."""
+    problems = []
+    queues = deployment.of_type("AWS::SQS::Queue")
+    for subscription_id in sorted(deployment.of_type("AWS::SNS::Subscription")):
+        props = deployment.properties(subscription_id)
+        if props.get("Protocol") != "sqs":
+            continue
+        dlq_id = _referenced_once(props.get("RedrivePolicy", {}).get("deadLetterTargetArn"))
+        if dlq_id is None:
+            problems.append(
+                f"{subscription_id} has no dead-letter queue: a delivery SNS cannot make is dropped"
+            )
+            continue
+        if dlq_id not in queues:
+            problems.append(
+                f"{subscription_id}'s dead-letter queue {dlq_id} is not a queue of this deployment"
+            )
+            continue
+        queue, dlq = (
+            deployment.properties(_referenced_once(props.get("Endpoint")) or ""),
+            deployment.properties(dlq_id),
+        )
+        if bool(dlq.get("FifoQueue")) != bool(queue.get("FifoQueue")):
+            problems.append(f"{subscription_id}: {dlq_id} must be FIFO exactly when its queue is")
+        for key in ("SqsManagedSseEnabled", "KmsMasterKeyId"):
+            if not _same(dlq.get(key), queue.get(key)):
+                problems.append(f"{subscription_id}: {dlq_id} is not encrypted as its queue is ({key})")
+        topic = _referenced_once(props.get("TopicArn"))
+        statements = policy_statements(deployment, "AWS::SQS::QueuePolicy", "Queues", {"Ref": dlq_id})
+        delivery = Caller(service=SNS_SERVICE, source_arn={"Ref": topic})
+        if denies(deployment, statements, "sqs:SendMessage", delivery) or not allows(
+            deployment, statements, "sqs:SendMessage", delivery
+        ):
+            problems.append(
+                f"{topic} cannot move undeliverable messages to {dlq_id}, {subscription_id}'s DLQ"
+            )
     return problems
 
 
@@ -1285,6 +1327,7 @@ def all_problems(deployment: Deployment) -> dict[str, list[str]]:
         "deploy order": deploy_order_problems(deployment),
         "network reach": network_problems(deployment),
         "alarms": alarm_problems(deployment),
+        "subscriptions": subscription_problems(deployment),
         "operator path": operator_path_problems(deployment),
         "grants": grant_problems(deployment),
         "envelopes": envelope_problems(deployment),

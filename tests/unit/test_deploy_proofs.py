@@ -631,3 +631,60 @@ def test_the_firewall_is_on_the_stage_with_its_rules(
         _deployment(broken, proofs.transform_offline(broken, {}), CallbackFirewall="true")
     )
     assert problems == ["the web ACL has no rate-based rule blocking a flood of callbacks"]
+
+
+# --------------------------------------------------------------------------- delivery past SNS
+
+
+def test_every_subscription_has_a_dead_letter_queue_the_topic_can_write_and_an_alarm_watches(
+    deployments: list[Deployment],
+) -> None:
+    # Given every accepted combination (standard and FIFO delivery among them)
+    assert {d.conditions["ShouldDeliverInOrder"] for d in deployments} == {True, False}
+    # When the subscriptions are read
+    report = _report(deployments, proofs.subscription_problems)
+    # Then each SNS-to-SQS subscription has its DLQ, FIFO when its queue is, encrypted as its queue,
+    # writable by the topic
+    assert not report, report
+    # And each of those DLQs is alarmed (alarm_problems counts a subscription's DLQ as a dead-letter queue)
+    assert not _report(deployments, proofs.alarm_problems)
+
+
+def test_the_subscription_proof_sees_a_missing_dlq_a_mismatched_one_a_closed_one_and_no_alarm(
+    source: dict[str, Any],
+) -> None:
+    def problems_of(broken: dict[str, Any], check: Any, **given: str) -> str:
+        return "\n".join(check(_deployment(broken, proofs.transform_offline(broken, {}), **given)))
+
+    # Given a subscription without its RedrivePolicy / Then the proof names it
+    broken = copy.deepcopy(source)
+    del broken["Resources"]["PointsSubscription"]["Properties"]["RedrivePolicy"]
+    assert "PointsSubscription has no dead-letter queue" in problems_of(broken, proofs.subscription_problems)
+    # Given a DLQ that is standard while its queue is FIFO, and unencrypted
+    broken = copy.deepcopy(source)
+    dlq = broken["Resources"]["SmsSubscriptionDeadLetterQueue"]["Properties"]
+    for key in (
+        "FifoQueue",
+        "ContentBasedDeduplication",
+        "DeduplicationScope",
+        "FifoThroughputLimit",
+        "QueueName",
+    ):
+        dlq.pop(key)
+    dlq["SqsManagedSseEnabled"] = False
+    found = problems_of(broken, proofs.subscription_problems, OrderedDelivery="true")
+    assert "SmsSubscriptionDeadLetterQueue must be FIFO exactly when its queue is" in found, found
+    assert "SmsSubscriptionDeadLetterQueue is not encrypted as its queue is" in found, found
+    # Given a DLQ whose policy does not let the topic send
+    broken = _without_resource(source, "PointsSubscriptionDeadLetterQueuePolicy")
+    broken["Resources"]["PointsSubscriptionDeadLetterQueuePolicy"] = copy.deepcopy(
+        source["Resources"]["PointsDeadLetterQueuePolicy"]
+    )
+    policy = broken["Resources"]["PointsSubscriptionDeadLetterQueuePolicy"]["Properties"]
+    policy["Queues"] = [{"Ref": "PointsSubscriptionDeadLetterQueue"}]
+    found = problems_of(broken, proofs.subscription_problems)
+    assert "cannot move undeliverable messages to PointsSubscriptionDeadLetterQueue" in found, found
+    # Given a subscription DLQ no alarm watches
+    broken = _without_resource(source, "SmsSubscriptionDeadLetterAlarm")
+    found = problems_of(broken, proofs.alarm_problems)
+    assert "dead-letter queue SmsSubscriptionDeadLetterQueue" in found, found

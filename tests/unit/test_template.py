@@ -340,7 +340,14 @@ def test_ordered_delivery_switches_the_topic_queues_and_dlqs_to_fifo_and_tells_t
 
     # Then in ordered mode the topic and every queue and DLQ are FIFO, named .fifo, deduplicated on
     # the id the publisher gives (never on content), with throughput scoped per message group
-    assert set(queues) == {"PointsQueue", "PointsDeadLetterQueue", "SmsQueue", "SmsDeadLetterQueue"}
+    assert set(queues) == {
+        "PointsQueue",
+        "PointsDeadLetterQueue",
+        "PointsSubscriptionDeadLetterQueue",
+        "SmsQueue",
+        "SmsDeadLetterQueue",
+        "SmsSubscriptionDeadLetterQueue",
+    }
     if ordered:
         assert (topic["FifoTopic"], topic["ContentBasedDeduplication"]) == (True, False)
         assert topic["FifoThroughputScope"] == "MessageGroup"
@@ -353,7 +360,7 @@ def test_ordered_delivery_switches_the_topic_queues_and_dlqs_to_fifo_and_tells_t
             )
             assert queue["QueueName"]["Fn::Sub"].startswith("${AWS::StackName}-")
             assert queue["QueueName"]["Fn::Sub"].endswith(".fifo")
-        assert len({queue["QueueName"]["Fn::Sub"] for queue in queues.values()}) == 4
+        assert len({queue["QueueName"]["Fn::Sub"] for queue in queues.values()}) == 6
     # And in standard mode none of it is set: standard topic and queues with generated names
     else:
         assert not fifo_keys & set(topic)

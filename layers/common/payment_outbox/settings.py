@@ -134,6 +134,9 @@ class AdminSettings(_Settings):
 
     #: Rows one bulk requeue changes at most; the response says when more matched.
     admin_requeue_max_rows: int = Field(default=1000, ge=1, le=1000)
+    #: Every dead-letter queue and the queue its messages are redriven into (queue URL to queue URL):
+    #: the consumers' DLQs and the SNS subscriptions' (template.yaml, ``DEAD_LETTER_SOURCES``).
+    dead_letter_sources: dict[str, str] = Field(default_factory=dict)
 
 
 class ReconcileSettings(_Settings):
