@@ -27,6 +27,7 @@ CONSEQUENCES = {
     "deploy order": "would hang or fail during the deploy",
     "network reach": "would hang (the schema migrator's answer) or time out at run time",
     "alarms": "would stay silent",
+    "subscriptions": "would drop a message SNS cannot deliver to its queue while its outbox row says SENT",
     "operator path": "would answer operators 500",
     "grants": "would be denied at run time",
     "envelopes": "would let a principal forge envelopes (points are money), or stop their delivery",
