@@ -4,7 +4,10 @@ silent with *your* parameter values (samconfig.toml's environment plus ``--param
 It runs offline the proofs ``make test`` runs for every parameter combination (deploy order, network
 reach, alarm coverage, the operator's IAM path, secret grants), and adds what only your values show:
 parameters left empty or as placeholders, Rules that would refuse the deploy, TLS to an RDS endpoint
-without its CA bundle.
+without its CA bundle. With ``--aws`` it also asks the account, read-only and with your credentials,
+what it alone can tell (``payment_outbox_dev.checks.account``): VPC DNS, endpoints, routes, zones,
+security groups, the Lambda concurrency quota, the engine version, the secrets, the SMS sandbox and
+the API Gateway logging role.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.checks import template_proofs as proofs
+from payment_outbox_dev.checks.account import Clients, account_findings
 
 PLACEHOLDER = "REPLACE_ME"
 
@@ -42,6 +46,8 @@ CONSEQUENCES = {
 class Report:
     blocking: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The Region the account was asked about (--aws), if it was.
+    asked: str | None = None
 
     def add(self, heading: str, problems: Iterable[str]) -> None:
         found = list(dict.fromkeys(problems))
@@ -57,8 +63,15 @@ class Report:
         if self.ok:
             lines.append(
                 "The template holds for these values: deploy order, network paths, alarms, operator path "
-                "and secret grants. What only the account can tell (VPC DNS and existing endpoints, "
-                "routes, quotas, secrets, the SMS sandbox) is not checked offline: run with --aws."
+                "and secret grants."
+            )
+            lines.append(
+                f"The account ({self.asked}) raised nothing that would fail: VPC DNS, endpoints, routes, "
+                "zones, security groups, concurrency quota, engine version, secrets, SMS and API Gateway "
+                "logging."
+                if self.asked
+                else "What only the account can tell (VPC DNS and existing endpoints, routes, quotas, "
+                "secrets, the SMS sandbox) is not checked offline: run with --aws."
             )
         for heading, problems in self.blocking.items():
             lines.append("")
@@ -102,7 +115,22 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return values
 
 
-def check(template_path: Path, given: dict[str, str]) -> Report:
+def samconfig_region(path: Path, environment: str) -> str | None:
+    """The ``region`` of ``[<environment>.deploy.parameters]`` (or ``.global``), if set."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        section = tomllib.load(handle).get(environment, {})
+    for command in ("deploy", "global"):
+        region = section.get(command, {}).get("parameters", {}).get("region")
+        if region:
+            return str(region)
+    return None
+
+
+def check(
+    template_path: Path, given: dict[str, str], clients: Clients | None = None, region: str | None = None
+) -> Report:
     report = Report()
     source = proofs.load_template(template_path)
     specs: dict[str, Any] = source.get("Parameters", {})
@@ -128,7 +156,22 @@ def check(template_path: Path, given: dict[str, str]) -> Report:
         report.add(f"The {kind} proof: these {CONSEQUENCES[kind]}", problems)
     report.add("Database TLS: every connection would fail", _tls_problems(values))
     report.notes.extend(_notes(values))
+    if clients is not None:
+        if missing or placeholders:
+            report.notes.append("The account was not asked: fill in every parameter first")
+        else:
+            _ask_account(report, clients, values, region or proofs.REGION)
     return report
+
+
+def _ask_account(report: Report, clients: Clients, values: dict[str, str], region: str) -> None:
+    report.asked = region
+    findings = account_findings(clients, values, region)
+    for finding in findings:
+        if finding.blocking:
+            report.add(f"The account ({region}), {finding.check}: these would fail", [finding.text])
+        else:
+            report.notes.append(f"{finding.check}: {finding.text}")
 
 
 def _stand_in(spec: dict[str, Any]) -> str:
@@ -157,8 +200,8 @@ def _notes(values: dict[str, str]) -> list[str]:
     notes = []
     if values.get("CreateDatabase") == "true" and values.get("DatabaseDeletionProtection") == "true":
         notes.append(
-            "DatabaseDeletionProtection=true: on a stack's first create, a failure cannot roll the cluster "
-            "back; turn it on after the first successful deploy"
+            "DatabaseDeletionProtection=true: if the stack's first create fails, its rollback cannot delete "
+            "the cluster; turn the cluster's protection off by hand, then delete the stack"
         )
     if values.get("OpsAlarmEmail") == "none":
         notes.append("OpsAlarmEmail=none: alarms reach only what you subscribe to the OpsTopicArn output")
@@ -189,6 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="Key=Value",
         help="override samconfig's values, as with sam deploy",
     )
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="also ask the account, read-only with your credentials, what it alone can tell",
+    )
+    parser.add_argument("--region", help="with --aws: the Region (default: samconfig's, else your profile's)")
+    parser.add_argument("--profile", help="with --aws: the AWS CLI profile whose credentials to use")
     args = parser.parse_args(argv)
     try:
         given = {
@@ -198,7 +248,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         print(f"payment-outbox preflight: {exc}", file=sys.stderr)
         return 2
-    report = check(args.template_file, given)
+    clients, region = None, None
+    if args.aws:
+        import boto3
+
+        region = args.region or samconfig_region(args.config_file, args.config_env)
+        session = boto3.Session(profile_name=args.profile, region_name=region)
+        if session.get_credentials() is None or session.region_name is None:
+            message = "payment-outbox preflight --aws: no AWS credentials or Region (--profile, --region)"
+            print(message, file=sys.stderr)
+            return 2
+        clients, region = Clients.of(session), session.region_name
+    report = check(args.template_file, given, clients, region)
     print(report.render(args.config_env))
     return 0 if report.ok else 1
 
