@@ -469,6 +469,8 @@ def test_preflight_aws_reports_the_account_next_to_the_proofs(
         for k, v in {
             **account.values,
             "OpsAlarmEmail": "ops@example.com",
+            "OrderCallerPrincipalArns": "arn:aws:iam::123456789012:role/order-service",
+            "OperatorPrincipalArns": "arn:aws:iam::123456789012:role/ops",
             "DatabaseDeletionProtection": "false",
         }.items()
     ]
