@@ -1248,6 +1248,11 @@ def callback_problems(deployment: Deployment) -> list[str]:
         for a in associated
     ):
         problems.append("no web ACL is associated with the API's stage")
+    logged = {
+        _referenced_once(deployment.properties(c).get("ResourceArn"))
+        for c in deployment.of_type("AWS::WAFv2::LoggingConfiguration")
+    }
+    problems += [f"{acl}'s decisions are not logged" for acl in sorted(acls) if acl not in logged]
     rules = [r for acl in acls for r in deployment.properties(acl).get("Rules", [])]
     rate = [
         r

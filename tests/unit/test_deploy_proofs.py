@@ -631,6 +631,12 @@ def test_the_firewall_is_on_the_stage_with_its_rules(
         _deployment(broken, proofs.transform_offline(broken, {}), CallbackFirewall="true")
     )
     assert problems == ["the web ACL has no rate-based rule blocking a flood of callbacks"]
+    # And a firewall whose decisions nobody can read
+    unlogged = _without_resource(source, "CallbackWebAclLogging")
+    problems = proofs.callback_problems(
+        _deployment(unlogged, proofs.transform_offline(unlogged, {}), CallbackFirewall="true")
+    )
+    assert problems == ["CallbackWebAcl's decisions are not logged"]
 
 
 # --------------------------------------------------------------------------- delivery past SNS
