@@ -151,7 +151,7 @@ def cost_section(sections: dict[str, dict[str, Any]]) -> Section:
     fixed = [
         {
             "item": f"VPC interface endpoints ({', '.join(endpoints)}) in each of the subnets' zones "
-            "(CreateVpcEndpoints=true)",
+            "(VpcEndpointSns, VpcEndpointSecretsManager, VpcEndpointLambda=create)",
             "count": len(endpoints) * AVAILABILITY_ZONES,
             "usd_per_month": len(endpoints)
             * AVAILABILITY_ZONES

@@ -350,6 +350,80 @@ def test_the_sms_consumer_is_paced(source: dict[str, Any], transformed: dict[str
     assert [m["ScalingConfig"] for m in mappings] == paced
 
 
+def test_a_points_backlog_cannot_take_the_accounts_unreserved_concurrency(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    deployment = _deployment(source, transformed)
+    mappings = [
+        deployment.properties(i)
+        for i in deployment.of_type("AWS::Lambda::EventSourceMapping")
+        if deployment.properties(i)["FunctionName"] == {"Ref": "PointsConsumerFunction"}
+    ]
+    assert [m.get("ScalingConfig") for m in mappings] == [
+        {"MaximumConcurrency": {"Ref": "PointsMaximumConcurrency"}}
+    ]
+
+
+def test_the_regions_api_gateway_logging_role_outlives_the_stack_that_set_it(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    deployment = _deployment(source, transformed, CreateApiGatewayLogRole="true")
+    for logical_id in ("ApiGatewayLogRole", "ApiGatewayAccount"):
+        resource = deployment.resources[logical_id]
+        kept = (resource["DeletionPolicy"], resource["UpdateReplacePolicy"])
+        assert kept == ("Retain", "Retain"), logical_id
+    # And a second environment leaves it alone
+    second = _deployment(source, transformed, CreateApiGatewayLogRole="false")
+    assert "ApiGatewayAccount" not in second.resources
+
+
+def test_two_stacks_never_share_a_dashboard(source: dict[str, Any], transformed: dict[str, Any]) -> None:
+    name = _deployment(source, transformed).properties("PipelineDashboard")["DashboardName"]
+    assert "${AWS::StackName}" in name["Fn::Sub"], name
+
+
+def test_the_created_database_is_reached_on_the_proxys_port_only(source: dict[str, Any]) -> None:
+    created = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "true", "DbPort": "3307"})
+    assert any("leave DbPort at 3306" in r for r in proofs.refusals(source, created))
+    existing = proofs.parameter_values(source, {**REQUIRED, "CreateDatabase": "false", "DbPort": "3307"})
+    assert not any("DbPort" in r for r in proofs.refusals(source, existing))
+
+
+def test_aurora_stays_on_its_lts_version_with_logs_and_insights_by_parameter(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    # Given a created database with the defaults
+    default = _deployment(source, transformed, CreateDatabase="true", DatabaseFailoverReplica="true")
+    # Then no instance upgrades its minor version on its own, nothing is exported, insights are off
+    for instance in ("DatabaseInstance", "DatabaseReplicaInstance"):
+        properties = default.properties(instance)
+        assert properties["AutoMinorVersionUpgrade"] == {"Ref": "DatabaseAutoMinorVersionUpgrade"}
+        assert properties["EnablePerformanceInsights"] == {"Ref": "DatabasePerformanceInsights"}
+    assert default.parameters["DatabaseAutoMinorVersionUpgrade"] == "false"
+    assert "EnableCloudwatchLogsExports" not in default.properties("DatabaseCluster")
+    # And log exports follow the parameter, within the logs Aurora MySQL has
+    exported = _deployment(source, transformed, CreateDatabase="true", DatabaseLogExports="error,slowquery")
+    exports = exported.properties("DatabaseCluster")["EnableCloudwatchLogsExports"]
+    assert exports == {"Ref": "DatabaseLogExports"}
+    unknown = proofs.parameter_values(source, {**REQUIRED, "DatabaseLogExports": "error,everything"})
+    assert any("DatabaseLogExports lists Aurora MySQL logs" in r for r in proofs.refusals(source, unknown))
+
+
+def test_both_environments_set_their_concurrency_and_prod_is_protected() -> None:
+    from payment_outbox_dev.checks.preflight import overrides_from_samconfig
+
+    dev = overrides_from_samconfig(ROOT / "samconfig.toml", "default")
+    prod = overrides_from_samconfig(ROOT / "samconfig.toml", "prod")
+    for environment in (dev, prod):
+        for name in ("PaymentApiReservedConcurrency", "PointsMaximumConcurrency", "SmsMaximumConcurrency"):
+            assert name in environment, name
+    # A new account (quota 10) can deploy dev: nothing reserved
+    assert dev["PaymentApiReservedConcurrency"] == "0"
+    assert prod["DatabaseDeletionProtection"] == "true"
+    # The Region's API Gateway logging role is set by one environment only
+    assert dev.get("CreateApiGatewayLogRole", "true") == "true" and prod["CreateApiGatewayLogRole"] == "false"
+
+
 def test_prod_can_have_a_failover_replica_and_a_current_engine(
     source: dict[str, Any], transformed: dict[str, Any]
 ) -> None:
