@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fan-out-rounds", type=int, help="fan-out rounds (default 1)")
     parser.add_argument("--callbacks", type=int, help="payment callbacks per variant (default 300)")
     parser.add_argument("--consumer-batches", type=int, help="batches of 10 per consumer round (default 5)")
-    parser.add_argument("--import-runs", type=int, help="fresh processes per import figure (default 7)")
+    parser.add_argument("--import-runs", type=int, help="fresh processes per import figure (default 5)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="latency SNS delay per call (20)")
     parser.add_argument("--latency-rows", type=int, help="due rows per latency relay run (default 6,000)")
     parser.add_argument("--naive-rows", type=int, help="due rows per naive relay run (default 150)")
@@ -71,10 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "claims": 20 if quick else 100,
         "callbacks": 20 if quick else 300,
         "consumer_batches": 1 if quick else 5,
-        "import_runs": 2 if quick else 7,
+        "import_runs": 2 if quick else 5,
         "latency_rows": 1_000 if quick else 6_000,
         "naive_rows": 60 if quick else 150,
-        "fan_out_seconds": 12.0 if quick else 20.0,
+        "fan_out_seconds": 15.0 if quick else 20.0,
         "fan_out_rounds": 1,
         "fallback_seconds": 8.0 if quick else 20.0,
         "fallback_period": 10.0 if quick else 20.0,

@@ -101,3 +101,28 @@ class QueueDrainer:
         self._stop.set()
         self._thread.join()
         self.purge()
+
+
+#: Rows written through the ORM before the backlog is multiplied inside the database.
+_BACKLOG_SEED = 2_000
+
+
+def insert_backlog(engine: Engine, rows: int, *, first_order: int = 1) -> int:
+    """At least ``rows`` due rows, fast: a seed of real rows (``due_messages``), then copies of them
+    made by the database itself (INSERT … SELECT over MariaDB's sequence table), each with a message
+    id of its own. Returns how many rows there are."""
+    import math
+
+    seed = min(rows, _BACKLOG_SEED)
+    insert_messages(engine, due_messages(seed, first_order=first_order))
+    copies = math.ceil(rows / seed) - 1
+    if copies > 0:
+        columns = [c.name for c in MessageRecordRow.__table__.columns if c.name not in ("id", "message_id")]
+        listed = ", ".join(columns)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"INSERT INTO message_record (message_id, {listed}) "  # noqa: S608 - our own column names
+                f"SELECT CONCAT(m.message_id, '-', s.seq), {', '.join('m.' + c for c in columns)} "
+                f"FROM message_record m CROSS JOIN seq_1_to_{copies} s"
+            )
+    return seed * (copies + 1)
