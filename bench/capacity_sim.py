@@ -11,7 +11,8 @@ The model, event by event:
   claims are refused (``refused_claims_per_run`` of ``claim_size`` rows, the oldest due first) and
   the run ends. If the code charges an attempt for a refusal, those rows' attempts go up and they
   wait their backoff (the retry policy's mean delay); at ``max_attempts`` they are FAILED. If it
-  does not, they stay due, untouched — unless older than ``max_message_age_seconds`` (when set);
+  does not, they keep their attempts and back off by their age (when the policy does so) — unless
+  older than ``max_message_age_seconds`` (when set), which fails them;
 - once SNS is back, a run drains claims of ``claim_size`` rows until ``safety_margin`` before its
   timeout, in due order, at one relay's rate (``relay_rate``, from the rate measured in this run
   scaled to the Lambda's CPU share, and never above its latency bound), all relays together within
@@ -48,10 +49,18 @@ class OutageRule:
     backoff_max_seconds: float = 300.0
     #: Rows older than this are given up when refused (None: no age limit in the code).
     max_message_age_seconds: float | None = None
+    #: An uncharged refusal still backs off, by the message's age (the policy's ``outage_delay``).
+    outage_backs_off_by_age: bool = False
 
-    def mean_backoff(self, attempts: int) -> float:
-        """The retry policy's mean delay after ``attempts`` failures ("equal jitter": 3/4 of the ceiling)."""
-        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(attempts - 1, 0))
+    def mean_backoff(self, attempts: int, age: float) -> float:
+        """The retry policy's mean wait after a refusal ("equal jitter": 3/4 of the ceiling): by the
+        attempts charged, or, for an uncharged outage that backs off by age, by the message's age."""
+        if not self.refusal_charges_attempt:
+            if not self.outage_backs_off_by_age:
+                return 0.0
+            ceiling = min(self.backoff_max_seconds, max(self.backoff_base_seconds, age))
+        else:
+            ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(attempts - 1, 0))
         return 0.75 * ceiling
 
 
@@ -109,7 +118,7 @@ class Inputs:
 @dataclass
 class Result:
     inputs: Inputs
-    #: (seconds since the outage began, due rows, oldest due row's age in seconds)
+    #: (seconds since the outage began, rows waiting (due or backing off), oldest due row's age in seconds)
     curve: list[tuple[float, float, float]] = field(default_factory=list)
     drained_at: float | None = None
     age_under_10s_at: float | None = None
@@ -152,6 +161,10 @@ class _Backlog:
 
     def due_rows(self, now: float) -> float:
         return sum(c[4] for c in self._heap if c[0] <= now)
+
+    def written_rows(self, now: float) -> float:
+        """Rows committed by ``now`` and not yet published or failed, due or backing off."""
+        return sum(c[4] for c in self._heap if c[1] <= now)
 
     def oldest_due(self, now: float) -> float | None:
         return self._heap[0][0] if self._heap and self._heap[0][0] <= now else None
@@ -215,13 +228,12 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
             if too_old or (rule.refusal_charges_attempt and charged >= rule.max_attempts):
                 result.failed_rows += count
             else:
-                due = now + rule.mean_backoff(charged) if rule.refusal_charges_attempt else now
-                backlog.add(due, committed, charged, count)
+                backlog.add(now + rule.mean_backoff(charged, now - committed), committed, charged, count)
 
     def claim(now: float, run: dict[str, Any]) -> None:
         """Start the run's next claim, or end the run."""
         nonlocal active
-        if now >= run["deadline"] or backlog.due_rows(now) <= 0:
+        if now >= run["deadline"] or backlog.oldest_due(now) is None:
             active -= 1
             return
         taken = backlog.take(now, inputs.claim_size)
@@ -233,11 +245,11 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
         if now > horizon:
             break
         if kind == "sample":
-            written_due = backlog.due_rows(now)  # a row not yet committed is not yet due either
+            waiting = backlog.written_rows(now)
             oldest = backlog.oldest_due(now)
-            age = 0.0 if oldest is None or written_due <= 0 else max(0.0, now - oldest)
-            result.curve.append((now, written_due, age))
-            if now >= recovery and result.drained_at is None and written_due <= 0:
+            age = 0.0 if oldest is None else max(0.0, now - oldest)
+            result.curve.append((now, waiting, age))
+            if now >= recovery and result.drained_at is None and waiting <= 0:
                 result.drained_at = now
             if now >= recovery and result.age_under_10s_at is None and age < AGE_THRESHOLD_SECONDS:
                 result.age_under_10s_at = now
@@ -339,7 +351,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
         reset_outbox(engine)
         engine.dispose()
     policy = settings.retry_policy()
-    max_age = getattr(settings, "outbox_max_message_age_seconds", None)
+    max_age = getattr(policy, "max_age_seconds", None)
     rule = OutageRule(
         refusal_charges_attempt=max(scheduled) > 0,
         immediate_failure_charges_attempt=max(immediate) > 0,
@@ -347,6 +359,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
         backoff_base_seconds=policy.base_delay_seconds,
         backoff_max_seconds=policy.max_delay_seconds,
         max_message_age_seconds=float(max_age) if max_age is not None else None,
+        outage_backs_off_by_age=hasattr(policy, "outage_delay"),
     )
     evidence = {"attempts_after_refused_run": scheduled, "attempts_after_failed_immediate_publish": immediate}
     return rule, evidence

@@ -250,7 +250,7 @@ def fan_out_section(
         }
     section = Section("fan_out", "Fan-out: relays started by the real fan-out path")
     section.figures = {
-        "backlog_rows": rows,
+        "backlog_rows": max(o["rows"] for outcomes in by_relays.values() for o in outcomes),
         "run_seconds": run_seconds,
         "rounds": rounds,
         "one_relay_rate_sizing_the_backlog": one_relay_rate,

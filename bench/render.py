@@ -414,6 +414,8 @@ def capacity_simulation(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str
         if rule["max_message_age_seconds"] is not None
         else "has no age limit"
     )
+    if not rule["refusal_charges_attempt"] and rule["outage_backs_off_by_age"]:
+        charge += ", and backs a refused row off by its age"
     lines = [
         "bench/capacity_sim.py, a discrete-event simulation fed with this run's figures: one relay on a "
         f"{i['lambda_memory_mb']} MB Lambda drains {fmt(i['relay_messages_per_second'])} messages/s — the "
@@ -465,7 +467,7 @@ def capacity_simulation(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str
         "",
         _quiet(f["quiet"], rule),
         "",
-        "![Due rows and the oldest due row's age after the outage](capacity-drain.svg)",
+        "![Rows waiting and the oldest due row's age after the outage](capacity-drain.svg)",
     ]
     return "Capacity, simulated: the backlog of an SNS outage", lines
 
@@ -688,7 +690,7 @@ def capacity_md(doc: dict[str, Any]) -> str:
 
 
 def capacity_figure(doc: dict[str, Any]) -> Any:
-    """The outage's backlog over time, one line per fan-out bound: due rows and the oldest due row's
+    """The outage's backlog over time, one line per fan-out bound: rows waiting and the oldest due row's
     age, the outage shaded (a matplotlib Figure)."""
     import matplotlib
 
@@ -732,7 +734,7 @@ def capacity_figure(doc: dict[str, Any]) -> Any:
             va="top",
             color="0.4",
         )
-        rows_axis.set_ylabel("due rows (millions)")
+        rows_axis.set_ylabel("rows waiting (millions)")
         age_axis.set_ylabel("oldest due row's age (minutes)")
         age_axis.set_xlabel("minutes since SNS went down")
         rows_axis.legend(loc="upper right", frameon=True)

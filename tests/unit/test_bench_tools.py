@@ -274,3 +274,16 @@ def test_the_capacity_figure_is_readable_legend_and_axis_titles_clear_of_each_ot
             y_title.overlaps(t.get_window_extent(renderer)) for t in axis.get_yticklabels() if t.get_text()
         )
     plt.close(figure)
+
+
+def test_an_outage_that_backs_off_by_age_fails_nothing_but_drains_later() -> None:
+    # Given the same outage under a rule that charges nothing, with and without backing off by age
+    busy = Inputs(measured_relay_messages_per_second=3_000.0, cpu_ms_per_message=0.25, max_relays=4)
+    flat = simulate(replace(busy, rule=OutageRule(refusal_charges_attempt=False)))
+    aged = simulate(
+        replace(busy, rule=OutageRule(refusal_charges_attempt=False, outage_backs_off_by_age=True))
+    )
+    # Then neither fails a row, and the rows still backing off at recovery hold the drain back
+    assert flat.failed_rows == aged.failed_rows == 0
+    assert flat.drained_at is not None and aged.drained_at is not None
+    assert aged.drained_at > flat.drained_at
