@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.database import Database
 from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
+from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
 from payment_outbox.domain.signature import sign
 from payment_outbox.settings import DatabaseSettings, PointsSettings
@@ -34,6 +35,11 @@ TEST_WEBHOOK_SECRET = "test-webhook-secret"
 
 def signed_headers(body: str, *, secret: str = TEST_WEBHOOK_SECRET, at: int | None = None) -> dict[str, str]:
     return {"X-Signature": sign(body.encode(), secret, int(time.time()) if at is None else at)}
+
+
+def utc_now() -> datetime:
+    """Now as the database stores it (naive UTC), from the clock the runtime reads."""
+    return SystemClock().now()
 
 
 def recent_paid_at(seconds_ago: int = 60) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from payment_outbox_dev.checks import template_proofs as proofs
 from payment_outbox_dev.checks.account import Clients, account_findings
+from payment_outbox_dev.checks.template import load_template
 
 PLACEHOLDER = "REPLACE_ME"
 
@@ -132,7 +133,7 @@ def check(
     template_path: Path, given: dict[str, str], clients: Clients | None = None, region: str | None = None
 ) -> Report:
     report = Report()
-    source = proofs.load_template(template_path)
+    source = load_template(template_path)
     specs: dict[str, Any] = source.get("Parameters", {})
     unknown = sorted(set(given) - set(specs))
     report.add("Unknown parameters (CloudFormation would refuse the deploy)", unknown)

@@ -1,4 +1,5 @@
-"""Reads template.yaml: the one source of the resources, functions and environments that run locally."""
+"""Reads template.yaml: the one CloudFormation loader, and the resources, functions and environments that
+run locally."""
 
 from __future__ import annotations
 
@@ -8,53 +9,32 @@ from typing import Any
 
 import yaml
 
-_SHORT_TAGS = (
-    "Ref",
-    "GetAtt",
-    "Sub",
-    "If",
-    "Equals",
-    "Not",
-    "And",
-    "Or",
-    "Select",
-    "Split",
-    "Join",
-    "FindInMap",
-    "ImportValue",
-    "GetAZs",
-    "Base64",
-    "Cidr",
-    "Condition",
-)
-
 
 class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short tags (``!Ref X``) into their long form."""
+    """A safe YAML loader that keeps CloudFormation short tags (``!Ref X``, ``!GetAtt A.B``, ``!Sub``…) as
+    their long form (``{"Ref": "X"}``, ``{"Fn::GetAtt": ["A", "B"]}``): plain data, nothing constructed."""
 
 
-def _construct(tag: str):  # type: ignore[no-untyped-def]
-    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-            if tag == "GetAtt":
-                value = str(value).split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {"Ref" if tag == "Ref" else f"Fn::{tag}": value}
-
-    return construct
+def _short_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
 
 
-for _tag in _SHORT_TAGS:
-    _CfnLoader.add_constructor(f"!{_tag}", _construct(_tag))
+_CfnLoader.add_multi_constructor("!", _short_tag)
 
 
 def load_template(path: Path) -> dict[str, Any]:
-    with path.open() as handle:
-        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass  # nosec B506
+    """template.yaml as data — the one CloudFormation loader of the tooling and the tests."""
+    with path.open(encoding="utf-8") as handle:
+        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506 - a SafeLoader
     return document
 
 

@@ -44,10 +44,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 #: The parameter with which the operator states that the VPC subnets route through a NAT gateway.
 NAT_PARAMETER = "SubnetsHaveNat"
@@ -101,32 +98,6 @@ _PSEUDO = {
 
 
 # --------------------------------------------------------------------------- loading
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A safe YAML loader that keeps CloudFormation short tags (!Ref, !GetAtt, ...) as plain data."""
-
-
-def _short_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _short_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506
-    return document
 
 
 class _NoManagedPolicies:

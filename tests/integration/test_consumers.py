@@ -9,7 +9,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -22,7 +22,7 @@ from payment_outbox.ports import PointsCredit
 from payment_outbox.services.relay import ImmediatePublisher
 from payment_outbox_dev.checks.template import load_template
 from payment_outbox_dev.local.harness import ACCOUNT, REGION, sqs_event
-from tests.support import ROOT, LocalSystem, points_ledger
+from tests.support import ROOT, LocalSystem, points_ledger, utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +33,6 @@ CONSUMER_OF_QUEUE = {"PointsQueue": "PointsConsumerFunction", "SmsQueue": "SmsCo
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def sms_sent() -> dict[str, tuple[str, str]]:

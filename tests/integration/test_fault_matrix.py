@@ -32,7 +32,6 @@ from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.adapters.sns_publisher import SnsPublisher
-from payment_outbox.clock import SystemClock
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import Order, OrderStatus
@@ -52,7 +51,7 @@ from payment_outbox_dev.local.faults import (
 )
 from payment_outbox_dev.local.harness import ACCOUNT, REGION
 from tests.faults import TcpProxy
-from tests.support import LocalSystem, floor_points
+from tests.support import LocalSystem, floor_points, utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +62,6 @@ DEAD_LETTER_QUEUES = ("PointsDeadLetterQueue", "SmsDeadLetterQueue")
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    return SystemClock().now()
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from payment_outbox_dev.chaos.kill import KillConfig, run_kill_chaos
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sigkilled_workers_and_a_killed_stack_lose_nothing_and_double_nothing(

@@ -29,12 +29,11 @@ from payment_outbox.domain.signature import sign
 from payment_outbox_dev import cli
 from payment_outbox_dev.checks.template import api_routes, find_function, functions, load_template
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
-from tests.support import recent_paid_at
+from tests.support import ROOT, recent_paid_at
 
 # Not MariaDB: the stack runs on SQLite, as `make local` does by default.
 pytestmark = pytest.mark.local_stack
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 DEADLINE_SECONDS = 20.0
 #: The shortest time scale that keeps the template's orderings (the relay's timeout above its reserve).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -22,13 +22,9 @@ from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINT
 from payment_outbox.domain.outbox import OutboxMessage, pending_message
 from payment_outbox.ports import PointsCredit, PublishFailure, PublishOutcome
 from payment_outbox_dev.checks.template import load_template
-from tests.support import ROOT, LocalSystem
+from tests.support import ROOT, LocalSystem, utc_now
 
 pytestmark = pytest.mark.integration
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def write_stream(

@@ -36,6 +36,7 @@ from tests.support import (
     pay_time_of,
     recent_paid_at,
     signed_headers,
+    utc_now,
 )
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,6 @@ ENVELOPE_KEYS = {"messageId", "topic", "businessKey", "businessType", "occurredA
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def order_row(system: LocalSystem, order_id: int) -> dict[str, Any]:

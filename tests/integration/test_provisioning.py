@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,10 +27,10 @@ from payment_outbox_dev.local.provision import (
     topic_attributes,
 )
 from payment_outbox_dev.local.timing import scaled_timing
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 REGION = "us-east-1"
 

@@ -29,10 +29,10 @@ from payment_outbox_dev.local.emulator import FaultInjectingApp, Faults, SnsCall
 from payment_outbox_dev.local.harness import MISSING_ROUTE_BODY, LocalFunctions, api_gateway_event
 from payment_outbox_dev.local.observe import MetricsBoard
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, StackConfig
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from payment_outbox_dev.checks import template_proofs as proofs
+from payment_outbox_dev.checks.template import load_template
 from payment_outbox_dev.checks.template_proofs import Deployment
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 
 #: Values for the parameters without defaults; every other one is enumerated or left at its default.
 REQUIRED = {
@@ -36,7 +37,7 @@ REQUIRED = {
 
 @pytest.fixture(scope="module")
 def source() -> dict[str, Any]:
-    return proofs.load_template(ROOT / "template.yaml")
+    return load_template(ROOT / "template.yaml")
 
 
 @pytest.fixture(scope="module")

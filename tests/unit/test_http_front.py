@@ -33,10 +33,10 @@ from payment_outbox_dev.local.http_front import (
 from payment_outbox_dev.local.observe import Narrator
 from payment_outbox_dev.local.pooled import PooledApi
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, StackConfig
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_BODY = 1024
 READ_TIMEOUT = 0.5
 #: Every interface: the address the bind rule is about.

@@ -3,15 +3,13 @@ user's own parameter values (samconfig.toml plus --parameter-overrides)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from payment_outbox_dev.checks.preflight import main, parse_overrides
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = [
     "VpcId=vpc-0123",

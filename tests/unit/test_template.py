@@ -10,15 +10,15 @@ import hmac
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from payment_outbox_dev.checks.template import load_template
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 
@@ -40,37 +40,9 @@ EVENT_PREFIXES = {
 LOCAL_WEBHOOK_SECRET = b"local-webhook-secret"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """A safe YAML loader that keeps CloudFormation short tags (!Ref, !GetAtt, ...) as plain data."""
-
-
-def _construct_short_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if tag_suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:  # pragma: no cover - YAML has no other node kinds
-        raise yaml.constructor.ConstructorError(
-            None, None, f"unexpected node for !{tag_suffix}", node.start_mark
-        )
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_short_tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    with TEMPLATE.open(encoding="utf-8") as fh:
-        loaded = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - _CfnLoader is a SafeLoader
-    assert isinstance(loaded, dict)
-    return loaded
+    return load_template(TEMPLATE)
 
 
 def _resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

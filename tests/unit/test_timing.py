@@ -22,10 +22,10 @@ from payment_outbox_dev.local.timing import (
     schedule_seconds,
     template_timing,
 )
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 
 
