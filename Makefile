@@ -12,10 +12,21 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(LOCAL_STAMP)
+
+## What the demo needs and nothing more: the runtime and the [local] extra (moto, PyYAML), each package
+## named as pip fetches and installs it. `make install` (every developer tool) covers it too.
+LOCAL_STAMP := $(VENV)/.installed-local
+
+$(LOCAL_STAMP): pyproject.toml
+	@echo "demo: installing the runtime and the [local] extra into $(VENV) (once)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -e ".[local]"
+	touch $(LOCAL_STAMP)
 
 ## The main job: the whole flow on SQLite and an in-process AWS emulator (DATABASE_URL=... for MySQL).
-demo: install
+demo: $(LOCAL_STAMP)
 	$(BIN)/python -m payment_outbox_dev.demo.embedded
 
 ## The whole system live on one machine, no Docker, no AWS account: API on :3000, AWS emulator on
@@ -26,7 +37,9 @@ local: install
 
 ## The tests: unit, integration (MariaDB/MySQL at TEST_DATABASE_URL, default root@127.0.0.1:3306) and e2e,
 ## including schemathesis fuzzing the local stack (SCHEMATHESIS_MAX_EXAMPLES per operation, default 25).
+## Without a server that answers, it says so in one line and stops (README: the database the tests need).
 test: install sam-cli
+	$(BIN)/python -m payment_outbox_dev.checks.database_server
 	$(BIN)/pytest
 
 ## Benchmarks against MariaDB (BENCH_SERVER_URL, default root@127.0.0.1:3306), the latency SNS and moto

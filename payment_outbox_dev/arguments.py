@@ -1,6 +1,8 @@
-"""What the commands share in reading their arguments: the project folder, fractions, NAME=VALUE pairs.
+"""What the commands share in reading their arguments: the project folder, fractions, NAME=VALUE pairs,
+and the one-line error a command ends with when what it was given cannot be used.
 
-Each raises what argparse turns into a one-line usage error (exit code 2), never a traceback.
+The types raise what argparse turns into a usage error; ``CommandError`` is what a command raises for
+a missing file or setting: ``payment-outbox`` prints it on one line and exits with 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -8,13 +10,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: The exit code of a command given something it cannot use (argparse's own for a usage error).
+USAGE_ERROR = 2
+
+
+class CommandError(Exception):
+    """A file, a setting or a value the command was given cannot be used: said in one line, exit 2."""
+
 
 def find_root(start: Path) -> Path:
     """The nearest folder holding template.yaml, from ``start`` upwards."""
     for candidate in (start, *start.parents):
         if (candidate / "template.yaml").is_file():
             return candidate
-    raise SystemExit("template.yaml not found: run payment-outbox from the project folder (or pass --root)")
+    raise CommandError("template.yaml not found: run payment-outbox from the project folder (or pass --root)")
+
+
+def root_of(args: argparse.Namespace) -> Path:
+    """The project folder: ``--root``, or the nearest folder holding template.yaml."""
+    given: Path | None = getattr(args, "root", None)
+    return (given or find_root(Path.cwd())).resolve()
+
+
+def show_fraction(value: float) -> str:
+    """``1/15`` for one over a whole number, else the number: how a time scale reads best."""
+    return f"1/{1 / value:g}" if 0 < value < 1 and float(1 / value).is_integer() else f"{value:g}"
 
 
 def parameter(text: str) -> tuple[str, str]:

@@ -32,12 +32,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from payment_outbox.migrations.runner import upgrade  # noqa: E402
+from payment_outbox_dev.checks.database_server import configured_test_url  # noqa: E402
 from tests.support import ROOT, TEST_WEBHOOK_SECRET, LocalSystem  # noqa: E402
 
-DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/payment_outbox_test?charset=utf8mb4"
 # Several runs may share one server: each run works in a database (and users) of its own.
 RUN_SUFFIX = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
@@ -45,7 +44,7 @@ RUN_SUFFIX = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     """A fresh database on the real server, unique to this run, migrated to head once, dropped at the end."""
-    configured = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    configured = configured_test_url()
     url = configured.set(database=f"{configured.database}_{RUN_SUFFIX}")
     server = create_engine(url.set(database=""))
     try:

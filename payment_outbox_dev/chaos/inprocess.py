@@ -184,7 +184,7 @@ class _ChaosRun:
             self.progress.phase(f"paying {self.config.orders} orders with faults injected")
             for start in range(0, self.config.orders, self.config.wave_size):
                 self._wave(min(self.config.wave_size, self.config.orders - start))
-                self.progress.orders(len(self.orders))
+                self.progress.done(len(self.orders))
             self.injector.heal()
             self.progress.phase("faults off: draining the relay and the consumers")
             self._drain()

@@ -320,7 +320,7 @@ class _KillRun:
             with self.done_lock:
                 self.done += 1
                 done = self.done
-            self.progress.orders(done)
+            self.progress.done(done)
 
     def _drive(self, plan: _Plan) -> None:
         order = self._until_answered(

@@ -17,6 +17,7 @@ import signal
 import subprocess  # nosec B404 - starts this project's own processes
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from payment_outbox_dev.chaos.locustfile import CREATE, NOTIFY
@@ -28,15 +29,23 @@ from payment_outbox_dev.chaos.processes import (
     start_stack,
     wait_until_serving,
 )
+from payment_outbox_dev.chaos.report import Progress
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
+#: How long locust may run past its --run-time (its own start and stop) before it is killed.
+LOCUST_MARGIN_SECONDS = 120
+PROGRESS_POLL_SECONDS = 1.0
 LOAD_WEBHOOK_SECRET = "load-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
 
 
 def run_load(
-    root: Path, *, workers: int, users: int, seconds: int, server_url: str
+    root: Path, *, workers: int, users: int, seconds: int, server_url: str, progress: Progress | None = None
 ) -> dict[str, dict[str, float]]:
     """Locust's figures per request name (``POST /orders``, ``POST /payments/notify``, ``Aggregated``)."""
+    progress = progress or Progress("load", seconds, unit="s of load")
+    progress.phase(
+        f"starting the emulator and a stack ({workers} worker(s) per function) on a database of its own"
+    )
     with tempfile.TemporaryDirectory(prefix="payment-outbox-load-") as scratch_name:
         scratch = Path(scratch_name)
         with run_database(server_url) as database_url, emulator_process(scratch) as emulator_url:
@@ -56,8 +65,9 @@ def run_load(
             )
             try:
                 wait_until_serving(api, stack, log)
+                progress.phase(f"locust drives {users} client(s) for {seconds} s")
                 locust = Path(sys.executable).parent / "locust"
-                subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, no shell
+                driving = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv, no shell
                     [
                         str(locust),
                         "-f",
@@ -78,10 +88,10 @@ def run_load(
                         "WARNING",
                     ],
                     env={**os.environ, "LOAD_WEBHOOK_SECRET": LOAD_WEBHOOK_SECRET},
-                    check=False,
-                    timeout=seconds + 120,
                     stdout=subprocess.DEVNULL,
                 )
+                _follow(driving, seconds, progress)
+                progress.phase("stopping the stack")
             finally:
                 os.killpg(stack.pid, signal.SIGINT)
                 try:
@@ -91,6 +101,20 @@ def run_load(
                     stack.wait(timeout=10)
             with (scratch / "load_stats.csv").open() as handle:
                 return {row["Name"]: _figures(row) for row in csv.DictReader(handle)}
+
+
+def _follow(driving: subprocess.Popen[bytes], seconds: int, progress: Progress) -> None:
+    """Wait for locust (at most its run time and a margin), saying how far it got."""
+    started = time.monotonic()
+    while driving.poll() is None:
+        elapsed = time.monotonic() - started
+        if elapsed > seconds + LOCUST_MARGIN_SECONDS:
+            driving.kill()
+            driving.wait(timeout=10)
+            return
+        progress.done(min(seconds, int(elapsed)))
+        time.sleep(PROGRESS_POLL_SECONDS)
+    progress.done(seconds)
 
 
 def _figures(row: dict[str, str]) -> dict[str, float]:
@@ -140,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = (args.root or find_root(Path.cwd())).resolve()
     figures = run_load(
-        root, workers=args.workers, users=args.users, seconds=args.seconds, server_url=args.server_url
+        root,
+        workers=args.workers,
+        users=args.users,
+        seconds=args.seconds,
+        server_url=args.server_url,
+        progress=Progress("load", args.seconds, sys.stderr, unit="s of load"),
     )
     print(render(figures, workers=args.workers, users=args.users, seconds=args.seconds), flush=True)
     notify = figures.get(NOTIFY, {})

@@ -30,12 +30,14 @@ class PaidOrder:
 
 @dataclass
 class Progress:
-    """What a run says while it runs: each phase as it starts, and the orders paid so far at most every
-    ``every`` seconds (and when the last is). ``stream`` None: a silent run (the tests)."""
+    """What a long run says while it runs: each phase as it starts, and how far it got (``done`` of
+    ``total`` ``unit``) at most every ``every`` seconds and when it is complete. ``stream`` None: a
+    silent run (the tests)."""
 
     title: str
     total: int
     stream: TextIO | None = None
+    unit: str = "orders paid"
     every: float = PROGRESS_EVERY_SECONDS
     clock: Callable[[], float] = time.monotonic
     _started: float = field(init=False)
@@ -47,10 +49,10 @@ class Progress:
     def phase(self, text: str) -> None:
         self._say(text)
 
-    def orders(self, done: int) -> None:
+    def done(self, count: int) -> None:
         now = self.clock()
-        if done >= self.total or now - self._last_said >= self.every:
-            self._say(f"{done}/{self.total} orders paid")
+        if count >= self.total or now - self._last_said >= self.every:
+            self._say(f"{count}/{self.total} {self.unit}")
 
     def _say(self, text: str) -> None:
         now = self.clock()

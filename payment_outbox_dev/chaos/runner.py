@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from payment_outbox_dev.arguments import parameter, positive_fraction
+from payment_outbox_dev.arguments import parameter, positive_fraction, show_fraction
 from payment_outbox_dev.chaos.inprocess import ChaosConfig, run_chaos
 from payment_outbox_dev.chaos.kill import KillConfig, run_kill_chaos
 from payment_outbox_dev.chaos.report import ChaosReport, Progress
@@ -50,11 +50,6 @@ class Option:
         )
 
 
-def fraction(value: float) -> str:
-    """``1/15`` for a value that is one over a whole number, else the number."""
-    return f"1/{1 / value:g}" if 0 < value < 1 and float(1 / value).is_integer() else f"{value:g}"
-
-
 IN_PROCESS_OPTIONS = (
     Option("--fault-rate", float, ChaosConfig.fault_rate, "chance that a call at a faulted boundary fails"),
     Option(
@@ -71,7 +66,7 @@ KILL_OPTIONS = (
     Option("--kills", int, KillConfig.kills, "SIGKILLs at least, of workers or the whole stack"),
     Option("--clients", int, KillConfig.clients, "client threads sending orders and callbacks"),
     Option("--workers", int, KillConfig.workers, "worker processes per function, each a Lambda container"),
-    Option("--time-scale", positive_fraction, KillConfig.time_scale, "the stack's time scale", fraction),
+    Option("--time-scale", positive_fraction, KillConfig.time_scale, "the stack's time scale", show_fraction),
     Option(
         "--stack-kill-rate", float, KillConfig.stack_kill_rate, "chance that a kill takes the whole stack"
     ),

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from payment_outbox_dev.arguments import CommandError, root_of
 from payment_outbox_dev.checks import template_proofs as proofs
 from payment_outbox_dev.checks.account import Clients, account_findings
 from payment_outbox_dev.checks.template import load_template
@@ -218,14 +218,22 @@ def _notes(values: dict[str, str]) -> list[str]:
     return notes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="payment-outbox preflight",
-        description="Say what would hang, fail or stay silent with these parameters, before sam deploy.",
+DESCRIPTION = "Say what would hang, fail or stay silent with these parameters, before sam deploy."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-env", default="default", help="samconfig.toml environment (default default)"
     )
-    parser.add_argument("--config-env", default="default", help="samconfig.toml environment")
-    parser.add_argument("--config-file", type=Path, default=Path("samconfig.toml"))
-    parser.add_argument("--template-file", type=Path, default=Path("template.yaml"))
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        default=None,
+        help="the samconfig file (default samconfig.toml of the project)",
+    )
+    parser.add_argument(
+        "--template-file", type=Path, default=None, help="the template (default template.yaml of the project)"
+    )
     parser.add_argument(
         "--parameter-overrides",
         nargs="*",
@@ -240,30 +248,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--region", help="with --aws: the Region (default: samconfig's, else your profile's)")
     parser.add_argument("--profile", help="with --aws: the AWS CLI profile whose credentials to use")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``payment-outbox preflight``: 0 when the deployment holds, 1 with its problems."""
+    root = root_of(args) if args.config_file is None or args.template_file is None else Path.cwd()
+    config_file = args.config_file or root / "samconfig.toml"
+    template_file = args.template_file or root / "template.yaml"
     try:
         given = {
-            **overrides_from_samconfig(args.config_file, args.config_env),
+            **overrides_from_samconfig(config_file, args.config_env),
             **parse_overrides(args.parameter_overrides),
         }
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        print(f"payment-outbox preflight: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise CommandError(str(exc)) from None
     clients, region = None, None
     if args.aws:
         import boto3
 
-        region = args.region or samconfig_region(args.config_file, args.config_env)
+        region = args.region or samconfig_region(config_file, args.config_env)
         session = boto3.Session(profile_name=args.profile, region_name=region)
         if session.get_credentials() is None or session.region_name is None:
-            message = "payment-outbox preflight --aws: no AWS credentials or Region (--profile, --region)"
-            print(message, file=sys.stderr)
-            return 2
+            raise CommandError("--aws: no AWS credentials or Region (--profile, --region)")
         clients, region = Clients.of(session), session.region_name
-    report = check(args.template_file, given, clients, region)
+    try:
+        report = check(template_file, given, clients, region)
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
     print(report.render(args.config_env))
     return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

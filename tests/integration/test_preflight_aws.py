@@ -461,6 +461,7 @@ def test_the_api_gateway_logging_role_is_set_once_per_region(account: Account) -
 def test_preflight_aws_reports_the_account_next_to_the_proofs(
     account: Account, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from payment_outbox_dev import cli
     from payment_outbox_dev.checks import preflight
 
     monkeypatch.setattr(preflight.Clients, "of", classmethod(lambda cls, session: _clients(account.recorded)))
@@ -485,12 +486,12 @@ def test_preflight_aws_reports_the_account_next_to_the_proofs(
         "--parameter-overrides",
         *overrides,
     ]
-    code = preflight.main(args)
+    code = cli.main(["preflight", *args])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "The account (us-east-1) raised nothing that would fail" in out
     # And an account finding fails it, under its own heading
     account.ec2.modify_vpc_attribute(VpcId=account.vpc, EnableDnsHostnames={"Value": False})
-    code = preflight.main(args)
+    code = cli.main(["preflight", *args])
     out = capsys.readouterr().out
     assert code == 1 and "The account (us-east-1), VPC DNS: these would fail" in out, out

@@ -100,12 +100,12 @@ def test_progress_says_each_phase_and_the_orders_paid_at_most_every_few_seconds(
     # When it starts a phase, pays orders quickly, then slowly, then the last
     progress.phase("paying 50 orders")
     for done in range(1, 10):
-        progress.orders(done)
+        progress.done(done)
     clock.now += PROGRESS_EVERY_SECONDS
-    progress.orders(10)
-    progress.orders(11)
+    progress.done(10)
+    progress.done(11)
     clock.now += 1
-    progress.orders(50)
+    progress.done(50)
 
     # Then the phase, one line per interval and the last count are said, each with the time so far
     assert stream.getvalue().splitlines() == [

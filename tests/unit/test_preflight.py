@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from payment_outbox_dev.checks.preflight import main, parse_overrides
+from payment_outbox_dev import cli
+from payment_outbox_dev.checks.preflight import parse_overrides
 from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
@@ -24,8 +25,9 @@ GOOD = [
 
 
 def _preflight(capsys: pytest.CaptureFixture[str], *overrides: str, env: str = "prod") -> tuple[int, str]:
-    code = main(
+    code = cli.main(
         [
+            "preflight",
             "--config-env",
             env,
             "--config-file",
