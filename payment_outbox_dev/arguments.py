@@ -8,7 +8,10 @@ a missing file or setting: ``payment-outbox`` prints it on one line and exits wi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: The exit code of a command given something it cannot use (argparse's own for a usage error).
 USAGE_ERROR = 2
@@ -57,3 +60,27 @@ def positive_fraction(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option whose flag names the field of the configuration it sets (``--wave-size``:
+    ``wave_size``) and whose help states that configuration's default, so the two never differ."""
+
+    flag: str
+    kind: Callable[[str], Any]
+    default: Any
+    what: str
+    shown: Callable[[Any], str] = "{:g}".format
+
+    @property
+    def field(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def add_to(self, group: Any) -> None:
+        group.add_argument(
+            self.flag,
+            type=self.kind,
+            default=self.default,
+            help=f"{self.what} (default {self.shown(self.default)})",
+        )

@@ -27,15 +27,24 @@ from payment_outbox_dev import commands
 from payment_outbox_dev.arguments import (
     USAGE_ERROR,
     CommandError,
+    Option,
     parameter,
     positive_fraction,
     show_fraction,
 )
-from payment_outbox_dev.chaos import runner as chaos_runner
-from payment_outbox_dev.checks import preflight
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, StackConfig
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
+#: The local stack's options that set a StackConfig field of the same name, with its default.
+LOCAL_OPTIONS = (
+    Option("--api-port", int, StackConfig.api_port, "HTTP API port", str),
+    Option("--emulator-port", int, StackConfig.emulator_port, "AWS emulator port", str),
+    Option("--data-dir", Path, StackConfig.data_dir, "SQLite file and saved emulator state", str),
+    Option("--poll-interval", float, StackConfig.poll_interval, "seconds between empty queue polls"),
+    Option(
+        "--workers", int, StackConfig.workers, "worker processes per function, each like a Lambda container"
+    ),
+)
 DEMO_API_URL = f"http://127.0.0.1:{StackConfig.api_port}"
 DEMO_TIMEOUT_SECONDS = 60.0
 
@@ -111,28 +120,12 @@ def _add_local(commands_: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="a Host header name to answer besides loopback and --host (repeatable); "
         "any other Host is refused (DNS rebinding)",
     )
-    local.add_argument(
-        "--api-port",
-        type=int,
-        default=StackConfig.api_port,
-        help=f"HTTP API port (default {StackConfig.api_port})",
-    )
-    local.add_argument(
-        "--emulator-port",
-        type=int,
-        default=StackConfig.emulator_port,
-        help=f"AWS emulator port (default {StackConfig.emulator_port})",
-    )
+    for option in LOCAL_OPTIONS:
+        option.add_to(local)
     local.add_argument(
         "--emulator-url",
         default=None,
         help="use an AWS emulator that is already running instead of starting one (its state is its own)",
-    )
-    local.add_argument(
-        "--data-dir",
-        type=Path,
-        default=StackConfig.data_dir,
-        help=f"SQLite file and saved emulator state (default {StackConfig.data_dir})",
     )
     local.add_argument(
         "--database-url",
@@ -140,19 +133,7 @@ def _add_local(commands_: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="MySQL instead of SQLite, e.g. mysql+pymysql://user:pass@host:3306/db (default $DATABASE_URL)",
     )
     local.add_argument(
-        "--poll-interval",
-        type=float,
-        default=StackConfig.poll_interval,
-        help=f"seconds between empty queue polls (default {StackConfig.poll_interval:g})",
-    )
-    local.add_argument(
         "--time-scale", type=positive_fraction, default=DEFAULT_TIME_SCALE, help=_time_scale_help()
-    )
-    local.add_argument(
-        "--workers",
-        type=int,
-        default=StackConfig.workers,
-        help=f"worker processes per function, each like a Lambda container (default {StackConfig.workers})",
     )
     _secret(local, "--webhook-secret", "secret callbacks are signed with")
     local.add_argument(
@@ -243,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_invoke(commands_)
     _add_sign(commands_)
     _add_demo(commands_)
+    # Imported here, not at the top: the local stack's worker processes import this module as their
+    # __main__, and the chaos runs and the deploy proofs are no worker's business.
+    from payment_outbox_dev.chaos import runner as chaos_runner
+    from payment_outbox_dev.checks import preflight
+
     chaos = _command(
         commands_,
         "chaos",

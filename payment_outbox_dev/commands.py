@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,12 @@ from payment_outbox_dev.arguments import CommandError, root_of
 def run_local(args: argparse.Namespace) -> int:
     from payment_outbox_dev.local.stack import LocalStack, StackConfig
 
+    # Each option sets the StackConfig field of its name; the rest are read here.
+    named = {field.name for field in fields(StackConfig)} - {"root", "parameters", "allowed_hosts"}
     config = StackConfig(
+        **{name: getattr(args, name) for name in named},
         root=root_of(args),
-        host=args.host,
-        api_port=args.api_port,
-        emulator_port=args.emulator_port,
-        emulator_url=args.emulator_url,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        poll_interval=args.poll_interval,
-        time_scale=args.time_scale,
-        workers=args.workers,
-        webhook_secret=args.webhook_secret,
         parameters=dict(args.parameter_overrides),
-        verbose=args.verbose,
-        expose=args.expose,
         allowed_hosts=tuple(args.allow_host),
     )
     return LocalStack(config).run()

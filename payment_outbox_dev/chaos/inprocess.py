@@ -55,6 +55,7 @@ from payment_outbox_dev.chaos.report import (
     check_invariants,
     scan,
 )
+from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
 CHAOS_WEBHOOK_SECRET = "chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
 RELAY = "OutboxRelayFunction"
@@ -420,18 +421,9 @@ def _now() -> Any:
 def _isolated_environment() -> Iterator[None]:
     """Emulator credentials and settings for the run; the caller's environment is restored after."""
     saved = dict(os.environ)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE"):
+    for name in ACCOUNT_VARIABLES:
         os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "chaos",
-            "AWS_SECRET_ACCESS_KEY": "chaos",  # emulator credentials  # nosec B105
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
-        }
-    )
+    os.environ.update(emulator_environment("chaos"))
     try:
         yield
     finally:

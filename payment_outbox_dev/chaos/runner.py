@@ -15,40 +15,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from payment_outbox_dev.arguments import parameter, positive_fraction, show_fraction
+from payment_outbox_dev.arguments import Option, parameter, positive_fraction, show_fraction
 from payment_outbox_dev.chaos.inprocess import ChaosConfig, run_chaos
 from payment_outbox_dev.chaos.kill import KillConfig, run_kill_chaos
 from payment_outbox_dev.chaos.report import ChaosReport, Progress
-
-
-@dataclass(frozen=True)
-class Option:
-    """An option of one fault source: its flag names the configuration's field, and its help states
-    the configuration's default."""
-
-    flag: str
-    kind: Callable[[str], Any]
-    default: Any
-    what: str
-    shown: Callable[[Any], str] = "{:g}".format
-
-    @property
-    def field(self) -> str:
-        return self.flag.removeprefix("--").replace("-", "_")
-
-    def add_to(self, group: Any) -> None:
-        group.add_argument(
-            self.flag,
-            type=self.kind,
-            default=self.default,
-            help=f"{self.what} (default {self.shown(self.default)})",
-        )
-
 
 IN_PROCESS_OPTIONS = (
     Option("--fault-rate", float, ChaosConfig.fault_rate, "chance that a call at a faulted boundary fails"),

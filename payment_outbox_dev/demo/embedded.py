@@ -17,14 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from payment_outbox_dev.arguments import root_of
+from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
+
 DEMO_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 - the demo signs its own callbacks  # nosec B105
-
-
-def _find_root(start: Path) -> Path:
-    for candidate in (start, *start.parents):
-        if (candidate / "template.yaml").is_file():
-            return candidate
-    raise SystemExit("template.yaml not found: run the demo from the project folder (or pass --root)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,21 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
     parser.add_argument("--amount", default="128.50", help="order amount, a decimal string")
     args = parser.parse_args(argv)
-    root = args.root or _find_root(Path.cwd())
+    root = root_of(args)
 
     # Dummy credentials and a region before any client exists: the emulator is in-process.
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    for name in ACCOUNT_VARIABLES:
         os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",  # emulator credentials  # nosec B105
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update({**emulator_environment("demo"), "POWERTOOLS_LOG_LEVEL": "WARNING"})
     with tempfile.TemporaryDirectory(prefix="payment-outbox-demo-") as scratch:
         database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{scratch}/payment_outbox.db"
         _run(root, database_url, args.amount)

@@ -31,6 +31,22 @@ from payment_outbox_dev.checks.template import FunctionSpec, Route, api_routes, 
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+#: Variables that could point a boto3 client at a real account or another endpoint.
+ACCOUNT_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL")
+
+
+def emulator_environment(credentials: str) -> dict[str, str]:
+    """Dummy credentials, the region and Powertools' offline settings, for handlers on an in-process
+    emulator; set them (after dropping ``ACCOUNT_VARIABLES``) before any client exists."""
+    return {
+        "AWS_ACCESS_KEY_ID": credentials,
+        "AWS_SECRET_ACCESS_KEY": credentials,  # emulator credentials  # nosec B105
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "PaymentOutbox",
+    }
+
 
 #: The logical id of the function being invoked, for observers (e.g. recording AWS calls per function).
 current_function: ContextVar[str | None] = ContextVar("current_function", default=None)

@@ -38,7 +38,7 @@ TEMPLATE = load_template(ROOT / "template.yaml")
 DEADLINE_SECONDS = 20.0
 #: The shortest time scale that keeps the template's orderings (the relay's timeout above its reserve).
 TIME_SCALE = "1/15"
-START_DEADLINE_SECONDS = 45.0
+START_DEADLINE_SECONDS = 120.0  # worker processes import the handlers: slow on a busy machine
 MISSING = {"message": "Missing Authentication Token"}
 T = TypeVar("T")
 

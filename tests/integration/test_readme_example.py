@@ -21,8 +21,8 @@ def _curl_example() -> str:
     """The lines of README's local-stack example that drive the API with curl (the block's first lines)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Local stack\n", 1)[1]
-    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    lines = block.splitlines()
+    blocks = [chunk.split("```", 1)[0] for chunk in section.split("```bash\n")[1:]]
+    lines = next(block for block in blocks if "curl" in block).splitlines()
     last = max(i for i, line in enumerate(lines) if "curl" in line)
     return "\n".join(lines[: last + 1])
 

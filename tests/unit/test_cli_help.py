@@ -137,3 +137,38 @@ def test_a_command_run_outside_the_project_is_one_line(
         "payment-outbox invoke: template.yaml not found: run payment-outbox from the project folder"
         " (or pass --root)"
     )
+
+
+def test_local_options_reach_the_stack_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a stack that records the configuration it is started with
+    from payment_outbox_dev.local import stack
+
+    started: list[StackConfig] = []
+
+    class Recording:
+        def __init__(self, config: StackConfig) -> None:
+            started.append(config)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(stack, "LocalStack", Recording)
+
+    # When `local` is run with options
+    argv = ["--root", str(ROOT), "local", "--workers", "3", "--api-port", "3100", "--time-scale", "1/10"]
+    argv += ["--allow-host", "stack.lan", "--parameter-overrides", "OutboxMaxAttempts=3", "--expose"]
+    assert cli.main(argv) == 0
+
+    # Then each reaches its field, and the rest are the stack's defaults
+    (config,) = started
+    assert (config.workers, config.api_port, config.time_scale) == (3, 3100, 0.1)
+    assert (config.allowed_hosts, config.parameters, config.expose) == (
+        ("stack.lan",),
+        {"OutboxMaxAttempts": "3"},
+        True,
+    )
+    assert (config.root, config.host, config.emulator_port) == (
+        ROOT,
+        StackConfig.host,
+        StackConfig.emulator_port,
+    )

@@ -303,7 +303,7 @@ def test_the_sms_consumer_publishes_to_phone_numbers_but_never_to_a_topic(
     # Given the SMS consumer's role
     deployment = _deployment(source, transformed)
     statements = deployment.role_statements("SmsConsumerFunction")
-    publish = [s for s in statements if "sns:Publish" in proofs._as_list(s["Action"])]
+    publish = [s for s in statements if "sns:Publish" in proofs.as_list(s["Action"])]
     # Then sns:Publish is allowed on "*" (phone numbers have no ARN) and denied on every topic ARN
     assert any(s["Effect"] == "Allow" and s["Resource"] == "*" for s in publish)
     denied = [s["Resource"] for s in publish if s["Effect"] == "Deny"]
@@ -560,7 +560,7 @@ def test_the_key_proof_sees_a_function_that_could_not_decrypt_its_secret(source:
         for s in deployment.role_statements("OutboxRelayFunction")
         if s.get("Sid") == "DecryptSecretsThroughSecretsManager"
     ]
-    assert proofs._values(deployment, grant["Resource"]) == [keys]
+    assert proofs.values_of(deployment, grant["Resource"]) == [keys]
     assert grant["Condition"] == {
         "StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}
     }
@@ -697,7 +697,7 @@ def test_the_firewall_is_on_the_stage_with_its_rules(
     assert "/restapis/${PaymentApi}/stages/${StageName}" in arn["Fn::Sub"][0]
     # And its addresses are the provider's
     (ip_set,) = deployment.of_type("AWS::WAFv2::IPSet")
-    assert proofs._values(deployment, deployment.properties(ip_set)["Addresses"]) == cidrs.split(",")
+    assert proofs.values_of(deployment, deployment.properties(ip_set)["Addresses"]) == cidrs.split(",")
     # And the proof sees a firewall without its rate rule
     broken = copy.deepcopy(source)
     rules = broken["Resources"]["CallbackWebAcl"]["Properties"]["Rules"]
