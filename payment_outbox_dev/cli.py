@@ -45,6 +45,9 @@ LOCAL_OPTIONS = (
         "--workers", int, StackConfig.workers, "worker processes per function, each like a Lambda container"
     ),
 )
+#: Other names a command answers to.
+ALIASES = {"local": ["up"]}
+Runner = Callable[[argparse.Namespace], int]
 DEMO_API_URL = f"http://127.0.0.1:{StackConfig.api_port}"
 DEMO_TIMEOUT_SECONDS = 60.0
 
@@ -73,34 +76,7 @@ def _secret(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
     )
 
 
-def _command(
-    commands_: argparse._SubParsersAction,  # type: ignore[type-arg]
-    name: str,
-    run: Callable[[argparse.Namespace], int],
-    summary: str,
-    description: str | None = None,
-    **options: object,
-) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands_.add_parser(
-        name,
-        help=summary,
-        description=description or summary,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        **options,  # type: ignore[arg-type]
-    )
-    sub.set_defaults(run=run)
-    return sub
-
-
-def _add_local(commands_: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    local = _command(
-        commands_,
-        "local",
-        commands.run_local,
-        "run the whole system: API, emulator, relay schedule, queue pollers",
-        "Run the whole system locally from template.yaml (see docs/local-stack.md).",
-        aliases=["up"],
-    )
+def _local_options(local: argparse.ArgumentParser) -> None:
     local.add_argument(
         "--host",
         default=StackConfig.host,
@@ -147,16 +123,7 @@ def _add_local(commands_: argparse._SubParsersAction) -> None:  # type: ignore[t
     local.add_argument("--verbose", action="store_true", help="show the handlers' JSON logs and metrics too")
 
 
-def _add_invoke(commands_: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    invoke = _command(
-        commands_,
-        "invoke",
-        commands.run_invoke,
-        "invoke one function with an event, like `sam local invoke`",
-        "Invoke one function in-process: its handler and environment from template.yaml, "
-        "an in-process AWS emulator, a fresh SQLite database (or --database-url). "
-        "The response goes to stdout, the handler's logs to stderr.",
-    )
+def _invoke_options(invoke: argparse.ArgumentParser) -> None:
     invoke.add_argument("function", help="logical id (PaymentApiFunction) or short form (payment_api)")
     invoke.add_argument("--event", "-e", default=None, help="event JSON file, or - for stdin (default {})")
     invoke.add_argument("--database-url", default=None, help="a database instead of a fresh SQLite file")
@@ -179,30 +146,14 @@ def _add_invoke(commands_: argparse._SubParsersAction) -> None:  # type: ignore[
     )
 
 
-def _add_sign(commands_: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    sign = _command(
-        commands_,
-        "sign",
-        commands.run_sign,
-        "print the X-Signature header for a payment callback body",
-        "Print 'X-Signature: t=<now>,v1=<hmac>' for the exact bytes of the body "
-        "(--body, or stdin: mind the trailing newline echo adds; use printf).",
-    )
+def _sign_options(sign: argparse.ArgumentParser) -> None:
     sign.add_argument("--body", default=None, help="the callback body (default: read stdin)")
     _secret(sign, "--secret", "signing secret")
     sign.add_argument("--timestamp", type=int, default=None, help="unix seconds (default now)")
     sign.add_argument("--value-only", action="store_true", help="print only the header value")
 
 
-def _add_demo(commands_: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    demo = _command(
-        commands_,
-        "demo",
-        commands.run_demo,
-        "a narrated scenario against a running `payment-outbox local`",
-        "Drive a running local stack over HTTP and the emulator's AWS API: a paid order, "
-        "a duplicate callback and delivery, an SNS outage and recovery, a message driven to FAILED.",
-    )
+def _demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--api-url", default=DEMO_API_URL, help=f"the stack's API (default {DEMO_API_URL})")
     _secret(demo, "--secret", "the stack's webhook secret")
     demo.add_argument(
@@ -213,46 +164,88 @@ def _add_demo(commands_: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
 
 
+def _no_options(parser: argparse.ArgumentParser) -> None:
+    """The command takes none of its own."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: the local stack's worker processes import this module as their
+    # __main__, and the chaos runs and the deploy proofs are no worker's business.
+    from payment_outbox_dev.chaos import runner as chaos_runner
+    from payment_outbox_dev.checks import preflight
+
     parser = argparse.ArgumentParser(
         prog="payment-outbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_local(commands_)
-    _add_invoke(commands_)
-    _add_sign(commands_)
-    _add_demo(commands_)
-    # Imported here, not at the top: the local stack's worker processes import this module as their
-    # __main__, and the chaos runs and the deploy proofs are no worker's business.
-    from payment_outbox_dev.chaos import runner as chaos_runner
-    from payment_outbox_dev.checks import preflight
-
-    chaos = _command(
-        commands_,
-        "chaos",
-        chaos_runner.main,
-        "the chaos runs: faults in one process (make chaos), or --kill: SIGKILLs against a live stack",
-        chaos_runner.__doc__,
+    table: tuple[tuple[str, Runner, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+        (
+            "local",
+            commands.run_local,
+            "run the whole system: API, emulator, relay schedule, queue pollers",
+            "Run the whole system locally from template.yaml (see docs/local-stack.md).",
+            _local_options,
+        ),
+        (
+            "invoke",
+            commands.run_invoke,
+            "invoke one function with an event, like `sam local invoke`",
+            "Invoke one function in-process: its handler and environment from template.yaml, an in-process "
+            "AWS emulator, a fresh SQLite database (or --database-url). The response goes to stdout, the "
+            "handler's logs to stderr.",
+            _invoke_options,
+        ),
+        (
+            "sign",
+            commands.run_sign,
+            "print the X-Signature header for a payment callback body",
+            "Print 'X-Signature: t=<now>,v1=<hmac>' for the exact bytes of the body "
+            "(--body, or stdin: mind the trailing newline echo adds; use printf).",
+            _sign_options,
+        ),
+        (
+            "demo",
+            commands.run_demo,
+            "a narrated scenario against a running `payment-outbox local`",
+            "Drive a running local stack over HTTP and the emulator's AWS API: a paid order, a duplicate "
+            "callback and delivery, an SNS outage and recovery, a message driven to FAILED.",
+            _demo_options,
+        ),
+        (
+            "chaos",
+            chaos_runner.main,
+            "the chaos runs: faults in one process (make chaos), or --kill: SIGKILLs against a live stack",
+            chaos_runner.__doc__ or "",
+            chaos_runner.add_arguments,
+        ),
+        (
+            "migrate",
+            commands.run_migrate,
+            "bring the configured database to the newest schema",
+            "Run the migrations the SchemaMigrator function runs on deploy, against the database at "
+            "DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME and DB_SECRET_ARN).",
+            _no_options,
+        ),
+        (
+            "preflight",
+            preflight.run,
+            "before sam deploy: what would hang, fail or stay silent with your parameters",
+            preflight.DESCRIPTION,
+            preflight.add_arguments,
+        ),
     )
-    chaos_runner.add_arguments(chaos)
-    _command(
-        commands_,
-        "migrate",
-        commands.run_migrate,
-        "bring the configured database to the newest schema",
-        "Run the migrations the SchemaMigrator function runs on deploy, against the database "
-        "at DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME and DB_SECRET_ARN).",
-    )
-    checks = _command(
-        commands_,
-        "preflight",
-        preflight.run,
-        "before sam deploy: what would hang, fail or stay silent with your parameters",
-        preflight.DESCRIPTION,
-    )
-    preflight.add_arguments(checks)
+    for name, run, summary, description, add_options in table:
+        command = commands_.add_parser(
+            name,
+            aliases=ALIASES.get(name, []),
+            help=summary,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.set_defaults(run=run)
+        add_options(command)
     return parser
 
 

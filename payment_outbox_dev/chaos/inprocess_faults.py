@@ -47,24 +47,24 @@ class FaultRules:
     kills: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _within(self, spent: Counter[str], budget: int) -> Callable[[Call], bool]:
+        """A rule's condition: every message of the call is below ``budget`` in ``spent``, which the
+        call then charges (so a message is never faulted past what its retries absorb)."""
+
+        def allowed(call: Call) -> bool:
+            with self._lock:
+                if any(spent[m] >= budget for m in call.message_ids):
+                    return False
+                spent.update(call.message_ids)
+                return True
+
+        return allowed
+
     def install(self) -> None:
         """Every rule, in the order they are tried (the first that fires wins)."""
         rng, injector = self.rng, self.injector
-        attempts_left = self.max_attempts - 2
-
-        def attempts_allowed(call: Call) -> bool:
-            with self._lock:
-                if any(self.attempt_faults[m] >= attempts_left for m in call.message_ids):
-                    return False
-                self.attempt_faults.update(call.message_ids)
-                return True
-
-        def kill_allowed(call: Call) -> bool:
-            with self._lock:
-                if any(self.kills[m] >= KILLS_PER_MESSAGE for m in call.message_ids):
-                    return False
-                self.kills.update(call.message_ids)
-                return True
+        attempts_allowed = self._within(self.attempt_faults, self.max_attempts - 2)
+        kill_allowed = self._within(self.kills, KILLS_PER_MESSAGE)
 
         def payment_api(call: Call) -> bool:
             return call.function == PAYMENT_API

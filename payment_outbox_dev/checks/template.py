@@ -98,8 +98,11 @@ class ScheduleSource:
     """A ``Schedule`` event: EventBridge invokes ``function`` on ``expression``."""
 
     function: str
+    #: The event's name under the function's ``Events``.
     name: str
+    #: ``rate(1 minute)`` or ``cron(...)``.
     expression: str
+    #: The event's ``Enabled`` (a disabled schedule never fires, locally either).
     enabled: bool = True
 
 
@@ -108,9 +111,10 @@ class AlarmSpec:
     """A CloudWatch alarm on one metric (the parts a local evaluation needs)."""
 
     logical_id: str
+    #: The metric: the dimensions that pick it, its namespace and its name.
+    dimensions: dict[str, str]
     namespace: str
     metric: str
-    dimensions: dict[str, str]
     statistic: str
     period_seconds: int
     threshold: float

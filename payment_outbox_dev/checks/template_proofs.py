@@ -78,6 +78,12 @@ from payment_outbox_dev.checks.policy_proofs import (
     values_of,
 )
 
+#: The database resources an alarm must watch: their type, the RDS metric dimension naming them, a word.
+DATABASE_ALARM_DIMENSIONS = (
+    ("AWS::RDS::DBCluster", "DBClusterIdentifier", "database cluster"),
+    ("AWS::RDS::DBProxy", "ProxyName", "database proxy"),
+)
+
 __all__ = [
     "ENDPOINT_PARAMETERS",
     "EXISTING_ENDPOINT",
@@ -268,20 +274,14 @@ def alarm_problems(deployment: Deployment) -> list[str]:
         name = deployment.properties(api_id).get("Name")
         if name is None or not watched("AWS/ApiGateway", "5XXError", "ApiName", name):
             problems.append(f"no alarm fires when {api_id} answers 5XX")
-    for cluster_id in deployment.of_type("AWS::RDS::DBCluster"):
-        if not any(
-            m.get("Namespace") == "AWS/RDS" and _dimension(m, "DBClusterIdentifier") == {"Ref": cluster_id}
-            for alarm in alarms.values()
-            for m in _metrics_of(alarm)
-        ):
-            problems.append(f"no alarm watches the database cluster {cluster_id}")
-    for proxy_id in deployment.of_type("AWS::RDS::DBProxy"):
-        if not any(
-            m.get("Namespace") == "AWS/RDS" and _dimension(m, "ProxyName") == {"Ref": proxy_id}
-            for alarm in alarms.values()
-            for m in _metrics_of(alarm)
-        ):
-            problems.append(f"no alarm watches the database proxy {proxy_id}")
+    for resource_type, dimension, what in DATABASE_ALARM_DIMENSIONS:
+        for resource_id in deployment.of_type(resource_type):
+            if not any(
+                m.get("Namespace") == "AWS/RDS" and _dimension(m, dimension) == {"Ref": resource_id}
+                for alarm in alarms.values()
+                for m in _metrics_of(alarm)
+            ):
+                problems.append(f"no alarm watches the {what} {resource_id}")
     problems += _alarm_math_problems(alarms)
     problems += _alarm_delivery_problems(deployment, alarms)
     return problems
