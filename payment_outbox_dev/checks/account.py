@@ -44,6 +44,7 @@ class Clients:
     kms: Any
     sns: Any
     apigateway: Any
+    cloudformation: Any
 
     @classmethod
     def of(cls, session: Any) -> Clients:
@@ -55,13 +56,15 @@ class Clients:
             kms=session.client("kms"),
             sns=session.client("sns"),
             apigateway=session.client("apigateway"),
+            cloudformation=session.client("cloudformation"),
         )
 
 
-def concurrency_findings(clients: Clients, values: dict[str, str]) -> list[Finding]:
+def concurrency_findings(clients: Clients, values: dict[str, str], stack: str | None = None) -> list[Finding]:
     limits = clients.lambda_.get_account_settings()["AccountLimit"]
     quota = int(limits["ConcurrentExecutions"])
-    unreserved = int(limits["UnreservedConcurrentExecutions"])
+    # On an update, the payment API's reservation is already out of the unreserved count.
+    unreserved = int(limits["UnreservedConcurrentExecutions"]) + _reserved_by(clients, stack)
     reserved = int(values.get("PaymentApiReservedConcurrency", "0") or 0)
     findings = []
     most = unreserved - LAMBDA_MINIMUM_UNRESERVED
@@ -94,6 +97,22 @@ def concurrency_findings(clients: Clients, values: dict[str, str]) -> list[Findi
             )
         )
     return findings
+
+
+def _reserved_by(clients: Clients, stack: str | None) -> int:
+    """The concurrency the stack's payment API reserves today (0 when the stack does not exist yet)."""
+    if not stack:
+        return 0
+    try:
+        resource = clients.cloudformation.describe_stack_resource(
+            StackName=stack, LogicalResourceId="PaymentApiFunction"
+        )["StackResourceDetail"]
+    except ClientError as exc:
+        if _code(exc) == "ValidationError":  # no such stack (or resource) yet
+            return 0
+        raise
+    reserved = clients.lambda_.get_function_concurrency(FunctionName=resource["PhysicalResourceId"])
+    return int(reserved.get("ReservedConcurrentExecutions", 0))
 
 
 def engine_findings(clients: Clients, values: dict[str, str]) -> list[Finding]:
@@ -256,22 +275,25 @@ def api_gateway_findings(clients: Clients, values: dict[str, str]) -> list[Findi
     return []
 
 
-CHECKS: dict[str, Callable[[Clients, dict[str, str], str], list[Finding]]] = {
-    "network": lambda c, v, region: network_findings(c.ec2, v, region),
-    "Lambda concurrency": lambda c, v, region: concurrency_findings(c, v),
-    "database": lambda c, v, region: engine_findings(c, v),
-    "secrets": lambda c, v, region: secret_findings(c, v),
-    "SMS": lambda c, v, region: sms_findings(c, v),
-    "API Gateway": lambda c, v, region: api_gateway_findings(c, v),
+CHECKS: dict[str, Callable[[Clients, dict[str, str], str, str | None], list[Finding]]] = {
+    "network": lambda c, v, region, stack: network_findings(c.ec2, v, region),
+    "Lambda concurrency": lambda c, v, region, stack: concurrency_findings(c, v, stack),
+    "database": lambda c, v, region, stack: engine_findings(c, v),
+    "secrets": lambda c, v, region, stack: secret_findings(c, v),
+    "SMS": lambda c, v, region, stack: sms_findings(c, v),
+    "API Gateway": lambda c, v, region, stack: api_gateway_findings(c, v),
 }
 
 
-def account_findings(clients: Clients, values: dict[str, str], region: str) -> list[Finding]:
-    """Every check's findings; a check whose calls fail says that it was not checked and why."""
+def account_findings(
+    clients: Clients, values: dict[str, str], region: str, stack: str | None = None
+) -> list[Finding]:
+    """Every check's findings (``stack``: the stack's name, for what an update already holds); a check
+    whose calls fail says that it was not checked and why."""
     findings: list[Finding] = []
     for name, check in CHECKS.items():
         try:
-            findings += check(clients, values, region)
+            findings += check(clients, values, region, stack)
         except ClientError as exc:
             operation = getattr(exc, "operation_name", "a call")
             findings.append(Finding(name, f"not checked: {operation} answered {_code(exc)}", blocking=False))

@@ -231,20 +231,20 @@ def _parameter_choices(template: dict[str, Any]) -> dict[str, list[str]]:
 #: Parameters that decide a Condition or a Rule but are varied one at a time from the defaults (with
 #: the endpoint rows below) instead of multiplying every other combination: each decides one thing of
 #: its own (the relay's fan-out and so its Lambda endpoint, the created database's port, its log
-#: exports), which those rows exercise against every combination of the others.
+#: exports), which those rows exercise against every combination of ``NETWORK_PARAMETERS``.
 COVERED_PARAMETERS = ("MaxRelayConcurrency", "DbPort", "DatabaseLogExports")
 
 
 def _covering_rows(template: dict[str, Any], choices: dict[str, list[str]]) -> list[dict[str, str]]:
-    """A covering set for the endpoint parameters and ``COVERED_PARAMETERS``, instead of their
-    combinations (3^5 x 8 would multiply the proofs' run by almost 2,000). Each service's reach depends
-    on its own endpoint parameter alone (with NAT and route tables, which stay fully enumerated, and
-    the fan-out), so rows in which every endpoint parameter takes every value suffice for it: the
-    three uniform rows. What the endpoints share (the endpoint security group, the migration's
-    references to them) is exercised by three rows that mix the values, each parameter taking each
-    value next to different ones. Each covered parameter then takes each of its other values once,
-    with every endpoint created, and the fan-out also without a Lambda endpoint (the one case where
-    a missing endpoint is no problem without NAT)."""
+    """A covering set for the endpoint parameters and ``COVERED_PARAMETERS``, instead of their combinations
+    (3^5 x 8 would multiply the proofs' run by almost 2,000). Each service's reach depends on its own
+    endpoint parameter alone (with NAT, route tables, the database mode and the archive, which
+    ``parameter_combinations`` crosses with every row, and the fan-out), so rows in which every endpoint
+    parameter takes every value suffice for it: the three uniform rows. What the endpoints share (the
+    endpoint security group, the migration's references to them) is exercised by three rows that mix the
+    values, each parameter taking each value next to different ones. Each covered parameter then takes
+    each of its other values once, with every endpoint created, and the fan-out also without a Lambda
+    endpoint (the one case where a missing endpoint is no problem without NAT)."""
     specs = template.get("Parameters", {})
     names = [n for n in ENDPOINT_PARAMETERS.values() if n in choices]
     covered = [n for n in COVERED_PARAMETERS if n in choices]

@@ -116,21 +116,27 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return values
 
 
-def samconfig_region(path: Path, environment: str) -> str | None:
-    """The ``region`` of ``[<environment>.deploy.parameters]`` (or ``.global``), if set."""
+def samconfig_setting(path: Path, environment: str, name: str) -> str | None:
+    """A setting (``region``, ``stack_name``) of ``[<environment>.deploy.parameters]``, else of its
+    ``.global``, else of the default environment's, as SAM reads them."""
     if not path.is_file():
         return None
     with path.open("rb") as handle:
-        section = tomllib.load(handle).get(environment, {})
-    for command in ("deploy", "global"):
-        region = section.get(command, {}).get("parameters", {}).get("region")
-        if region:
-            return str(region)
+        config = tomllib.load(handle)
+    for section in (config.get(environment, {}), config.get("default", {})):
+        for command in ("deploy", "global"):
+            value = section.get(command, {}).get("parameters", {}).get(name)
+            if value:
+                return str(value)
     return None
 
 
 def check(
-    template_path: Path, given: dict[str, str], clients: Clients | None = None, region: str | None = None
+    template_path: Path,
+    given: dict[str, str],
+    clients: Clients | None = None,
+    region: str | None = None,
+    stack: str | None = None,
 ) -> Report:
     report = Report()
     source = load_template(template_path)
@@ -161,13 +167,15 @@ def check(
         if missing or placeholders:
             report.notes.append("The account was not asked: fill in every parameter first")
         else:
-            _ask_account(report, clients, values, region or proofs.REGION)
+            _ask_account(report, clients, values, region or proofs.REGION, stack)
     return report
 
 
-def _ask_account(report: Report, clients: Clients, values: dict[str, str], region: str) -> None:
+def _ask_account(
+    report: Report, clients: Clients, values: dict[str, str], region: str, stack: str | None
+) -> None:
     report.asked = region
-    findings = account_findings(clients, values, region)
+    findings = account_findings(clients, values, region, stack)
     for finding in findings:
         if finding.blocking:
             report.add(f"The account ({region}), {finding.check}: these would fail", [finding.text])
@@ -266,13 +274,14 @@ def run(args: argparse.Namespace) -> int:
     if args.aws:
         import boto3
 
-        region = args.region or samconfig_region(config_file, args.config_env)
+        region = args.region or samconfig_setting(config_file, args.config_env, "region")
         session = boto3.Session(profile_name=args.profile, region_name=region)
         if session.get_credentials() is None or session.region_name is None:
             raise CommandError("--aws: no AWS credentials or Region (--profile, --region)")
         clients, region = Clients.of(session), session.region_name
+    stack = samconfig_setting(config_file, args.config_env, "stack_name")
     try:
-        report = check(template_file, given, clients, region)
+        report = check(template_file, given, clients, region, stack)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     print(report.render(args.config_env))

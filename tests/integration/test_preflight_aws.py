@@ -28,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
+STACK = "payment-outbox-prod"
+PAYMENT_API = "payment-outbox-prod-PaymentApiFunction-AbC123"
 CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -72,6 +74,8 @@ class Recorded:
         default_factory=lambda: [{"PhoneNumber": "+18005550100", "Status": "ACTIVE", "Iso2CountryCode": "US"}]
     )
     lambda_error: str | None = None
+    #: The stack's payment API's reservation today, when the stack exists (an update).
+    reserved_by_stack: int | None = None
 
 
 class _SnsWithRecordedCalls:
@@ -98,6 +102,12 @@ def _clients(recorded: Recorded) -> Clients:
         lambda_stub.add_response(
             "get_account_settings", _account_settings(recorded.quota, recorded.unreserved)
         )
+    if recorded.reserved_by_stack is not None:
+        lambda_stub.add_response(
+            "get_function_concurrency",
+            {"ReservedConcurrentExecutions": recorded.reserved_by_stack},
+            {"FunctionName": PAYMENT_API},
+        )
     rds_stub.add_response("describe_db_engine_versions", _engine_versions(*recorded.engine_versions))
     sns_stub.add_response("get_sms_sandbox_account_status", {"IsInSandbox": recorded.in_sandbox})
     sns_stub.add_response("list_origination_numbers", {"PhoneNumbers": recorded.origination_numbers})
@@ -111,7 +121,32 @@ def _clients(recorded: Recorded) -> Clients:
         kms=boto3.client("kms", region_name=REGION),
         sns=_SnsWithRecordedCalls(boto3.client("sns", region_name=REGION), sns_recorded),
         apigateway=boto3.client("apigateway", region_name=REGION),
+        cloudformation=_cloudformation(recorded),
     )
+
+
+def _cloudformation(recorded: Recorded) -> Any:
+    """moto's CloudFormation (no stack yet: a first deploy), or the stack's payment API as it answers."""
+    client = boto3.client("cloudformation", region_name=REGION)
+    if recorded.reserved_by_stack is None:
+        return client
+    stub = Stubber(client)
+    stub.add_response(
+        "describe_stack_resource",
+        {
+            "StackResourceDetail": {
+                "StackName": STACK,
+                "LogicalResourceId": "PaymentApiFunction",
+                "PhysicalResourceId": PAYMENT_API,
+                "ResourceType": "AWS::Lambda::Function",
+                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
+                "ResourceStatus": "UPDATE_COMPLETE",
+            }
+        },
+        {"StackName": STACK, "LogicalResourceId": "PaymentApiFunction"},
+    )
+    stub.activate()
+    return client
 
 
 @dataclass
@@ -129,7 +164,7 @@ class Account:
     recorded: Recorded = field(default_factory=Recorded)
 
     def findings(self, **overrides: str) -> list[Finding]:
-        return account_findings(_clients(self.recorded), {**self.values, **overrides}, REGION)
+        return account_findings(_clients(self.recorded), {**self.values, **overrides}, REGION, STACK)
 
     def texts(self, **overrides: str) -> str:
         return "\n".join(
@@ -370,6 +405,16 @@ def test_a_new_accounts_concurrency_quota_cannot_reserve_the_default(account: Ac
     assert "note Lambda concurrency: the consumers and relays at their caps" in account.texts(
         PaymentApiReservedConcurrency="0"
     )
+
+
+def test_an_update_counts_the_reservation_the_stack_already_holds(account: Account) -> None:
+    # Given a quota of 120 of which the deployed payment API already reserves 100 (20 left unreserved)
+    account.recorded = Recorded(quota=120, unreserved=20, reserved_by_stack=100)
+    # Then keeping its 100 fits: 10 stay unreserved
+    assert "Lambda concurrency" not in account.texts(PointsMaximumConcurrency="2", SmsMaximumConcurrency="2")
+    # While a first deploy seeing 20 unreserved could not reserve 100
+    account.recorded = Recorded(quota=120, unreserved=20)
+    assert "set it to 10 or less" in account.texts()
 
 
 def test_a_denied_call_is_reported_as_not_checked(account: Account) -> None:
