@@ -23,13 +23,15 @@ reconciler = cache(build_reconciler)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = reconciler().reconcile()
+    report = reconciler().reconcile(context.get_remaining_time_in_millis)
     # Each of these has an alarm (template.yaml) and a runbook entry (docs/operations.md).
     counts = {
         "OrdersMissingOutbox": len(report.orders_missing_outbox),
         "MessagesStuckFailed": report.failed_total,
         "MessagesWithoutEffect": len(report.without_effect),
         "StuckIdempotencyRecords": len(report.stuck_idempotency),
+        # 1 when the run ran out of time before the end of its window of sent rows.
+        "SentWindowIncomplete": 0 if report.sent_complete else 1,
     }
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
@@ -38,6 +40,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "messagesStuckFailed": report.failed_total,
         "failedSample": report.failed_sample,
         "sentChecked": report.sent_checked,
+        "sentComplete": report.sent_complete,
         "messagesWithoutEffect": report.without_effect,
         "stuckIdempotencyRecords": [r.key for r in report.stuck_idempotency],
     }

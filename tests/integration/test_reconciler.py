@@ -14,17 +14,25 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from payment_outbox.adapters.idempotent_record_handler import indexed_persistence_layer
 from payment_outbox.clock import SystemClock
+from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_SMS, Envelope
 from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.services.payments import PaymentService
+from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
 from tests.support import LocalSystem, configured_database
 
 pytestmark = pytest.mark.integration
 
-METRICS = ("OrdersMissingOutbox", "MessagesStuckFailed", "MessagesWithoutEffect", "StuckIdempotencyRecords")
+METRICS = (
+    "OrdersMissingOutbox",
+    "MessagesStuckFailed",
+    "MessagesWithoutEffect",
+    "StuckIdempotencyRecords",
+    "SentWindowIncomplete",
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -170,6 +178,7 @@ def test_each_kind_of_anomaly_is_found_and_counted(
         "MessagesStuckFailed": 2.0,
         "MessagesWithoutEffect": 2.0,
         "StuckIdempotencyRecords": 1.0,
+        "SentWindowIncomplete": 0.0,
     }
 
 
@@ -194,24 +203,6 @@ def test_a_points_row_without_ledger_entry_is_found_even_when_the_sms_arrived(
     # Then only the points row is reported
     assert summary["messagesWithoutEffect"] == [points_message]
     assert metrics["MessagesWithoutEffect"] == 1.0
-
-
-def test_sent_rows_checked_per_run_are_bounded(
-    system: LocalSystem, capsys: pytest.CaptureFixture[str], load_event: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given three orders whose six rows were sent an hour ago and never consumed
-    for amount in ("1.00", "2.00", "3.00"):
-        mark_sent(system, paid_without_publish(system, amount=amount)["orderNo"], ago=timedelta(hours=1))
-    # And the reconciler configured to check at most four sent rows a run
-    monkeypatch.setenv("RECONCILE_MAX_SENT_CHECKS", "4")
-    system.functions.cold_start("ReconcilerFunction")
-
-    # When it runs
-    summary, metrics = run_reconciler(system, capsys, load_event)
-
-    # Then it checked four rows only, and reports those four
-    assert summary["sentChecked"] == 4
-    assert metrics["MessagesWithoutEffect"] == 4.0
 
 
 def test_rows_sent_before_the_window_are_not_checked(
@@ -283,3 +274,168 @@ def test_the_schedule_interval_is_the_templates() -> None:
 
     template = (ROOT / "template.yaml").read_text()
     assert f"Schedule: rate({int(RUN_INTERVAL.total_seconds() // 60)} minutes)" in template
+
+
+# --- every sent row of the window, page after page -------------------------------------------------
+
+
+def insert_sent_sms_rows(system: LocalSystem, count: int, *, sent_at: datetime, prefix: str) -> list[str]:
+    """``count`` SMS rows sent at ``sent_at`` (valid envelopes; no consumer ever ran for them)."""
+    ids = [f"{prefix}-{i:05d}-{uuid.uuid4().hex[:8]}" for i in range(count)]
+    rows = [
+        {
+            "message_id": message_id,
+            "topic": TOPIC_SMS,
+            "content": Envelope(
+                message_id=message_id,
+                topic=TOPIC_SMS,
+                business_key=f"PO-{message_id}",
+                business_type=BUSINESS_TYPE_ORDER_PAID,
+                occurred_at=sent_at,
+                payload={
+                    "phone": "+8613812345678",
+                    "templateId": "ORDER_PAY_SUCCESS",
+                    "params": ["PO-1", "1.00"],
+                },
+            ).to_json(),
+            "business_key": f"PO-{message_id}",
+            "business_type": BUSINESS_TYPE_ORDER_PAID,
+            "at": sent_at,
+        }
+        for message_id in ids
+    ]
+    with system.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO message_record (message_id, topic, content, business_key, business_type, status,"
+                " retry_count, next_retry_at, create_time, update_time, sent_time)"
+                " VALUES (:message_id, :topic, :content, :business_key, :business_type,"
+                " 1, 0, :at, :at, :at, :at)"
+            ),
+            rows,
+        )
+    return ids
+
+
+def test_every_sent_row_of_the_window_is_checked_past_the_newest_five_hundred(
+    system: LocalSystem, capsys: pytest.CaptureFixture[str], load_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 620 SMS rows sent within the window (40 minutes to 3 hours ago) whose effect never
+    # appeared, and the reconciler reading 100 rows a page
+    monkeypatch.setenv("RECONCILE_SENT_PAGE_SIZE", "100")
+    system.functions.cold_start()
+    missing: set[str] = set()
+    for minutes_ago, count in ((40, 300), (90, 300), (180, 20)):
+        missing |= set(
+            insert_sent_sms_rows(
+                system, count, sent_at=now() - timedelta(minutes=minutes_ago), prefix=f"m{minutes_ago}"
+            )
+        )
+
+    # When the reconciler runs
+    summary, metrics = run_reconciler(system, capsys, load_event)
+
+    # Then every one of them was checked, once, and named
+    assert summary["sentChecked"] == 620
+    assert summary["sentComplete"] is True
+    assert sorted(summary["messagesWithoutEffect"]) == sorted(missing)
+    assert metrics["MessagesWithoutEffect"] == 620.0
+    assert metrics["SentWindowIncomplete"] == 0.0
+
+
+class _Lookups:
+    """Effect lookups that find nothing and record what was checked, in order."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def entries_for_order(self, user_id: int, order_id: int) -> list[dict[str, object]]:
+        return []
+
+    def find(self, message_id: str) -> None:
+        self.checked.append(message_id)
+
+
+def test_rows_written_or_deleted_between_pages_make_no_row_skipped_or_checked_twice(
+    system: LocalSystem,
+) -> None:
+    # Given 25 sent rows in the window, read 10 a page
+    start = now()
+    before = insert_sent_sms_rows(system, 25, sent_at=start - timedelta(hours=2), prefix="before")
+    lookups = _Lookups()
+    pages = 0
+
+    with configured_database() as database:
+
+        def unit_of_work():  # type: ignore[no-untyped-def]
+            nonlocal pages
+            pages += 1
+            if pages == 3:
+                # And, after the first page: rows sent earlier than the page's end and later (both in
+                # the window), and the janitor deleting three rows the first page already checked
+                insert_sent_sms_rows(system, 5, sent_at=start - timedelta(hours=3), prefix="behind")
+                insert_sent_sms_rows(system, 5, sent_at=start - timedelta(hours=1), prefix="ahead")
+                with system.engine.begin() as conn:
+                    conn.execute(
+                        text("DELETE FROM message_record WHERE message_id IN :ids").bindparams(
+                            bindparam("ids", expanding=True)
+                        ),
+                        {"ids": lookups.checked[:3]},
+                    )
+            return database.operations_unit_of_work()
+
+        reconciler = Reconciler(
+            unit_of_work,
+            FixedClock(start),
+            points=lookups,
+            sms=lookups,
+            idempotency=_NoStuckRecords(),
+            limits=ReconcileLimits(sent_page_size=10),
+        )
+        # When the reconciler runs
+        report = reconciler.reconcile()
+
+    # Then every row there at the start was checked exactly once, the rows written ahead of the
+    # cursor were checked too, and none twice
+    assert len(lookups.checked) == len(set(lookups.checked))
+    assert set(before) <= set(lookups.checked)
+    assert {m for m in lookups.checked if m.startswith("ahead")} and len(
+        [m for m in lookups.checked if m.startswith("ahead")]
+    ) == 5
+    assert report.sent_checked == len(lookups.checked) == 30
+    assert report.sent_complete
+
+
+class _NoStuckRecords:
+    def stuck_in_progress(self, *, now_epoch_seconds: float) -> list[object]:
+        return []
+
+
+class FixedClock:
+    def __init__(self, at: datetime) -> None:
+        self._at = at
+
+    def now(self) -> datetime:
+        return self._at
+
+
+def test_a_run_out_of_time_says_so_instead_of_reporting_a_partial_window_as_whole(
+    system: LocalSystem,
+) -> None:
+    # Given 30 sent rows in the window, read 10 a page, and a run whose time is up after the first page
+    insert_sent_sms_rows(system, 30, sent_at=now() - timedelta(hours=2), prefix="late")
+    lookups = _Lookups()
+    left = iter([60_000, 1_000])
+    with configured_database() as database:
+        reconciler = Reconciler(
+            database.operations_unit_of_work,
+            SystemClock(),
+            points=lookups,
+            sms=lookups,
+            idempotency=_NoStuckRecords(),
+            limits=ReconcileLimits(sent_page_size=10),
+        )
+        # When it runs
+        report = reconciler.reconcile(lambda: next(left))
+    # Then it checked one page and reports its window incomplete
+    assert (report.sent_checked, report.sent_complete) == (10, False)

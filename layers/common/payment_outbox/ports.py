@@ -213,7 +213,13 @@ class OutboxOperationsRepository(Protocol):
     def failed_messages(self, *, limit: int) -> tuple[int, list[OutboxMessage]]: ...
     def failed_since(self, since: datetime, *, limit: int) -> list[OutboxMessage]: ...
     def sent_between(
-        self, *, sent_from: datetime, sent_to: datetime, topics: Sequence[str], limit: int
+        self,
+        *,
+        sent_from: datetime,
+        sent_to: datetime,
+        topics: Sequence[str],
+        after: SentCursor | None,
+        limit: int,
     ) -> list[OutboxMessage]: ...
     def sent_ids_before(self, cutoff: datetime, *, limit: int) -> list[int]: ...
     def messages_by_ids(self, ids: Sequence[int]) -> list[OutboxMessage]: ...
@@ -235,6 +241,14 @@ class PointsLedgerReader(Protocol):
 
 class SmsDeliveryLookup(Protocol):
     def find(self, message_id: str) -> SmsDelivery | None: ...
+
+
+@dataclass(frozen=True)
+class SentCursor:
+    """Where a page of sent rows ended: the (sent_time, id) of its last row."""
+
+    sent_time: datetime
+    id: int
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,8 @@ class ReconcileSettings(_Settings):
     reconcile_effect_grace_minutes: int = Field(default=30, ge=1)
     #: How far back (before the grace period) sent rows are checked for their effect.
     reconcile_effect_window_hours: int = Field(default=24, ge=1)
-    #: At most this many sent rows are checked per run (newest first).
-    reconcile_max_sent_checks: int = Field(default=500, ge=1, le=5000)
+    #: Sent rows read per page; every sent row of the window is checked, page after page.
+    reconcile_sent_page_size: int = Field(default=500, ge=1, le=5000)
     #: PAID orders updated within this window are checked for missing outbox rows.
     reconcile_orders_lookback_hours: int = Field(default=24, ge=1)
 

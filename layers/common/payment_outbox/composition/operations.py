@@ -66,7 +66,7 @@ def build_reconciler() -> Reconciler:
         limits=ReconcileLimits(
             effect_grace=timedelta(minutes=settings.reconcile_effect_grace_minutes),
             effect_window=timedelta(hours=settings.reconcile_effect_window_hours),
-            max_sent_checks=settings.reconcile_max_sent_checks,
+            sent_page_size=settings.reconcile_sent_page_size,
             orders_lookback=timedelta(hours=settings.reconcile_orders_lookback_hours),
         ),
     )

@@ -9,6 +9,7 @@ in the first run that can see it, so a FAILED row left for a day does not write 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ from payment_outbox.ports import (
     IdempotencyRecords,
     OperationsUnitOfWorkFactory,
     PointsLedgerReader,
+    SentCursor,
     SmsDeliveryLookup,
     StuckIdempotencyRecord,
 )
@@ -40,11 +42,16 @@ class ReconcileReport:
     failed_total: int = 0
     failed_sample: list[str] = field(default_factory=list)
     sent_checked: int = 0
+    #: False when the run ran out of time before the end of its window of sent rows.
+    sent_complete: bool = True
     without_effect: list[str] = field(default_factory=list)
     stuck_idempotency: list[StuckIdempotencyRecord] = field(default_factory=list)
     #: What the previous run could not have seen (each is logged once, in this run).
     new_findings: list[str] = field(default_factory=list)
 
+
+#: A run stops starting pages of sent rows when less than this is left of its Lambda's time.
+SAFETY_MARGIN_MS = 10_000
 
 #: The reconciler's schedule (template.yaml: rate(15 minutes)); a finding newer than one interval is
 #: one the previous run could not have seen.
@@ -56,7 +63,8 @@ class ReconcileLimits:
     run_interval: timedelta = RUN_INTERVAL
     effect_grace: timedelta = timedelta(minutes=30)
     effect_window: timedelta = timedelta(hours=24)
-    max_sent_checks: int = 500
+    #: Sent rows read per page (the window is read whole, page after page).
+    sent_page_size: int = 500
     orders_lookback: timedelta = timedelta(hours=24)
 
 
@@ -78,7 +86,7 @@ class Reconciler:
         self._idempotency = idempotency
         self._limits = limits or ReconcileLimits()
 
-    def reconcile(self) -> ReconcileReport:
+    def reconcile(self, remaining_ms: Callable[[], int] | None = None) -> ReconcileReport:
         now = self._clock.now()
         limits = self._limits
         report = ReconcileReport()
@@ -88,20 +96,49 @@ class Reconciler:
             )
             report.failed_total, failed = tx.operations.failed_messages(limit=SAMPLE_SIZE)
             newly_failed = tx.operations.failed_since(now - limits.run_interval, limit=SAMPLE_SIZE)
-            # Sent at least the grace period ago, at most grace + window ago: newest first, bounded.
-            sent = tx.operations.sent_between(
-                sent_from=now - limits.effect_grace - limits.effect_window,
-                sent_to=now - limits.effect_grace,
-                topics=[TOPIC_POINTS, TOPIC_SMS],
-                limit=limits.max_sent_checks,
-            )
         report.orders_missing_outbox = [o.order_no for o in missing]
         report.failed_sample = [m.message_id for m in failed]
-        report.sent_checked = len(sent)
-        report.without_effect = [m.message_id for m in sent if not self._has_effect(m)]
+        sent = self._check_sent_window(report, now=now, remaining_ms=remaining_ms)
         report.stuck_idempotency = self._idempotency.stuck_in_progress(now_epoch_seconds=epoch_seconds(now))
         self._log_new_findings(report, now=now, missing=missing, newly_failed=newly_failed, sent=sent)
         return report
+
+    def _check_sent_window(
+        self, report: ReconcileReport, *, now: datetime, remaining_ms: Callable[[], int] | None
+    ) -> list[OutboxMessage]:
+        """Every row sent at least the grace period ago and at most grace + window ago, page after
+        page in (sent_time, id) order: each page starts just past the last row of the one before, so
+        rows written or deleted meanwhile never make it skip or repeat one. Returns those without
+        their effect."""
+        limits = self._limits
+        missing: list[OutboxMessage] = []
+        cursor: SentCursor | None = None
+        while True:
+            if remaining_ms is not None and remaining_ms() < SAFETY_MARGIN_MS:
+                report.sent_complete = False
+                logger.error(
+                    "reconciler ran out of time after %d sent row(s): the rest of its window was not checked",
+                    report.sent_checked,
+                )
+                break
+            with self._uow() as tx:
+                page = tx.operations.sent_between(
+                    sent_from=now - limits.effect_grace - limits.effect_window,
+                    sent_to=now - limits.effect_grace,
+                    topics=[TOPIC_POINTS, TOPIC_SMS],
+                    after=cursor,
+                    limit=limits.sent_page_size,
+                )
+            report.sent_checked += len(page)
+            missing += [m for m in page if not self._has_effect(m)]
+            if len(page) < limits.sent_page_size:
+                break
+            last = page[-1]
+            if last.sent_time is None or last.id is None:  # a sent row always has both
+                raise ValueError(f"sent row without sent time or id: {last.message_id}")
+            cursor = SentCursor(last.sent_time, last.id)
+        report.without_effect = [m.message_id for m in missing]
+        return missing
 
     def _log_new_findings(
         self,

@@ -16,7 +16,7 @@ from payment_outbox.adapters.db.schema import MessageRecordRow, OrderRow, Outbox
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.domain.orders import Order, OrderStatus
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
-from payment_outbox.ports import AuditEntry, ErrorRow, MessageFilter, StatusCounts
+from payment_outbox.ports import AuditEntry, ErrorRow, MessageFilter, SentCursor, StatusCounts
 
 _PENDING, _SENT, _FAILED = int(OutboxStatus.PENDING), int(OutboxStatus.SENT), int(OutboxStatus.FAILED)
 
@@ -203,19 +203,32 @@ class SqlOperationsRepository:
         return [message_from_row(r) for r in rows]
 
     def sent_between(
-        self, *, sent_from: datetime, sent_to: datetime, topics: Sequence[str], limit: int
+        self,
+        *,
+        sent_from: datetime,
+        sent_to: datetime,
+        topics: Sequence[str],
+        after: SentCursor | None,
+        limit: int,
     ) -> list[OutboxMessage]:
-        """The most recently sent rows of ``topics`` whose sent time falls in [sent_from, sent_to]."""
-        rows = self._session.scalars(
-            select(MessageRecordRow)
-            .where(
-                MessageRecordRow.status == _SENT,
-                MessageRecordRow.sent_time >= sent_from,
-                MessageRecordRow.sent_time <= sent_to,
-                MessageRecordRow.topic.in_(list(topics)),
+        """One page of the rows of ``topics`` sent in [sent_from, sent_to], in (sent_time, id) order,
+        from just past ``after``: a keyset page (idx_status_sent_time), so rows written or deleted
+        between pages never make a later page skip or repeat one."""
+        query = select(MessageRecordRow).where(
+            MessageRecordRow.status == _SENT,
+            MessageRecordRow.sent_time >= sent_from,
+            MessageRecordRow.sent_time <= sent_to,
+            MessageRecordRow.topic.in_(list(topics)),
+        )
+        if after is not None:
+            query = query.where(
+                or_(
+                    MessageRecordRow.sent_time > after.sent_time,
+                    and_(MessageRecordRow.sent_time == after.sent_time, MessageRecordRow.id > after.id),
+                )
             )
-            .order_by(MessageRecordRow.sent_time.desc(), MessageRecordRow.id.desc())
-            .limit(limit)
+        rows = self._session.scalars(
+            query.order_by(MessageRecordRow.sent_time, MessageRecordRow.id).limit(limit)
         ).all()
         return [message_from_row(r) for r in rows]
 

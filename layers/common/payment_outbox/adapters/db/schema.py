@@ -90,6 +90,8 @@ class MessageRecordRow(Base):
         # The claim reads (status = 0, next_retry_at <= now) in due order: this index serves it
         # without touching sent rows, however many there are.
         Index("idx_status_next_retry_at", "status", "next_retry_at"),
+        # The reconciler pages through the rows sent in its window by (sent_time, id).
+        Index("idx_status_sent_time", "status", "sent_time"),
     )
 
 
