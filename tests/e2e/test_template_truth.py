@@ -280,6 +280,7 @@ def _judge(run: TruthRun, logical_id: str, event: str, result: Any) -> None:
             "messagesStuckFailed": 0,
             "failedSample": [],
             "sentChecked": 2,
+            "sentComplete": True,
             "messagesWithoutEffect": [],
             "stuckIdempotencyRecords": [],
         }
