@@ -31,6 +31,7 @@ def _notify_body(order_no: str, amount: str, transaction_id: str) -> str:
             "orderNo": order_no,
             "transactionId": transaction_id,
             "amount": amount,
+            "currency": "CNY",
             "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/?charset=utf8mb4"
 #: Unique to this run: the database server is shared, and so may be a benchmark running next to us.
 DATABASE_NAME = f"payment_outbox_bench_{os.getpid()}_{secrets.token_hex(3)}"
-WEBHOOK_SECRET = "bench-webhook-secret"  # noqa: S105 - signs the benchmark's own callbacks
+WEBHOOK_SECRET = "bench-webhook-secret-signs-its-own-callbacks"  # noqa: S105 - signs the benchmark's own callbacks
 QUEUES = ("PointsQueue", "SmsQueue")
 
 

@@ -30,7 +30,7 @@ from payment_outbox_dev.local.harness import ApiResponse, Delivery, LocalFunctio
 from payment_outbox_dev.local.provision import Provisioned, provision
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_WEBHOOK_SECRET = "test-webhook-secret"
+TEST_WEBHOOK_SECRET = "test-webhook-secret-of-32-characters"
 
 
 def signed_headers(body: str, *, secret: str = TEST_WEBHOOK_SECRET, at: int | None = None) -> dict[str, str]:
@@ -53,12 +53,19 @@ def pay_time_of(paid_at: str) -> str:
     return paid_at.replace("Z", ".000Z")
 
 
-def notify_body(order_no: str, amount: str, transaction_id: str = "txn-1", paid_at: str | None = None) -> str:
+def notify_body(
+    order_no: str,
+    amount: str,
+    transaction_id: str = "txn-1",
+    paid_at: str | None = None,
+    currency: str = "CNY",
+) -> str:
     return json.dumps(
         {
             "orderNo": order_no,
             "transactionId": transaction_id,
             "amount": amount,
+            "currency": currency,
             "paidAt": paid_at or recent_paid_at(),
         }
     )
@@ -72,13 +79,19 @@ class LocalSystem:
 
     @classmethod
     def start(
-        cls, engine: Engine, monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | None = None
+        cls,
+        engine: Engine,
+        monkeypatch: pytest.MonkeyPatch,
+        parameters: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> LocalSystem:
+        """``environment``: settings every function gets on top of the template's (CALLER_IDENTITY…)."""
         template = load_template(ROOT / "template.yaml")
         resources = provision(template, parameters=parameters)
         overrides = {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
             "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+            **(environment or {}),
         }
         environments = resources.environments(template, overrides)
         functions = LocalFunctions(ROOT, template, environments)
@@ -91,9 +104,17 @@ class LocalSystem:
     # --- driving ----------------------------------------------------------------------------------
 
     def api(
-        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        user: str | None = None,
     ) -> ApiResponse:
-        return self.functions.call_api(method, path, body, headers)
+        """``user``: call as this token subject, as a Cognito user-pool authorizer reports it."""
+        authorizer = None if user is None else {"claims": {"sub": user, "token_use": "id"}}
+        return self.functions.call_api(method, path, body, headers, authorizer=authorizer)
 
     def create_order(
         self, amount: str = "128.50", user_id: int = 42, phone: str = "+8613812345678"

@@ -39,12 +39,13 @@ NOTIFY_ERRORS = (400, 401, 404, 409, 413, 422)
     summary="Create an order",
     tags=["orders"],
     openapi_extensions=request_body(CreateOrderRequest, "the order; amount as a decimal string"),
-    responses=responses(201, OrderView, "the order, CREATED", 400, 413, 422),
+    responses=responses(201, OrderView, "the order, CREATED", 400, 403, 413, 422),
 )
 @tracer.capture_method
 def create_order() -> Response[dict[str, Any]]:
+    caller = payment_api().callers(app.current_event.raw_event.get("requestContext"))
     request = parse_body(CreateOrderRequest, app.current_event.decoded_body)
-    order = payment_api().payments.create_order(request.to_new_order())
+    order = payment_api().payments.create_order(request.to_new_order(), caller)
     return json_response(201, order_view(order))
 
 
@@ -56,7 +57,9 @@ def create_order() -> Response[dict[str, Any]]:
 )
 @tracer.capture_method
 def get_order(order_id: str) -> Response[dict[str, Any]]:
-    return json_response(200, order_view(payment_api().payments.get_order(order_id_from_path(order_id))))
+    caller = payment_api().callers(app.current_event.raw_event.get("requestContext"))
+    order = payment_api().payments.get_order(order_id_from_path(order_id), caller)
+    return json_response(200, order_view(order))
 
 
 @app.post(

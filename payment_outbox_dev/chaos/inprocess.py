@@ -57,7 +57,7 @@ from payment_outbox_dev.chaos.report import (
 )
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
-CHAOS_WEBHOOK_SECRET = "chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
+CHAOS_WEBHOOK_SECRET = "chaos-webhook-secret-signs-its-own-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
 RELAY = "OutboxRelayFunction"
 
 
@@ -237,6 +237,7 @@ class _ChaosRun:
                 "orderNo": order.order_no,
                 "transactionId": f"txn-{order.order_no}",
                 "amount": order.amount,
+                "currency": "CNY",
                 "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

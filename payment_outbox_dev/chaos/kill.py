@@ -58,7 +58,7 @@ from payment_outbox_dev.chaos.report import (
 )
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
-KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
+KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret-signs-its-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -336,6 +336,7 @@ class _KillRun:
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
+                "currency": order["currency"],
                 "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

@@ -35,7 +35,7 @@ from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 #: How long locust may run past its --run-time (its own start and stop) before it is killed.
 LOCUST_MARGIN_SECONDS = 120
 PROGRESS_POLL_SECONDS = 1.0
-LOAD_WEBHOOK_SECRET = "load-webhook-secret"  # noqa: S105 - signs its own callbacks  # nosec B105
+LOAD_WEBHOOK_SECRET = "load-webhook-secret-signs-its-own-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
 
 
 def run_load(

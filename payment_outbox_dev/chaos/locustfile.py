@@ -19,7 +19,7 @@ from locust import HttpUser, constant, task
 
 from payment_outbox.domain.signature import sign
 
-SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret")
+SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret-for-this-machine-only")
 CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
 
 
@@ -41,6 +41,7 @@ class PayingCustomer(HttpUser):
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
+                "currency": order["currency"],
                 "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

@@ -20,7 +20,7 @@ from typing import Any
 from payment_outbox_dev.arguments import root_of
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
-DEMO_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 - the demo signs its own callbacks  # nosec B105
+DEMO_WEBHOOK_SECRET = "local-webhook-secret-for-this-machine-only"  # noqa: S105 - the demo signs its own callbacks  # nosec B105
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +85,7 @@ def _run(root: Path, database_url: str, amount: str) -> None:
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
+                "currency": order["currency"],
                 "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

@@ -86,6 +86,7 @@ class StackClient:
                 "orderNo": order["orderNo"],
                 "transactionId": transaction_id,
                 "amount": order["amount"],
+                "currency": order["currency"],
                 "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

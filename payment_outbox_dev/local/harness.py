@@ -247,6 +247,7 @@ class LocalFunctions:
         *,
         query: dict[str, list[str]] | None = None,
         default_content_type: bool = True,
+        authorizer: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The proxy result (``statusCode``, ``headers``, ``body``…) API Gateway would turn into the HTTP
         response: from the route's function, or API Gateway's own answer when no route matches
@@ -273,14 +274,21 @@ class LocalFunctions:
             headers or {},
             query=query,
             default_content_type=default_content_type,
+            authorizer=authorizer,
         )
         result: dict[str, Any] = self.invoke(route.function, event)
         return result
 
     def call_api(
-        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        authorizer: dict[str, Any] | None = None,
     ) -> ApiResponse:
-        result = self.api_result(method, path, body, headers)
+        result = self.api_result(method, path, body, headers, authorizer=authorizer)
         raw = result.get("body") or ""
         if result.get("isBase64Encoded"):
             raw = base64.b64decode(raw).decode()
@@ -373,10 +381,13 @@ def api_gateway_event(
     *,
     query: dict[str, list[str]] | None = None,
     default_content_type: bool = True,
+    authorizer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The REST API (v1) proxy event. ``query`` holds each parameter's values in order; API Gateway
     puts the last one in ``queryStringParameters``. ``default_content_type`` adds a JSON content type
-    when ``headers`` has none (the in-process callers' convenience; an HTTP request keeps its own)."""
+    when ``headers`` has none (the in-process callers' convenience; an HTTP request keeps its own).
+    ``authorizer`` is what the route's authorizer puts in ``requestContext.authorizer`` (a Cognito
+    user-pool authorizer: ``{"claims": {...}}`` of the caller's token)."""
     now = datetime.now(UTC)
     if default_content_type and not any(name.lower() == "content-type" for name in headers):
         headers = {"Content-Type": "application/json", **headers}
@@ -400,6 +411,7 @@ def api_gateway_event(
             "accountId": ACCOUNT,
             "apiId": "local",
             "identity": {"sourceIp": "127.0.0.1", "userAgent": "payment-outbox-local"},
+            **({"authorizer": authorizer} if authorizer is not None else {}),
         },
         "body": body,
         "isBase64Encoded": False,

@@ -23,20 +23,36 @@ from payment_outbox.domain.signature import DEFAULT_TOLERANCE_SECONDS
 DOCUMENT = Path("docs") / "openapi.json"
 TITLE = "payment-outbox"
 VERSION = "1.0.0"
-#: (function folder, the routes' security) — order routes and admin routes are IAM-authorised in AWS;
-#: the payment callback is open and authenticated by its X-Signature.
+#: The functions whose routes the document holds.
 APIS = (("payment_api", "PaymentApi"), ("admin_api", "AdminApi"))
 SIGV4 = "sigv4"
+COGNITO = "cognitoUserPool"
+#: The payment callback is open: authenticated by its X-Signature, not by the API.
 OPEN_OPERATIONS = {("/payments/notify", "post")}
+#: The order routes take the deployment's CallerIdentity: a SigV4-signing service (iam) or a user's
+#: token (cognito); every other route (the admin API) takes SigV4 only.
+ORDER_PATHS = {"/orders", "/orders/{order_id}"}
+ERROR_VIEW = {"$ref": "#/components/schemas/ErrorView"}
+GATEWAY_ERROR = {"$ref": "#/components/schemas/GatewayError"}
+#: What API Gateway (and the local stack, enforcing the same authorizer) answers before any function
+#: (``GatewayError``), or the function itself (``ErrorView``).
+AUTHORIZER_REFUSALS = {
+    401: "no credentials, or a token that is missing, malformed, expired or not signed by the user pool",
+    403: "credentials the API does not accept: a bad SigV4 signature, a principal the API's resource "
+    "policy does not allow, or (cognito mode, from the function) a body naming another user",
+}
 
 DESCRIPTION = f"""\
 Orders, the payment provider's signed callback, and the operators' admin API.
 
-In AWS the order and admin routes are IAM-authorised (SigV4, scheme `{SIGV4}`); the callback is open
-and authenticated by `X-Signature` (HMAC-SHA256 over `<t>.<raw body>`, at most
-{DEFAULT_TOLERANCE_SECONDS} s old). The local stack (`payment-outbox local`) serves every route
-without IAM. Field grammar: README, "Field grammar". Errors: `{{"error": {{"code", "message",
-"details"?}}}}`; a refused request writes nothing.
+The admin routes are IAM-authorised (SigV4, scheme `{SIGV4}`). The order routes take the deployment's
+`CallerIdentity`: `iam` (SigV4: a trusted order service that names the user) or `cognito` (scheme
+`{COGNITO}`: the user's own token; the user is its subject, a body naming another user is 403 and
+another user's order is 404, like a missing one). The callback is open and authenticated by
+`X-Signature` (HMAC-SHA256 over `<t>.<raw body>`, at most {DEFAULT_TOLERANCE_SECONDS} s old by
+default). The local stack (`payment-outbox local`) enforces the same authorizers. Field grammar:
+README, "Field grammar". Errors: `{{"error": {{"code", "message", "details"?}}}}`; a refused request
+writes nothing.
 """
 
 
@@ -76,12 +92,33 @@ def build(root: Path) -> dict[str, Any]:
             "in": "header",
             "description": "AWS Signature Version 4 (API Gateway IAM authorisation)",
             "x-amazon-apigateway-authtype": "awsSigv4",
-        }
+        },
+        COGNITO: {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "a Cognito user-pool token (CallerIdentity=cognito); the user is its subject",
+            "x-amazon-apigateway-authtype": "cognito_user_pools",
+        },
     }
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            if (path, method) not in OPEN_OPERATIONS:
-                operation["security"] = [{SIGV4: []}]
+            if (path, method) in OPEN_OPERATIONS:
+                operation["security"] = []
+                continue
+            operation["security"] = [{SIGV4: []}, {COGNITO: []}] if path in ORDER_PATHS else [{SIGV4: []}]
+            for status, meaning in AUTHORIZER_REFUSALS.items():
+                operation["responses"][str(status)] = {
+                    "description": meaning,
+                    "content": {"application/json": {"schema": {"anyOf": [ERROR_VIEW, GATEWAY_ERROR]}}},
+                }
+    document["components"]["schemas"]["GatewayError"] = {
+        "title": "GatewayError",
+        "description": "API Gateway's own answer, before any function runs",
+        "type": "object",
+        "properties": {"message": {"type": "string", "title": "Message"}},
+        "required": ["message"],
+    }
     document["servers"] = [{"url": "http://127.0.0.1:3000", "description": "the local stack"}]
     exact: dict[str, Any] = _exact_numbers(document)
     return exact

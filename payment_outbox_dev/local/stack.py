@@ -78,7 +78,7 @@ from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE, Timing, scaled_t
 from payment_outbox_dev.local.workers import FunctionPool, WorkerSpec, worker_context
 
 #: The webhook secret the local stack verifies callbacks with unless told otherwise.
-LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105  # nosec B105 - local only, signs local callbacks
+LOCAL_WEBHOOK_SECRET = "local-webhook-secret-for-this-machine-only"  # noqa: S105  # nosec B105 - local only, signs local callbacks
 #: Where the AWS emulator listens when the API is bound elsewhere: it has no authentication.
 EMULATOR_LOOPBACK = "127.0.0.1"
 SNAPSHOT_FILE = "emulator-state.json"

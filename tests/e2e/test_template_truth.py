@@ -42,7 +42,7 @@ from tests.template_truth import (
 
 pytestmark = pytest.mark.e2e
 
-WEBHOOK_SECRET = "truth-run-webhook-secret"
+WEBHOOK_SECRET = "truth-run-webhook-secret-32-chars-long"
 
 
 @dataclass

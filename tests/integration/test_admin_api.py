@@ -119,7 +119,7 @@ def paid_order_whose_messages_gave_up(system: LocalSystem, amount: str = "128.50
     with configured_database() as database:
         payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
         payments.pay_order(
-            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
+            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now(), "CNY")
         )
     with system.engine.begin() as conn:
         changed = conn.execute(

@@ -109,6 +109,7 @@ class RunningStack:
                 "orderNo": order["orderNo"],
                 "transactionId": f"txn-{order['orderNo']}",
                 "amount": order["amount"],
+                "currency": order["currency"],
                 "paidAt": recent_paid_at(),
             }
         )

@@ -301,6 +301,7 @@ def callback(order: dict[str, Any], **changes: Any) -> str:
         "orderNo": order["orderNo"],
         "transactionId": "txn-1",
         "amount": order["amount"],
+        "currency": order["currency"],
         "paidAt": recent_paid_at(),
         **changes,
     }
@@ -651,7 +652,7 @@ def test_concurrent_callbacks_from_separate_containers_are_serialised_by_the_row
     # Given an unpaid order and five containers, each with its own database connection
     order = system.create_order()
     services = containers(5)
-    notice = PaymentNotice(order["orderNo"], "txn-1", Decimal(order["amount"]), PAID_AT)
+    notice = PaymentNotice(order["orderNo"], "txn-1", Decimal(order["amount"]), PAID_AT, "CNY")
 
     # When all five take the same callback at the same moment
     results = run_at_once(5, lambda i: services[i].pay_order(notice))
@@ -670,7 +671,7 @@ def test_concurrent_callbacks_with_different_transactions_let_exactly_one_pay(
     services = containers(5)
 
     def pay(index: int) -> Any:
-        notice = PaymentNotice(order["orderNo"], f"txn-{index}", Decimal(order["amount"]), PAID_AT)
+        notice = PaymentNotice(order["orderNo"], f"txn-{index}", Decimal(order["amount"]), PAID_AT, "CNY")
         return services[index].pay_order(notice)
 
     # When each reports a different transaction at the same moment
@@ -692,7 +693,7 @@ def test_two_orders_racing_for_one_transaction_id_let_only_one_pay(
     services = containers(2)
 
     def pay(index: int) -> Any:
-        notice = PaymentNotice(orders[index]["orderNo"], "txn-shared", Decimal("128.50"), PAID_AT)
+        notice = PaymentNotice(orders[index]["orderNo"], "txn-shared", Decimal("128.50"), PAID_AT, "CNY")
         return services[index].pay_order(notice)
 
     # When both are reported paid by the same transaction at the same moment

@@ -73,7 +73,7 @@ def paid_without_publish(
     with configured_database() as database:
         payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
         payments.pay_order(
-            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now())
+            PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now(), "CNY")
         )
     return order
 

@@ -38,6 +38,7 @@ NOTICE = {
     "orderNo": "PO20261127100000000001",
     "transactionId": "txn-1",
     "amount": "128.99",
+    "currency": "CNY",
     "paidAt": "2026-11-27T10:15:00Z",
 }
 
@@ -134,7 +135,7 @@ def test_a_missing_order_field_is_invalid(field: str) -> None:
     assert field in _invalid_fields(CreateOrderRequest, _without(ORDER, field))
 
 
-@pytest.mark.parametrize("field", ["orderNo", "transactionId", "amount", "paidAt"])
+@pytest.mark.parametrize("field", ["orderNo", "transactionId", "amount", "paidAt", "currency"])
 def test_a_missing_notice_field_is_invalid(field: str) -> None:
     assert field in _invalid_fields(PaymentNotifyRequest, _without(NOTICE, field))
 

@@ -73,8 +73,31 @@ def test_every_refusal_is_documented_with_the_error_model(generated: dict[str, A
     assert notify["responses"]["401"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorView"
     }
-    assert "security" not in notify
+    assert notify["security"] == []
     assert generated["paths"]["/admin/stats"]["get"]["security"] == [{"sigv4": []}]
+
+
+def test_each_route_declares_its_security_scheme(generated: dict[str, Any]) -> None:
+    # Given the document's schemes
+    schemes = generated["components"]["securitySchemes"]
+    assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert schemes["cognitoUserPool"]["x-amazon-apigateway-authtype"] == "cognito_user_pools"
+    gateway_or_function = {
+        "anyOf": [{"$ref": "#/components/schemas/ErrorView"}, {"$ref": "#/components/schemas/GatewayError"}]
+    }
+    for path, operations in generated["paths"].items():
+        for method, operation in operations.items():
+            if (path, method) == ("/payments/notify", "post"):
+                continue
+            # Then the order routes take SigV4 or a user's token (CallerIdentity), the admin routes SigV4
+            expected = (
+                [{"sigv4": []}, {"cognitoUserPool": []}] if path.startswith("/orders") else [{"sigv4": []}]
+            )
+            assert operation["security"] == expected, (method, path)
+            # And each documents the authorizer's refusals, in API Gateway's shape or the function's
+            for status in ("401", "403"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == gateway_or_function, (method, path, status)
 
 
 def test_schemathesis_loads_the_document() -> None:

@@ -1,4 +1,4 @@
-"""Order rules: the payment decision, the points rule and the messages a paid order produces."""
+"""Order rules: the payment decision and the messages a paid order produces (points: test_money)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from payment_outbox.domain.orders import (
     decide_payment,
     mark_paid,
     new_order,
-    points_for,
 )
 from payment_outbox.domain.outbox import (
     LAST_ERROR_MAX,
@@ -51,7 +50,7 @@ def _order(amount: str = "128.99") -> Order:
 
 
 def _notice(amount: str = "128.99", txn: str = "txn-1") -> PaymentNotice:
-    return PaymentNotice("PO20261127100000000001", txn, Decimal(amount), PAID_AT)
+    return PaymentNotice("PO20261127100000000001", txn, Decimal(amount), PAID_AT, "CNY")
 
 
 def _ids() -> Callable[[], str]:
@@ -112,20 +111,6 @@ def test_mark_paid_records_the_transaction_and_times() -> None:
     assert paid.pay_time == PAID_AT
     assert paid.updated_at == NOW
     assert (paid.id, paid.amount, paid.user_id) == (9001, Decimal("128.99"), 42)
-
-
-# --- points_for ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("amount", "points"),
-    [("128.99", 128), ("0.50", 0), ("0.01", 0), ("1.00", 1), ("100", 100), ("9999999999.99", 9999999999)],
-)
-def test_points_are_whole_yuan_rounded_down(amount: str, points: int) -> None:
-    # Given an amount / When its points are computed / Then the fraction is dropped
-    result = points_for(Decimal(amount))
-    assert result == points
-    assert type(result) is int
 
 
 # --- order_paid_envelopes -----------------------------------------------------------------------

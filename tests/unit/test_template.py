@@ -37,7 +37,7 @@ EVENT_PREFIXES = {
     "SchemaMigratorFunction": "schema_migrator",
 }
 
-LOCAL_WEBHOOK_SECRET = b"local-webhook-secret"
+LOCAL_WEBHOOK_SECRET = b"local-webhook-secret-for-this-machine-only"
 
 
 @pytest.fixture(scope="module")

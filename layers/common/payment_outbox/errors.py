@@ -32,6 +32,24 @@ class InvalidRequest(PaymentOutboxError):
     code = "invalid_request"
 
 
+class CurrencyNotAccepted(InvalidRequest):
+    """The order names a currency this deployment does not accept (``ACCEPTED_CURRENCIES``)."""
+
+    code = "currency_not_accepted"
+
+
+class Unauthenticated(PaymentOutboxError):
+    """The request carries no caller identity where the API's authorizer should have put one."""
+
+    code = "unauthenticated"
+
+
+class ForbiddenForCaller(PaymentOutboxError):
+    """The caller may not act for the user the request names (cognito mode: another user)."""
+
+    code = "user_not_caller"
+
+
 class SignatureRejected(PaymentOutboxError):
     """The payment callback signature is missing, malformed, wrong or stale."""
 

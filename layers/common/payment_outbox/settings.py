@@ -6,10 +6,14 @@ exactly what its code reads.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.domain.money import MoneyRules, parse_currencies, parse_points_per_unit
+from payment_outbox.domain.signature import MAX_TOLERANCE_SECONDS, MIN_SECRET_LENGTH
 from payment_outbox.errors import ConfigurationError
 
 
@@ -105,15 +109,52 @@ class RelaySettings(_Settings):
 class WebhookSettings(_Settings):
     """The payment provider's signing secret: from Secrets Manager in AWS, from configuration locally."""
 
+    #: At least ``MIN_SECRET_LENGTH`` characters (a secret from Secrets Manager too, when it is read).
     webhook_secret: SecretStr | None = None
     webhook_secret_arn: str | None = None
-    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    #: How old a signature may be; a wider window only widens the replay window, hence the bound.
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=MAX_TOLERANCE_SECONDS)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> WebhookSettings:
         if self.webhook_secret is None and not self.webhook_secret_arn:
             raise ValueError("set WEBHOOK_SECRET_ARN (or WEBHOOK_SECRET locally)")
         return self
+
+
+class CallerSettings(_Settings):
+    """How the payment API knows who calls its order routes (``payment_outbox.domain.callers``)."""
+
+    #: ``iam``: a trusted service signs (SigV4) and names the user; ``cognito``: the user's own token.
+    caller_identity: Literal["iam", "cognito"] = "iam"
+    #: The token claim naming the user in ``cognito`` mode (an order user id: 1 .. 2**63-1).
+    caller_user_claim: str = Field(default="sub", min_length=1, max_length=128)
+
+
+class MoneySettings(_Settings):
+    """Currencies the deployment accepts, and points per whole unit of each (``domain.money``)."""
+
+    #: Comma-separated ISO 4217 codes: "CNY,USD".
+    accepted_currencies: str = "CNY"
+    #: Comma-separated ``CUR:points`` per whole unit: "CNY:1,USD:7"; every accepted currency needs one.
+    points_per_unit: str = "CNY:1"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MoneySettings:
+        self.rules()  # refused at start: a bad code, a bad rate, an accepted currency without a rate
+        return self
+
+    def rules(self) -> MoneyRules:
+        return MoneyRules.of(
+            parse_currencies(self.accepted_currencies), parse_points_per_unit(self.points_per_unit)
+        )
 
 
 class IdempotencySettings(_Settings):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from payment_outbox.domain.signature import MIN_SECRET_LENGTH
 from payment_outbox.errors import ConfigurationError
 
 DEFAULT_TTL_SECONDS = 300.0
@@ -62,14 +63,22 @@ class SecretsManagerWebhookSecrets:
 
 
 def webhook_secrets(raw: str) -> list[str]:
-    """A webhook secret is a plain string, or JSON ``{"current": ..., "previous": ...}`` mid-rotation."""
+    """A webhook secret is a plain string, or JSON ``{"current": ..., "previous": ...}`` mid-rotation.
+
+    ``ConfigurationError`` when any of them is shorter than ``MIN_SECRET_LENGTH``: callbacks then fail
+    closed (500, nothing written) until the secret is fixed, and the error log says why.
+    """
     try:
         document = json.loads(raw)
     except ValueError:
-        return [raw]
+        document = None
     if isinstance(document, dict):
-        return [str(document[k]) for k in ("current", "previous") if document.get(k)]
-    return [raw]
+        found = [str(document[k]) for k in ("current", "previous") if document.get(k)]
+    else:
+        found = [raw]
+    if not found or any(len(secret) < MIN_SECRET_LENGTH for secret in found):
+        raise ConfigurationError(f"every webhook secret must be at least {MIN_SECRET_LENGTH} characters")
+    return found
 
 
 def database_credentials(raw: str) -> tuple[str, str]:

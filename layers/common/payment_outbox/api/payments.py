@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
@@ -21,10 +22,12 @@ from pydantic import (
 )
 
 from payment_outbox.domain import grammar
+from payment_outbox.domain.callers import Caller
 from payment_outbox.domain.orders import Order, PaymentNotice
 from payment_outbox.domain.tracing import TraceContext, request_trace
 from payment_outbox.errors import (
     FailureGroupNotFound,
+    ForbiddenForCaller,
     InvalidRequest,
     MalformedRequest,
     MessageNotFound,
@@ -34,6 +37,7 @@ from payment_outbox.errors import (
     PaymentOutboxError,
     RequestTooLarge,
     SignatureRejected,
+    Unauthenticated,
 )
 from payment_outbox.services.payments import NewOrder
 
@@ -43,6 +47,8 @@ MAX_BODY_BYTES = 16 * 1024
 STATUS_BY_ERROR: dict[type[PaymentOutboxError], int] = {
     MalformedRequest: 400,
     SignatureRejected: 401,
+    Unauthenticated: 401,
+    ForbiddenForCaller: 403,
     OrderNotFound: 404,
     MessageNotFound: 404,
     FailureGroupNotFound: 404,
@@ -118,11 +124,37 @@ class PaymentNotifyRequest(_Request):
     )
     amount: Amount
     paid_at: Timestamp = Field(alias="paidAt")
-    #: Optional; when present it must be the order's currency (409 otherwise).
-    currency: Annotated[str, StringConstraints(pattern=grammar.CURRENCY_PATTERN)] | None = None
+    #: Required: one the deployment accepts (422 otherwise) and the order's own (409 otherwise).
+    currency: Annotated[str, StringConstraints(pattern=grammar.CURRENCY_PATTERN)] = Field(examples=["CNY"])
 
     def to_notice(self) -> PaymentNotice:
         return PaymentNotice(self.order_no, self.transaction_id, self.amount, self.paid_at, self.currency)
+
+
+@dataclass(frozen=True)
+class CallerIdentification:
+    """Who calls an order route, from the request context API Gateway's authorizer filled in.
+
+    ``iam``: a trusted service (SigV4), which may act for any user. ``cognito``: the user whose id the
+    token's ``user_claim`` holds (``requestContext.authorizer.claims``); no claim is 401, a claim that
+    is no user id (1 .. 2**63-1 in ASCII digits) is 403.
+    """
+
+    mode: Literal["iam", "cognito"] = "iam"
+    user_claim: str = "sub"
+
+    def __call__(self, request_context: Mapping[str, Any] | None) -> Caller:
+        if self.mode == "iam":
+            return Caller.trusted_service()
+        authorizer = (request_context or {}).get("authorizer") or {}
+        claims = authorizer.get("claims") if isinstance(authorizer, Mapping) else None
+        subject = claims.get(self.user_claim) if isinstance(claims, Mapping) else None
+        if not isinstance(subject, str) or not subject:
+            raise Unauthenticated("no authenticated user")
+        user_id = grammar.parse_id(subject)
+        if user_id is None:
+            raise ForbiddenForCaller(f"the token's {self.user_claim} claim is not a user id")
+        return Caller.user(user_id)
 
 
 def order_id_from_path(text: str) -> int:
@@ -245,6 +277,7 @@ def request_body(model: type[BaseModel], description: str) -> dict[str, Any]:
 _ERROR_MEANINGS = {
     400: "the body is not a JSON object",
     401: "missing, malformed, wrong or stale X-Signature",
+    403: "the request names a user other than the authenticated one",
     404: "not found (or an id no stored row can have)",
     409: "conflicts with the stored state",
     413: f"body larger than {MAX_BODY_BYTES} bytes",

@@ -18,19 +18,28 @@ from payment_outbox.adapters.secrets import (
     SecretsManagerWebhookSecrets,
 )
 from payment_outbox.adapters.sns_publisher import SnsPublisher
+from payment_outbox.api.payments import CallerIdentification
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.ports import WebhookSecrets
 from payment_outbox.services.payments import CallbackSignatures, PaymentService
 from payment_outbox.services.relay import ImmediatePublisher, OutboxRelay, RelayReport
-from payment_outbox.settings import DatabaseSettings, OutboxSettings, WebhookSettings
+from payment_outbox.settings import (
+    CallerSettings,
+    DatabaseSettings,
+    MoneySettings,
+    OutboxSettings,
+    WebhookSettings,
+)
 
 
 @dataclass(frozen=True)
 class PaymentApi:
     payments: PaymentService
     signatures: CallbackSignatures
+    #: Who calls the order routes, from the request context (CALLER_IDENTITY).
+    callers: CallerIdentification
 
 
 def build_payment_api() -> PaymentApi:
@@ -38,6 +47,8 @@ def build_payment_api() -> PaymentApi:
     database = connect_database(DatabaseSettings(), clients)
     outbox = OutboxSettings()
     webhook = WebhookSettings()
+    callers = CallerSettings()
+    money = MoneySettings()
 
     # The after-commit publish: one attempt with short timeouts, so the callback answers quickly.
     # It only ever runs ``deliver_handed_off``, which never gives up: a failure is rescheduled with
@@ -60,11 +71,16 @@ def build_payment_api() -> PaymentApi:
         clock,
         handoff_lease=timedelta(seconds=outbox.outbox_lease_seconds),
         after_commit=ImmediatePublisher(lambda: immediate, on_report=count_immediate_publish),
+        money=money.rules(),
     )
     signatures = CallbackSignatures(
         _webhook_secrets(webhook, clients), clock, tolerance_seconds=webhook.webhook_tolerance_seconds
     )
-    return PaymentApi(payments, signatures)
+    return PaymentApi(
+        payments,
+        signatures,
+        CallerIdentification(callers.caller_identity, callers.caller_user_claim),
+    )
 
 
 def count_immediate_publish(report: RelayReport) -> None:

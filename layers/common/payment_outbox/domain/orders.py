@@ -1,8 +1,7 @@
-"""Order rules: creation, payment confirmation, points."""
+"""Order rules: creation and payment confirmation (points per currency: ``domain.money``)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -42,8 +41,8 @@ class PaymentNotice:
     transaction_id: str
     amount: Decimal
     paid_at: datetime
-    #: The provider's currency code, when it sends one (checked against the order's).
-    currency: str | None = None
+    #: The provider's currency code (ISO 4217), which must be the order's.
+    currency: str
 
 
 class PaymentDecision(StrEnum):
@@ -77,7 +76,7 @@ def decide_payment(order: Order, notice: PaymentNotice) -> PaymentDecision:
         raise AlreadyPaid(f"order {order.order_no} is already paid by another transaction")
     if notice.amount != order.amount:
         raise AmountMismatch(f"paid amount {notice.amount} does not match order amount {order.amount}")
-    if notice.currency is not None and notice.currency != order.currency:
+    if notice.currency != order.currency:
         raise CurrencyMismatch(
             f"paid currency {notice.currency} does not match order currency {order.currency}"
         )
@@ -92,8 +91,3 @@ def mark_paid(order: Order, notice: PaymentNotice, now: datetime) -> Order:
         payment_txn_id=notice.transaction_id,
         updated_at=now,
     )
-
-
-def points_for(amount: Decimal) -> int:
-    """1 yuan = 1 point, whole yuan only (the fraction is dropped)."""
-    return math.floor(amount)

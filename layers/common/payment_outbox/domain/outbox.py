@@ -13,7 +13,8 @@ from payment_outbox.domain.envelope import (
     TOPIC_SMS,
     Envelope,
 )
-from payment_outbox.domain.orders import Order, points_for
+from payment_outbox.domain.money import DEFAULT_MONEY_RULES, MoneyRules
+from payment_outbox.domain.orders import Order
 from payment_outbox.domain.sms import TEMPLATE_ORDER_PAY_SUCCESS
 from payment_outbox.domain.tracing import TraceContext
 
@@ -82,8 +83,14 @@ def pending_message(
     )
 
 
-def order_paid_envelopes(order: Order, *, now: datetime, new_id: Callable[[], str]) -> list[Envelope]:
-    """The side effects of a paid order: credit points, send the payment SMS."""
+def order_paid_envelopes(
+    order: Order,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+    money: MoneyRules = DEFAULT_MONEY_RULES,
+) -> list[Envelope]:
+    """The side effects of a paid order: credit points (by its currency's rule), send the payment SMS."""
     if order.id is None:
         raise ValueError("order must be stored before its messages are built")
     common = {
@@ -95,7 +102,11 @@ def order_paid_envelopes(order: Order, *, now: datetime, new_id: Callable[[], st
         Envelope(
             message_id=new_id(),
             topic=TOPIC_POINTS,
-            payload={"userId": order.user_id, "orderId": order.id, "points": points_for(order.amount)},
+            payload={
+                "userId": order.user_id,
+                "orderId": order.id,
+                "points": money.points_for(order.amount, order.currency),
+            },
             **common,
         ),
         Envelope(

@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from payment_outbox.errors import SignatureRejected
 
 DEFAULT_TOLERANCE_SECONDS = 300
+#: The widest tolerance a deployment may configure: the window in which a captured callback replays.
+MAX_TOLERANCE_SECONDS = 900
+#: The shortest webhook secret accepted: 32 characters (a random 32-byte secret in hex or base64 has more).
+MIN_SECRET_LENGTH = 32
 _MAX_TIMESTAMP_DIGITS = 15
 
 

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from payment_outbox.clock import epoch_seconds, to_naive_utc
 from payment_outbox.domain import grammar, signature
+from payment_outbox.domain.callers import Caller
+from payment_outbox.domain.money import DEFAULT_MONEY_RULES, MoneyRules
 from payment_outbox.domain.orders import (
     Order,
     PaymentDecision,
@@ -68,6 +70,7 @@ class PaymentService:
         after_commit: AfterCommitPublisher | None = None,
         message_ids: Callable[[], str] = new_message_id,
         order_numbers: Callable[[], str] | None = None,
+        money: MoneyRules = DEFAULT_MONEY_RULES,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -75,9 +78,16 @@ class PaymentService:
         self._after_commit = after_commit
         self._message_ids = message_ids
         self._order_numbers = order_numbers or (lambda: new_order_no(clock))
+        self._money = money
 
-    def create_order(self, request: NewOrder) -> Order:
-        """Store a new CREATED order under a fresh order number, drawing again if that number is taken."""
+    def create_order(self, request: NewOrder, caller: Caller | None = None) -> Order:
+        """Store a new CREATED order under a fresh order number, drawing again if that number is taken.
+
+        Refused, with nothing written, when the caller is a user other than the order's
+        (``ForbiddenForCaller``) or the deployment does not accept its currency (``CurrencyNotAccepted``).
+        """
+        (caller or Caller.trusted_service()).require_may_act_for(request.user_id)
+        self._money.require_accepted(request.currency)
         for draw in range(1, MAX_ORDER_NO_DRAWS + 1):
             try:
                 return self._insert_order(request, self._order_numbers())
@@ -103,10 +113,12 @@ class PaymentService:
             tx.commit()
         return order
 
-    def get_order(self, order_id: int) -> Order:
+    def get_order(self, order_id: int, caller: Caller | None = None) -> Order:
+        """The order, if the caller may see it: another user's order is not found, exactly like a
+        missing one (the same error, the same message)."""
         with self._uow() as tx:
             order = tx.orders.get(order_id)
-        if order is None:
+        if order is None or not (caller or Caller.trusted_service()).may_see(order):
             raise OrderNotFound(f"order {order_id} not found")
         return order
 
@@ -122,6 +134,7 @@ class PaymentService:
         problem = grammar.paid_at_problem(notice.paid_at, now)
         if problem is not None:
             raise InvalidRequest(problem, details=[{"field": "paidAt", "problem": problem}])
+        self._money.require_accepted(notice.currency)
         with self._uow() as tx:
             order = tx.orders.get_by_order_no_for_update(notice.order_no)
             if order is None:
@@ -146,7 +159,9 @@ class PaymentService:
             # and if this process dies before it finishes, the relay takes them over when it ends.
             messages = [
                 pending_message(envelope, now=now, due_at=now + self._handoff_lease, trace=trace)
-                for envelope in order_paid_envelopes(paid, now=now, new_id=self._message_ids)
+                for envelope in order_paid_envelopes(
+                    paid, now=now, new_id=self._message_ids, money=self._money
+                )
             ]
             tx.outbox.add_all(messages)
             tx.commit()
