@@ -61,7 +61,7 @@ def relay_throughput(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         f"during the measured rounds it served {trips['calls']} calls with a round trip of "
         f"{fmt(trips['p50'])} ms p50 and {fmt(trips['p99'])} ms p99 (measured by the stand-in, from "
         f"request read to answer written). {rows['real']} due rows per run ({rows['naive']} for the naive "
-        f"relay, which needs a round trip per row), {f['rounds']} rounds in rotating order, medians. In "
+        f"relay, which needs a round trip per row), {f['rounds']} round(s) in rotating order, medians. In "
         f"flight: {f['max_in_flight']} PublishBatch requests (RELAY_MAX_IN_FLIGHT), for the real relay and "
         "the bare loop alike.",
         "",
@@ -152,7 +152,21 @@ def fan_out(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
             ],
         ),
         "",
+        "Each relay run (seconds from the scheduled run's start; the rows it published):",
+        "",
+        *[
+            f"- MaxRelayConcurrency {n}, round {i + 1}: "
+            + "; ".join(
+                f"from {r['started_s']:.1f} s to {r['ended_s']:.1f} s, {r['published']:,} rows"
+                for r in run["relay_runs_detail"]
+            )
+            for n, runs in f["runs"].items()
+            for i, run in enumerate(runs)
+        ],
+        "",
         "- Published twice: entries the latency SNS accepted beyond the rows marked sent.",
+        "- A started run stops by its starter's deadline less the starter's safety margin, and keeps its "
+        "own safety margin before that: it stops claiming earlier than the scheduled run does.",
         "- Relays beyond this machine's cores share them with MariaDB and the latency SNS: their figures "
         "here say that the fan-out decision starts them and that nothing is published twice; what they "
         "would add with a Lambda's own CPU each is the capacity simulation's.",
