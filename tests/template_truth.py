@@ -192,4 +192,11 @@ def required_permissions(service: str, operation: str, params: dict[str, Any]) -
     if service == "s3":
         key = params.get("Key", "*")
         return [(f"s3:{operation}", f"arn:aws:s3:::{params['Bucket']}/{key}")]
+    if service == "sqs" and "QueueUrl" in params:
+        # A queue URL names its account and queue; batch calls are authorised as their single forms.
+        action = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage"}.get(
+            operation, operation
+        )
+        *_, account, name = params["QueueUrl"].rstrip("/").split("/")
+        return [(f"sqs:{action}", f"arn:aws:sqs:{REGION}:{account}:{name}")]
     return [(f"{service}:{operation}", "*")]

@@ -26,6 +26,7 @@ from payment_outbox.api.admin import (
     stuck_view,
     trace_view,
 )
+from payment_outbox.api.admin_dlq import dlq_router
 from payment_outbox.api.admin_triage import triage_router
 from payment_outbox.api.payments import (
     error_response,
@@ -36,7 +37,11 @@ from payment_outbox.api.payments import (
     responses,
     status_for,
 )
-from payment_outbox.composition.operations import build_failure_triage, build_outbox_operations
+from payment_outbox.composition.operations import (
+    build_dead_letter_redrive,
+    build_failure_triage,
+    build_outbox_operations,
+)
 from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
@@ -47,6 +52,8 @@ app = APIGatewayRestResolver()
 outbox_operations = cache(build_outbox_operations)
 # Failure triage: groups by error fingerprint, requeue or resolve a group (routes of their own module).
 app.include_router(triage_router(cache(build_failure_triage)))
+# DLQ depth and redrive (routes of their own module).
+app.include_router(dlq_router(cache(build_dead_letter_redrive)))
 
 
 @app.get(

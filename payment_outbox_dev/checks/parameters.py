@@ -19,6 +19,7 @@ ENDPOINT_PARAMETERS = {
     "lambda": "VpcEndpointLambda",
     "s3": "VpcEndpointS3",
     "dynamodb": "VpcEndpointDynamoDb",
+    "sqs": "VpcEndpointSqs",
 }
 EXISTING_ENDPOINT = "existing"
 #: Custom resources answer CloudFormation with a PUT to a pre-signed S3 URL.

@@ -176,12 +176,18 @@ def envelope_problems(deployment: Deployment) -> list[str]:
         if deployment.properties(s).get("Protocol") == "sqs"
     }
     operators = _list_parameter(deployment, "OperatorPrincipalArns")
+    redrivers = _redrive_targets(deployment)
     for queue_id in sorted(deployment.of_type("AWS::SQS::Queue")):
         arn = {"Fn::GetAtt": [queue_id, "Arn"]}
         statements = policy_statements(deployment, "AWS::SQS::QueuePolicy", "Queues", {"Ref": queue_id})
-        senders = [(OUTSIDER, OUTSIDER)] + [(f"{f}'s role", r) for f, r in sorted(others.items())]
-        for name, principal in senders:
-            if not denies(deployment, statements, "sqs:SendMessage", Caller(principal_arn=principal)):
+        senders = [(OUTSIDER, OUTSIDER, False)] + [
+            (f"{f}'s role", r, queue_id in redrivers.get(f, set())) for f, r in sorted(others.items())
+        ]
+        for name, principal, redrives in senders:
+            denied = denies(deployment, statements, "sqs:SendMessage", Caller(principal_arn=principal))
+            if redrives and denied:
+                problems.append(f"{queue_id} denies {name}, which redrives its dead letters into it")
+            if not redrives and not denied:
                 problems.append(f"{name} could send forged envelopes to {queue_id}")
         for operator in operators:
             if denies(deployment, statements, "sqs:SendMessage", Caller(principal_arn=operator)):
@@ -425,3 +431,15 @@ def _matches_callback(statement: dict[str, Any]) -> bool:
         ):
             return True
     return False
+
+
+def _redrive_targets(deployment: Deployment) -> dict[str, set[str]]:
+    """Per function, the queues its DLQ redrive sends to: the values of its ``DEAD_LETTER_SOURCES``
+    (``{"${Dlq}": "${Queue}", …}``, DLQ URL to queue URL)."""
+    targets: dict[str, set[str]] = {}
+    for function_id in deployment.functions:
+        value = deployment.environment(function_id).get("DEAD_LETTER_SOURCES")
+        text = value.get("Fn::Sub") if isinstance(value, dict) else None
+        if isinstance(text, str):
+            targets[function_id] = set(re.findall(r':\s*"\$\{(\w+)\}"', text))
+    return targets

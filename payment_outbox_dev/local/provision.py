@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,27 @@ class Provisioned:
         if isinstance(value, dict) and "Fn::GetAtt" in value:
             logical_id, attribute = value["Fn::GetAtt"]
             return self.attributes.get((logical_id, attribute))
+        if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            return self._substitute(value["Fn::Sub"])
         return None
+
+    def _substitute(self, text: str) -> str | None:
+        """``!Sub`` in its one-string form: ``${Name}`` as ``!Ref``, ``${Name.Attribute}`` as ``!GetAtt``;
+        None when a name cannot be resolved (as for any other unresolvable value)."""
+        missing = False
+
+        def one(match: re.Match[str]) -> str:
+            nonlocal missing
+            name = match.group(1)
+            logical_id, _, attribute = name.partition(".")
+            value = self.resolve({"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": name})
+            if value is None:
+                missing = True
+                return ""
+            return str(value)
+
+        substituted = re.sub(r"\$\{([A-Za-z0-9:.]+)\}", one, text)
+        return None if missing else substituted
 
     def flag(self, value: Any) -> bool:
         """A boolean property, which the template may switch with ``!If`` (absent: false)."""

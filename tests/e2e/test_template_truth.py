@@ -348,6 +348,10 @@ EXPECTED_UNUSED = {
     # The relay invokes itself only when one run cannot drain the due rows before its deadline
     # (thousands of rows); test_the_relays_fan_out_call_is_allowed proves that call's permission.
     ("OutboxRelayFunction", "lambda:InvokeFunction"),
+    # A redrive sends and deletes only when a DLQ holds messages (the run's DLQs are empty);
+    # tests/integration/test_dlq_redrive.py moves messages through the same adapter.
+    ("AdminApiFunction", "sqs:SendMessage"),
+    ("AdminApiFunction", "sqs:DeleteMessage"),
 }
 
 

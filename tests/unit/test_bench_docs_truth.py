@@ -188,7 +188,7 @@ def test_the_makefiles_bench_note_carries_no_figure() -> None:
 def test_deploy_md_lists_the_templates_interface_endpoints() -> None:
     from bench.cost import template_facts
 
-    services = {"sns": "SNS", "lambda": "Lambda", "secretsmanager": "Secrets Manager"}
+    services = {"sns": "SNS", "sqs": "SQS", "lambda": "Lambda", "secretsmanager": "Secrets Manager"}
     named = [services[s] for s in template_facts()["interface_endpoints"]]
     deploy = (DOCS / "deploy.md").read_text(encoding="utf-8")
     line = next(line for line in deploy.splitlines() if "interface endpoints for" in line)

@@ -193,6 +193,7 @@ def test_every_vpc_function_reaches_every_service_it_calls(deployments: list[Dep
         ({"VpcEndpointSecretsManager": "none"}, "set VpcEndpointSecretsManager=create"),
         ({"VpcEndpointS3": "none"}, "set VpcEndpointS3=create"),
         ({"VpcEndpointDynamoDb": "none"}, "set VpcEndpointDynamoDb=create"),
+        ({"VpcEndpointSqs": "none"}, "set VpcEndpointSqs=create"),
         ({"VpcEndpointLambda": "none", "MaxRelayConcurrency": "4"}, "set VpcEndpointLambda=create"),
     ],
 )

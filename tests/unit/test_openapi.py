@@ -103,4 +103,4 @@ def test_each_route_declares_its_security_scheme(generated: dict[str, Any]) -> N
 def test_schemathesis_loads_the_document() -> None:
     schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
     operations = {o.ok().label for o in schema.get_all_operations()}
-    assert "POST /payments/notify" in operations and len(operations) == 12
+    assert "POST /payments/notify" in operations and len(operations) == 14

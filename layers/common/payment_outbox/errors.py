@@ -115,6 +115,12 @@ class FailureGroupNotFound(PaymentOutboxError):
     code = "failure_group_not_found"
 
 
+class DeadLetterQueueNotFound(PaymentOutboxError):
+    """No dead-letter queue of the stack has this name."""
+
+    code = "dlq_not_found"
+
+
 class NotRequeueable(PaymentOutboxError):
     """The message is in a state a requeue must not touch (sent, without includeSent; or already due)."""
 

@@ -287,3 +287,33 @@ class SchemaMigrations(Protocol):
     def current_revision(self) -> str | None:
         """The revision the database is at, or None before its first migration."""
         ...
+
+
+@dataclass(frozen=True)
+class DeadLetterQueueState:
+    name: str
+    dlq_url: str
+    target_url: str
+    #: Messages waiting (SQS's approximate count), and those received but not yet deleted.
+    depth: int
+    in_flight: int
+    #: The earliest first-sent time among the messages peeked (SQS names no oldest message).
+    oldest_sent_at: datetime | None
+    peeked: int
+
+
+@dataclass(frozen=True)
+class DeadLetterMove:
+    moved: int
+    #: Messages the target refused: they stay in the DLQ.
+    failed: int
+    #: The DLQ answered empty before the bound was reached.
+    drained: bool
+
+
+class DeadLetterQueues(Protocol):
+    """The stack's DLQs, each with the queue its messages go back to."""
+
+    def names(self) -> list[str]: ...
+    def state(self, name: str) -> DeadLetterQueueState: ...
+    def move(self, name: str, *, max_messages: int) -> DeadLetterMove: ...

@@ -171,7 +171,7 @@ class SmsSettings(_Settings):
 
 
 class AdminSettings(_Settings):
-    """The admin API's bounds."""
+    """The admin API's bounds, and the dead-letter queues it can redrive."""
 
     #: Rows one bulk requeue changes at most; the response says when more matched.
     admin_requeue_max_rows: int = Field(default=1000, ge=1, le=1000)

@@ -26,6 +26,7 @@ from payment_outbox.domain.callers import Caller
 from payment_outbox.domain.orders import Order, PaymentNotice
 from payment_outbox.domain.tracing import TraceContext, request_trace
 from payment_outbox.errors import (
+    DeadLetterQueueNotFound,
     FailureGroupNotFound,
     ForbiddenForCaller,
     InvalidRequest,
@@ -52,6 +53,7 @@ STATUS_BY_ERROR: dict[type[PaymentOutboxError], int] = {
     OrderNotFound: 404,
     MessageNotFound: 404,
     FailureGroupNotFound: 404,
+    DeadLetterQueueNotFound: 404,
     PaymentConflict: 409,
     NotRequeueable: 409,
     RequestTooLarge: 413,

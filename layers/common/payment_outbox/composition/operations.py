@@ -9,8 +9,10 @@ from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.adapters.idempotency_records import DynamoDbIdempotencyRecords
 from payment_outbox.adapters.s3_archive import S3MessageArchive
 from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
+from payment_outbox.adapters.sqs_dead_letters import SqsDeadLetterQueues
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
+from payment_outbox.services.dead_letters import DeadLetterRedrive
 from payment_outbox.services.janitor import OutboxJanitor
 from payment_outbox.services.operations import OutboxOperations
 from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
@@ -49,6 +51,22 @@ def build_failure_triage() -> FailureTriage:
         database.operations_unit_of_work,
         SystemClock(),
         max_rows=AdminSettings().admin_requeue_max_rows,
+    )
+
+
+def build_dead_letter_redrive() -> DeadLetterRedrive:
+    """The admin API's DLQ redrive: every DLQ the template lists (DEAD_LETTER_SOURCES), each named
+    after its queue (without a ".fifo" suffix), with the queue its messages go back to; every move
+    audited."""
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    sources = AdminSettings().dead_letter_sources
+    pairs = [
+        (dlq.rstrip("/").rsplit("/", 1)[-1].removesuffix(".fifo"), dlq, target)
+        for dlq, target in sorted(sources.items())
+    ]
+    return DeadLetterRedrive(
+        SqsDeadLetterQueues(clients.factory("sqs"), pairs), database.operations_unit_of_work, SystemClock()
     )
 
 
