@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -123,6 +123,13 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
     return frozenset(names)
 
 
+def request_path(environ: dict[str, Any]) -> str:
+    """The path as the client sent it, percent-encoding kept — as API Gateway's REST API hands it to
+    the function (``PATH_INFO`` is decoded: ``%2F`` would become a separator, ``%20`` a space)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    return (urlsplit(raw).path if raw else environ.get("PATH_INFO")) or "/"
+
+
 def host_name(header: str) -> str:
     """The host of a Host header, without its port: ``[::1]:3000`` → ``::1``."""
     header = header.strip().lower()
@@ -152,7 +159,7 @@ class ApiFront:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.monotonic()
         method = environ["REQUEST_METHOD"].upper()
-        path = environ.get("PATH_INFO") or "/"
+        path = request_path(environ)
         try:
             answer = self.answer(self._request(environ, method, path))
         except Refused as refused:

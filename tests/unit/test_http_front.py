@@ -132,6 +132,15 @@ def test_a_body_with_content_length_reaches_the_handler_with_headers_and_query(f
     assert seen.headers["X-Signature"] == "t=1,v1=ab"
 
 
+def test_a_percent_encoded_path_reaches_the_handler_as_sent(front: Front) -> None:
+    # Given a path whose segment holds an encoded slash, space and non-ASCII byte
+    status, _, _ = front.exchange("GET /orders/a%2Fb%20c%C3%A9 HTTP/1.1\nHost: 127.0.0.1")
+
+    # Then the handler gets it still encoded, as API Gateway's REST API hands it on (one segment)
+    assert status == 200
+    assert front.api.seen[0].path == "/orders/a%2Fb%20c%C3%A9"
+
+
 # --- methods a route does not declare -----------------------------------------------------------------
 
 
