@@ -93,8 +93,9 @@ def test_the_api_holds_its_document_under_fuzzing(
 ) -> None:
     stack, database = fuzzed_stack
     sent: dict[str, int] = {}
+    documented = operations(stack)
 
-    for operation in operations(stack):
+    for operation in documented:
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
@@ -120,5 +121,5 @@ def test_the_api_holds_its_document_under_fuzzing(
 
         holds()
 
-    # Every operation was exercised
-    assert len(sent) == 9, sent
+    # Every operation of the document was exercised
+    assert set(sent) == {operation.label for operation in documented}, sent
