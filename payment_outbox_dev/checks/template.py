@@ -43,6 +43,10 @@ class Route:
     method: str
     path: str
     function: str
+    #: API Gateway authenticates the caller (AWS_IAM or a Cognito authorizer): as the route's event
+    #: says, or its API's default authorizer, or — for a route whose authorizer a parameter chooses,
+    #: such as the order routes by CallerIdentity — the security of its API's definition.
+    authorized: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,35 @@ def api_routes(template: dict[str, Any]) -> list[Route]:
         for event in spec.events.values():
             if event.get("Type") == "Api":
                 props = event["Properties"]
-                routes.append(Route(props["Method"].upper(), props["Path"], spec.logical_id))
+                method, path = props["Method"].upper(), props["Path"]
+                api = _api_of(template, props.get("RestApiId"))
+                authorizer = (props.get("Auth") or {}).get("Authorizer") or (
+                    (api.get("Auth") or {}).get("DefaultAuthorizer")
+                )
+                authorized = (authorizer is not None and authorizer != "NONE") or bool(
+                    _definition_security(api, method, path)
+                )
+                routes.append(Route(method, path, spec.logical_id, authorized))
     return routes
+
+
+def _api_of(template: dict[str, Any], api: Any) -> dict[str, Any]:
+    """The properties of the API a route names (``RestApiId: !Ref Api``); empty for the implicit one."""
+    name = api.get("Ref") if isinstance(api, dict) else None
+    resource = template.get("Resources", {}).get(name) if isinstance(name, str) else None
+    properties: dict[str, Any] = (resource or {}).get("Properties") or {}
+    return properties
+
+
+def _definition_security(api: dict[str, Any], method: str, path: str) -> list[Any]:
+    """The security schemes the API's own definition demands of a route, in any branch of an
+    ``Fn::If`` (both branches of the order routes' authorizer authenticate)."""
+    operation = (api.get("DefinitionBody") or {}).get("paths", {}).get(path, {}).get(method.lower(), {})
+    security = operation.get("security", []) if isinstance(operation, dict) else []
+    if isinstance(security, dict) and "Fn::If" in security:
+        _, when_true, when_false = security["Fn::If"]
+        return [*when_true, *when_false]
+    return list(security)
 
 
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

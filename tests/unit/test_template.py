@@ -239,6 +239,13 @@ def test_api_routes_are_the_public_ones_and_the_iam_authorised_admin_ones(templa
             continue
         expected = None if properties["Path"] == "/payments/notify" else "AWS_IAM"
         assert properties.get("Auth", {}).get("Authorizer") == expected, properties["Path"]
+    # And the tooling (the local stack's authorizer) reads the same: every route authenticated by API
+    # Gateway but the signature-checked callback
+    from payment_outbox_dev.checks.template import api_routes
+
+    authorized = {(r.method, r.path): r.authorized for r in api_routes(template)}
+    assert {route for route, yes in authorized.items() if not yes} == {("POST", "/payments/notify")}
+    assert authorized[("POST", "/orders")] and authorized[("GET", "/orders/{orderId}")]
 
 
 def test_the_deployed_schema_revision_is_the_newest_migration(template: dict[str, Any]) -> None:
