@@ -331,6 +331,8 @@ def caller_problems(deployment: Deployment) -> list[str]:
                 continue
             if authtype != wanted:
                 problems.append(f"{route} is authorised by {authtype}, not {wanted} (CallerIdentity={mode})")
+            if path.startswith("/orders"):
+                problems += _function_knows_its_callers(deployment, route, operation)
             for principal in named:
                 if not reaches(deployment, statements, Caller(principal_arn=principal), arn):
                     problems.append(f"{route} refuses {principal}, whom the parameters name")
@@ -338,6 +340,24 @@ def caller_problems(deployment: Deployment) -> list[str]:
                 if reaches(deployment, statements, Caller(principal_arn=principal), arn):
                     problems.append(f"{route} lets {principal} through, whom no parameter names")
     return problems
+
+
+#: What the function behind an order route must be told, so it binds the caller as the authorizer did.
+CALLER_SETTINGS = {"CALLER_IDENTITY": "CallerIdentity", "CALLER_USER_CLAIM": "CognitoUserIdClaim"}
+
+
+def _function_knows_its_callers(deployment: Deployment, route: str, operation: dict[str, Any]) -> list[str]:
+    """The function an order route invokes reads the same CallerIdentity (and user claim) the route's
+    authorizer is chosen by: a cognito route whose function believed iam would let any user act for all."""
+    target = next(iter(referenced(operation.get("x-amazon-apigateway-integration", {}).get("uri"))), None)
+    if target is None or target not in deployment.functions:
+        return [f"{route} invokes no function of the stack"]
+    environment = deployment.environment(target)
+    return [
+        f"{route}: {target} is not told {variable} from {parameter}"
+        for variable, parameter in CALLER_SETTINGS.items()
+        if environment.get(variable) != {"Ref": parameter}
+    ]
 
 
 def callback_problems(deployment: Deployment) -> list[str]:

@@ -675,6 +675,11 @@ def test_the_callers_proof_sees_open_admin_routes_and_a_wrong_authorizer(source:
     # Then it names the outsider reaching the admin routes, and the order routes not on the user pool
     assert f"GET /admin/stats lets {proofs.OUTSIDER} through" in iam, iam
     assert "POST /orders is authorised by awsSigv4, not cognito_user_pools" in cognito, cognito
+    # And it sees a payment API that is not told the mode its routes are authorised by
+    untold = copy.deepcopy(source)
+    del untold["Resources"]["PaymentApiFunction"]["Properties"]["Environment"]["Variables"]["CALLER_IDENTITY"]
+    found = proofs.caller_problems(_deployment(untold, proofs.transform_offline(untold, {})))
+    assert "POST /orders: PaymentApiFunction is not told CALLER_IDENTITY from CallerIdentity" in found, found
 
 
 def test_the_callback_is_throttled_on_its_own_and_firewalled_on_request(
