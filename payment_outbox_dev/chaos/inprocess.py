@@ -55,6 +55,7 @@ from payment_outbox_dev.chaos.report import (
     check_invariants,
     scan,
 )
+from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
 CHAOS_WEBHOOK_SECRET = "chaos-webhook-secret-signs-its-own-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
@@ -232,15 +233,7 @@ class _ChaosRun:
     def _pay(self, order: PaidOrder) -> None:
         from payment_outbox_dev.local.faults import ProcessKilled
 
-        body = json.dumps(
-            {
-                "orderNo": order.order_no,
-                "transactionId": f"txn-{order.order_no}",
-                "amount": order.amount,
-                "currency": "CNY",
-                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        body = callback_body(order.order_no, order.amount, "CNY")
         for _attempt in range(6):
             self.report.callbacks += 1
             try:

@@ -56,6 +56,7 @@ from payment_outbox_dev.chaos.report import (
     backlog,
     check_invariants,
 )
+from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
 KILL_WEBHOOK_SECRET = "kill-chaos-webhook-secret-signs-its-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
@@ -331,15 +332,7 @@ class _KillRun:
             expect=201,
         )
         self.tally.add("order created")
-        body = json.dumps(
-            {
-                "orderNo": order["orderNo"],
-                "transactionId": f"txn-{order['orderNo']}",
-                "amount": order["amount"],
-                "currency": order["currency"],
-                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        body = callback_body(order["orderNo"], order["amount"], order["currency"])
         self._until_answered("callback", "POST", "/payments/notify", body, expect=200, signed=True)
         self.tally.add("callback answered")
         if plan.duplicate:

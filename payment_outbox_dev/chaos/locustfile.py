@@ -10,7 +10,6 @@ is one ``POST /payments/notify`` answered 200; the relay and consumers work behi
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -18,6 +17,7 @@ import time
 from locust import HttpUser, constant, task
 
 from payment_outbox.domain.signature import sign
+from payment_outbox_dev.local.callback import callback_body
 
 SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret-for-this-machine-only")
 CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
@@ -36,15 +36,7 @@ class PayingCustomer(HttpUser):
         if created.status_code != 201:
             return
         order = created.json()
-        body = json.dumps(
-            {
-                "orderNo": order["orderNo"],
-                "transactionId": f"txn-{order['orderNo']}",
-                "amount": order["amount"],
-                "currency": order["currency"],
-                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        body = callback_body(order["orderNo"], order["amount"], order["currency"])
         self.client.post(
             "/payments/notify",
             data=body,

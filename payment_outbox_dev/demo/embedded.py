@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.arguments import root_of
+from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
 DEMO_WEBHOOK_SECRET = "local-webhook-secret-for-this-machine-only"  # noqa: S105 - the demo signs its own callbacks  # nosec B105
@@ -80,15 +81,7 @@ def _run(root: Path, database_url: str, amount: str) -> None:
         _step("POST /orders", created.status, created.body)
         order = created.body
 
-        body = json.dumps(
-            {
-                "orderNo": order["orderNo"],
-                "transactionId": f"txn-{order['orderNo']}",
-                "amount": order["amount"],
-                "currency": order["currency"],
-                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        body = callback_body(order["orderNo"], order["amount"], order["currency"])
         headers = {"X-Signature": sign(body.encode(), DEMO_WEBHOOK_SECRET, int(time.time()))}
         paid = functions.call_api("POST", "/payments/notify", body, headers)
         _step("POST /payments/notify (signed)", paid.status, paid.body)

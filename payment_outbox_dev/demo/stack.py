@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import boto3
 
 from payment_outbox.domain.signature import sign
+from payment_outbox_dev.local.callback import callback_body
 
 T = TypeVar("T")
 STATUS_NAMES = {0: "PENDING", 1: "SENT", 2: "FAILED"}
@@ -81,15 +82,7 @@ class StackClient:
         return order
 
     def pay(self, order: dict[str, Any], transaction_id: str) -> tuple[int, Any]:
-        payload = json.dumps(
-            {
-                "orderNo": order["orderNo"],
-                "transactionId": transaction_id,
-                "amount": order["amount"],
-                "currency": order["currency"],
-                "paidAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        payload = callback_body(order["orderNo"], order["amount"], order["currency"], transaction_id)
         header = sign(payload.encode(), self.secret, int(time.time()))
         return self.http("POST", "/payments/notify", payload, {"X-Signature": header})
 
