@@ -6,6 +6,9 @@
     payment-outbox demo                                       a narrated scenario against `local`
     payment-outbox migrate                                    the configured database to the newest schema
     payment-outbox chaos [--kill]                             the chaos runs (docs/reliability.md)
+    payment-outbox trace PO…                                  one order's journey on the local stack
+    payment-outbox failures [requeue|resolve FINGERPRINT]     failure triage (admin API; --apply acts)
+    payment-outbox dlq [redrive NAME]                         dead-letter queues (admin API; --apply acts)
     payment-outbox preflight --config-env prod                before sam deploy: what would hang, fail
                                                               or stay silent with your parameters
 
@@ -171,6 +174,7 @@ def _no_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: the local stack's worker processes import this module as their
     # __main__, and the chaos runs and the deploy proofs are no worker's business.
+    from payment_outbox_dev import operator
     from payment_outbox_dev.chaos import runner as chaos_runner
     from payment_outbox_dev.checks import preflight
 
@@ -227,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the migrations the SchemaMigrator function runs on deploy, against the database at "
             "DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME and DB_SECRET_ARN).",
             _no_options,
+        ),
+        (
+            "trace",
+            operator.run_trace,
+            "one order's journey on the local stack: its rows, effects and log lines, in time order",
+            "Every log line of the order across functions (by the callback's correlation id and the "
+            "order's message ids), its outbox rows written and sent, and its points and SMS effects.",
+            operator.add_trace_arguments,
+        ),
+        (
+            "failures",
+            operator.run_failures,
+            "failure triage: failed and retrying messages grouped by error fingerprint; requeue or resolve",
+            operator.__doc__ or "",
+            operator.add_failures_arguments,
+        ),
+        (
+            "dlq",
+            operator.run_dlq,
+            "dead-letter queues: depth and oldest message; redrive to their queue",
+            operator.__doc__ or "",
+            operator.add_dlq_arguments,
         ),
         (
             "preflight",

@@ -120,13 +120,39 @@ class NarratingLogHandler(logging.Handler):
         )
 
 
+class LogJournal:
+    """The handlers' structured log lines (phone numbers masked), newest last, the last ``size`` of
+    them: what ``GET /_local/trace`` searches for one order's journey across functions."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._lines: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def record(self, function: str, document: dict[str, Any]) -> None:
+        masked = json.loads(mask_phones(json.dumps(document, default=str)))
+        with self._lock:
+            self._lines.append({"function": function, **masked})
+
+    def lines(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._lines)
+
+
 class Observer:
     """Turns what the handlers print and what the emulator sees into narration and metrics."""
 
-    def __init__(self, narrator: Narrator, metrics: MetricsBoard, *, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        narrator: Narrator,
+        metrics: MetricsBoard,
+        *,
+        verbose: bool = False,
+        journal: LogJournal | None = None,
+    ) -> None:
         self.narrator = narrator
         self.metrics = metrics
         self.verbose = verbose
+        self.journal = journal or LogJournal()
 
     def handler_line(self, function: str, line: str) -> None:
         """One line a handler wrote: an EMF document (metrics, alarms), a JSON log line, or plain text."""
@@ -134,6 +160,8 @@ class Observer:
             document = json.loads(line)
         except ValueError:
             document = None
+        if isinstance(document, dict) and "level" in document and "message" in document:
+            self.journal.record(function, document)
         if isinstance(document, dict) and "_aws" in document:
             watched = self.metrics.record(document)
             if self.verbose:
@@ -147,6 +175,8 @@ class Observer:
         elif self.verbose:
             self.narrator.raw(line)
         elif isinstance(document, dict) and "level" in document:
+            if str(document["level"]).upper() in ("DEBUG", "INFO"):
+                return  # kept in the journal; narrated only with --verbose
             detail = " ".join(f"{k}={v}" for k, v in document.items() if k in NARRATED_LOG_FIELDS)
             self.narrator.say(
                 "log",

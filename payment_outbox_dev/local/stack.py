@@ -213,8 +213,8 @@ class LocalStack:
             # The relay's claims and the payment API's hand-off, leased on the stack's clock.
             "OUTBOX_LEASE_SECONDS": str(self.timing.lease_seconds),
         }
-        if not config.verbose:
-            overrides["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        # The handlers log at the template's level (INFO): every line goes to the trace journal
+        # (GET /_local/trace); without --verbose only warnings and errors are narrated.
         self._start_pools(self.resources.environments(self.template, overrides))
         self.functions = PooledFunctions(config.root, self.template, self.pools)
         control = Control(
@@ -228,6 +228,7 @@ class LocalStack:
             narrator=self.narrator,
             engine=self._engine,
             emulator_url=self.emulator_url,
+            journal=self.observer.journal,
         )
         self._http.app = ApiFront(
             PooledApi(self.functions, self.narrator, verbose=config.verbose),

@@ -591,3 +591,105 @@ def test_the_in_progress_window_is_the_consumers_time_scaled_timeout(stack: Runn
     window = timing.in_progress_window("PointsConsumerFunction")
     assert lock_ends - completed <= window + 1.0  # whole seconds in "expiration"
     assert window < timing.visibilities["PointsQueue"]
+
+
+# --- one trace, and the page to try the API -----------------------------------------------------------
+
+
+def test_the_callbacks_correlation_id_is_on_both_consumers_log_lines_in_the_orders_trace(
+    stack: RunningStack,
+) -> None:
+    # Given an order paid by a callback that carries a W3C traceparent
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    user = _user_id()
+    order = stack.create_order(user, "12.00")
+    body = json.dumps(
+        {
+            "orderNo": order["orderNo"],
+            "transactionId": f"txn-{order['orderNo']}",
+            "amount": order["amount"],
+            "currency": order["currency"],
+            "paidAt": recent_paid_at(),
+        }
+    )
+    headers = {
+        "X-Signature": sign(body.encode(), LOCAL_WEBHOOK_SECRET, int(time.time())),
+        "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+    }
+    assert stack.http("POST", "/payments/notify", body, headers)[0] == 200
+    wait_for("the points credited", lambda: stack.balance(user) == 12 or None)
+
+    # When the order's trace is asked for, once both consumers have logged their work
+    def traced() -> dict[str, Any] | None:
+        status, journey = stack.http("GET", f"/_local/trace?orderNo={order['orderNo']}")
+        assert status == 200, journey
+        done = {
+            e["function"]
+            for e in journey["events"]
+            if e["kind"] == "log" and e["message"].endswith("handled")
+        }
+        return journey if {"PointsConsumerFunction", "SmsConsumerFunction"} <= done else None
+
+    journey = wait_for("both consumers' lines in the trace", traced)
+
+    # Then the callback's correlation id is the one the rows kept, and every consumer line carries it
+    [callback] = [e for e in journey["events"] if e["kind"] == "log" and e["message"] == "payment accepted"]
+    assert journey["correlationIds"] == [callback["correlation_id"]]
+    assert journey["traceIds"] == [trace_id]
+    consumer_lines = [
+        e for e in journey["events"] if e["kind"] == "log" and e["function"].endswith("ConsumerFunction")
+    ]
+    assert {e["function"] for e in consumer_lines} == {"PointsConsumerFunction", "SmsConsumerFunction"}
+    assert {e["correlation_id"] for e in consumer_lines} == {callback["correlation_id"]}
+    assert {e["trace_id"] for e in consumer_lines} == {trace_id}
+    # And the journey lists the rows' writing and sending and both effects, in time order
+    kinds = [e["kind"] for e in journey["events"]]
+    assert {"outbox", "points", "sms", "log"} <= set(kinds)
+    times = [e["at"] for e in journey["events"]]
+    assert times == sorted(times)
+
+
+def test_the_stack_serves_powertools_swagger_ui_over_the_openapi_document(stack: RunningStack) -> None:
+    with urllib.request.urlopen(stack.api + "/swagger", timeout=15) as response:  # noqa: S310
+        page = response.read().decode()
+        content_type = response.headers["Content-Type"]
+    # Then it is the interactive page, its assets inline (no network), over the checked-in document
+    assert content_type.startswith("text/html")
+    assert "SwaggerUIBundle(swaggerUIOptions)" in page
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert json.dumps(document["info"]["title"]) in page or document["info"]["title"] in page
+    assert "<script src=" not in page
+    # And the page's own document request answers the document
+    status, served = stack.http("GET", "/swagger?format=json")
+    assert (status, served) == (200, document)
+
+
+def test_the_operator_commands_speak_to_the_running_stack(
+    stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from payment_outbox_dev.cli import main
+
+    # Given a paid order on the stack
+    user = _user_id()
+    order = stack.create_order(user, "7.00")
+    assert stack.pay(order)[0] == 200
+    wait_for("the points credited", lambda: stack.balance(user) == 7 or None)
+    capsys.readouterr()
+    # When the operator traces it, lists the failure groups and the DLQs, and rehearses a redrive
+    assert main(["trace", order["orderNo"], "--api", stack.api]) == 0
+    trace = capsys.readouterr().out
+    assert main(["failures", "--api", stack.api]) == 0
+    failures = json.loads(capsys.readouterr().out)
+    assert main(["dlq", "--api", stack.api]) == 0
+    dlqs = json.loads(capsys.readouterr().out)
+    name = dlqs["items"][0]["name"]
+    assert main(["dlq", "redrive", name, "--reason", "rehearsal", "--api", stack.api]) == 0
+    rehearsal = json.loads(capsys.readouterr().out)
+    # Then the trace names the order, its correlation id and its rows; the lists are the admin API's
+    assert trace.startswith(f"order {order['orderNo']}: correlation id(s) ")
+    assert " outbox  topic.points " in trace and " written" in trace
+    assert set(failures) >= {"groups", "scanned", "truncated"}
+    assert {item["name"] for item in dlqs["items"]} >= {"PointsDeadLetterQueue", "SmsDeadLetterQueue"}
+    assert (rehearsal["dryRun"], rehearsal["auditId"]) == (True, None)
+    # And a group action without its reason is refused before any request
+    assert main(["failures", "requeue", "0123456789abcdef", "--api", stack.api]) == 2
