@@ -83,6 +83,9 @@ class KillConfig:
     heal_seconds: float = 600.0
     #: Where the stack's narration goes (None: a temporary file, shown when the run fails).
     stack_log: Path | None = None
+    #: An SNS outage from the first order on, this many minutes of the template's schedule long
+    #: (times the time scale in real time): every publish to the topic answered 503 by the emulator.
+    sns_outage_minutes: float = 0.0
 
 
 @dataclass
@@ -146,6 +149,7 @@ class _KillRun:
             config.orders, config.seed, "mysql", title="kill chaos run", counts_inside=False
         )
         self.paid: list[PaidOrder] = []
+        self._outage_rows = "not measured"
         self.done = 0
         self.done_lock = threading.Lock()
         self.failures: list[str] = []
@@ -176,13 +180,23 @@ class _KillRun:
             work = iter(range(self.config.orders))
             self._work = work
             self._work_lock = threading.Lock()
+            outage = self._start_sns_outage()
             for client in clients:
                 client.start()
             self._kill_while_driving(clients)
             for client in clients:
                 client.join()
+            if outage is not None:
+                self.progress.phase("orders paid: waiting for the SNS outage to end")
+                outage.join()
             self.progress.phase("kills over: waiting for the stack to heal")
             healed = self._heal(refs)
+            if self.config.sns_outage_minutes > 0:
+                self.report.notes.append(f"outbox rows at the outage's end: {self._outage_rows}")
+                failed = self._row_states()
+                self.report.notes.append(f"outbox rows once healed:      {failed}")
+                if "FAILED" in failed:
+                    self.failures.append(f"rows FAILED after the SNS outage: {failed}")
             self.report.notes.append(
                 f"healed in:                    {healed:.1f} s after the last order was paid"
             )
@@ -248,6 +262,55 @@ class _KillRun:
             raise RuntimeError(f"GET /_local/state answered {status}")
         refs: dict[str, str] = state["resources"]
         return refs
+
+    # --- the SNS outage ---------------------------------------------------------------------------
+
+    def _start_sns_outage(self) -> threading.Thread | None:
+        """Make the emulator answer every publish to the topic 503 for the outage's length (on the
+        stack's clock), then heal it; the emulator outlives the stack's deaths, so does the outage."""
+        minutes = self.config.sns_outage_minutes
+        if minutes <= 0:
+            return None
+        seconds = minutes * 60 * self.config.time_scale
+        self._set_sns_fault("outage")
+
+        def end() -> None:
+            time.sleep(seconds)
+            self._outage_rows = self._row_states()
+            self._set_sns_fault(None)
+
+        thread = threading.Thread(target=end, name="sns-outage", daemon=True)
+        thread.start()
+        self.report.notes.append(
+            f"SNS outage:                   {minutes:g} min of schedule ({seconds:.0f} s at time scale"
+            f" {self.config.time_scale:g}), every publish to the topic answered 503, from the first order on"
+        )
+        return thread
+
+    def _set_sns_fault(self, mode: str | None) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the emulator's loopback URL
+            f"{self.emulator_url}/_emulator/faults",
+            data=json.dumps({"sns": mode}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  # nosec B310
+            if json.loads(response.read()) != {"sns": mode}:
+                raise RuntimeError(f"the emulator did not take the SNS fault {mode!r}")
+
+    def _row_states(self) -> str:
+        """The outbox rows by status, with the most attempts any of them was charged."""
+        from sqlalchemy import text
+
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                text("SELECT status, COUNT(*), MAX(retry_count) FROM message_record GROUP BY status")
+            ).all()
+        names = {0: "pending", 1: "sent", 2: "FAILED"}
+        return (
+            ", ".join(f"{n} {names.get(s, s)} (max attempts charged {m})" for s, n, m in sorted(rows))
+            or "none"
+        )
 
     # --- killing ----------------------------------------------------------------------------------
 

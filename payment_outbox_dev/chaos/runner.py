@@ -44,6 +44,13 @@ KILL_OPTIONS = (
         "--stack-kill-rate", float, KillConfig.stack_kill_rate, "chance that a kill takes the whole stack"
     ),
     Option("--heal-seconds", float, KillConfig.heal_seconds, "upper bound of the healing phase"),
+    Option(
+        "--sns-outage-minutes",
+        float,
+        KillConfig.sns_outage_minutes,
+        "an SNS outage from the first order on, this many minutes of schedule (time-scaled): every "
+        "publish to the topic answered 503",
+    ),
 )
 
 

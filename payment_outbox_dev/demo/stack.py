@@ -213,20 +213,21 @@ def _run(stack: StackClient, timeout: float) -> None:
         f"  order {second['orderNo']}: POST /payments/notify → {status} {paid.get('status')}"
         " (its publish right after commit failed)"
     )
-    seen: dict[str, int] = {}
+    seen: dict[str, str | None] = {}
 
-    def retried_twice() -> bool:
+    def held_by_the_outage() -> bool:
         rows = stack.rows_of(second)
         for row in rows:
-            if row["retryCount"] != seen.get(row["messageId"]):
-                seen[row["messageId"]] = row["retryCount"]
+            if row["nextRetryAt"] != seen.get(row["messageId"]):
+                seen[row["messageId"]] = row["nextRetryAt"]
                 _say(
                     f"  outbox {row['messageId']} {row['topic']:<13} {STATUS_NAMES.get(row['status'])}"
                     f" retries={row['retryCount']} next={row['nextRetryAt']} error={row['lastError']}"
                 )
-        return bool(rows) and all(r["retryCount"] >= 2 for r in rows)
+        return bool(rows) and all(r["lastError"] and r["retryCount"] == 0 for r in rows)
 
-    wait_for("two failed attempts", retried_twice, timeout)
+    wait_for("the relay to meet the outage", held_by_the_outage, timeout)
+    _say("  an outage charges no attempt: the rows back off, retries=0, and wait for SNS")
     stack.fault(None)
     _say('  POST /_local/faults {"sns": null}: SNS is back')
     total = expected + 20
@@ -235,7 +236,7 @@ def _run(stack: StackClient, timeout: float) -> None:
     for row in stack.rows_of(second):
         _say(
             f"  outbox {row['messageId']} {row['topic']:<13} {STATUS_NAMES.get(row['status'])}"
-            f" after {row['retryCount']} failed attempt(s)"
+            f" after {row['retryCount']} attempt(s) charged"
         )
 
     # 4 ---------------------------------------------------------------------------------------------

@@ -3,11 +3,15 @@
 It is the WSGI application ``moto.server.ThreadedMotoServer`` serves, wrapped once:
 
 - **faults**: while a fault is set, SNS publishes *to a topic* fail the way the relay must survive —
-  ``outage`` refuses the whole request (``LocalFaultInjected``, HTTP 400, so botocore does not spend
-  seconds retrying it; a real 5xx outage is first retried by botocore, then reaches the relay the
-  same way), ``reject`` answers HTTP 200 with every batch entry failed (``InvalidParameter``, sender
+  ``outage`` answers the whole request HTTP 503 ``ServiceUnavailable``, as SNS does in an outage
+  (botocore retries it as it would SNS's, then the relay holds the rows without charging an
+  attempt), ``reject`` answers HTTP 200 with every batch entry failed (``InvalidParameter``, sender
   fault), which the relay treats as permanent. SMS (publish to a phone number) is never affected.
 - **observation**: every SNS publish is reported to an observer, so the local stack can narrate it.
+
+- **faults from outside**: ``POST /_emulator/faults {"sns": "outage" | "reject" | null}`` sets them
+  on an emulator running as a process of its own (the kill chaos run: an outage outlives the stack's
+  deaths and restarts).
 
 - **SMS sent**: ``GET /_emulator/sms`` lists the text of every SMS published (what a phone would have
   received), for the kill chaos run's checks.
@@ -31,6 +35,7 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape  # nosec B406 - escapes output; nothing is parsed
 
 SMS_PATH = "/_emulator/sms"
+FAULTS_PATH = "/_emulator/faults"
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 FAULT_MODES = ("outage", "reject")
 
@@ -125,6 +130,8 @@ class FaultInjectingApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == SMS_PATH:
             return _respond_json(start_response, sent_sms())
+        if environ.get("PATH_INFO") == FAULTS_PATH and environ.get("REQUEST_METHOD") == "POST":
+            return self._set_faults(environ, start_response)
         if "/sns/" not in environ.get("HTTP_AUTHORIZATION", ""):
             return self._app(environ, start_response)  # type: ignore[no-any-return]
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -135,10 +142,13 @@ class FaultInjectingApp:
             return self._app(environ, start_response)  # type: ignore[no-any-return]
         fault = self._faults.snapshot()["sns"] if call.topic_arn else None
         if fault == "outage" or (fault == "reject" and call.action == "Publish"):
-            code = "LocalFaultInjected" if fault == "outage" else "InvalidParameter"
+            outage = fault == "outage"
+            refused, code, kind = (
+                (503, "ServiceUnavailable", "Receiver") if outage else (400, "InvalidParameter", "Sender")
+            )
             message = f"SNS {call.action} refused: local fault '{fault}' (POST /_local/faults to clear it)"
-            self._report(call, 400, fault)
-            return _respond(start_response, 400, _error_xml(code, message))
+            self._report(call, refused, fault)
+            return _respond(start_response, refused, _error_xml(code, message, kind))
         if fault == "reject":
             self._report(call, 200, fault)
             return _respond(start_response, 200, _rejected_batch_xml(_batch_entry_ids(body)))
@@ -151,6 +161,20 @@ class FaultInjectingApp:
         result: Iterable[bytes] = self._app(environ, recording_start_response)
         self._report(call, status[0] if status else 0, None)
         return result
+
+    def _set_faults(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        import json
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        try:
+            requested = json.loads(environ["wsgi.input"].read(length) if length else b"{}")
+            if not isinstance(requested, dict):
+                raise ValueError("expected a JSON object")
+            if "sns" in requested:
+                self._faults.set_sns_publish(requested["sns"])
+        except ValueError as exc:
+            return _respond(start_response, 400, _error_xml("InvalidFault", str(exc)))
+        return _respond_json(start_response, self._faults.snapshot())
 
     def _report(self, call: SnsCall, status: int, fault: str | None) -> None:
         if self._observer is not None:
@@ -178,16 +202,16 @@ def _respond_json(start_response: StartResponse, document: Any) -> list[bytes]:
 
 def _respond(start_response: StartResponse, status: int, body: str) -> list[bytes]:
     payload = body.encode()
-    reason = "OK" if status == 200 else "Bad Request"
+    reason = {200: "OK", 503: "Service Unavailable"}.get(status, "Bad Request")
     start_response(
         f"{status} {reason}", [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))]
     )
     return [payload]
 
 
-def _error_xml(code: str, message: str) -> str:
+def _error_xml(code: str, message: str, kind: str = "Sender") -> str:
     return (
-        f'<ErrorResponse xmlns="{SNS_XMLNS}"><Error><Type>Sender</Type><Code>{escape(code)}</Code>'
+        f'<ErrorResponse xmlns="{SNS_XMLNS}"><Error><Type>{kind}</Type><Code>{escape(code)}</Code>'
         f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
 

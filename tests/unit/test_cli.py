@@ -324,8 +324,8 @@ def test_an_outage_refuses_the_publish_before_the_emulator_sees_it() -> None:
 
     status, payload = _call(FaultInjectingApp(moto, faults), _publish_batch_body(["topic.points"]))
 
-    assert status.startswith("400")
-    assert b"<Code>LocalFaultInjected</Code>" in payload
+    assert status.startswith("503")
+    assert b"<Code>ServiceUnavailable</Code>" in payload
     assert moto.bodies == []
 
 
@@ -414,3 +414,22 @@ def test_a_snapshot_keeps_binary_attribute_values_through_json(tmp_path: Path) -
     assert loaded is not None
     assert snapshot._decode(loaded["dynamodb"]["T"]) == [{"b": {"B": b"\x00\xff"}}]
     assert snapshot.load(tmp_path / "absent.json") is None
+
+
+def test_faults_are_set_on_the_emulator_from_outside_and_an_outage_then_refuses_publishes() -> None:
+    # Given an emulator in a process of its own (the kill chaos run's), healthy
+    moto, faults = _Moto(), Faults()
+    app = FaultInjectingApp(moto, faults)
+    body = json.dumps({"sns": "outage"}).encode()
+    environ = {"PATH_INFO": "/_emulator/faults", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body))}
+    status: list[str] = []
+    # When an outage is set through its faults path
+    answer = b"".join(app({**environ, "wsgi.input": io.BytesIO(body)}, lambda line, *_: status.append(line)))
+    # Then it says so, and a publish to the topic is now answered 503 without reaching moto
+    assert status[0].startswith("200") and json.loads(answer) == {"sns": "outage"}
+    assert _call(app, _publish_batch_body(["topic.points"]))[0].startswith("503")
+    assert moto.bodies == []
+    # When it is cleared / Then publishes go through again
+    clear = json.dumps({"sns": None}).encode()
+    app({**environ, "CONTENT_LENGTH": str(len(clear)), "wsgi.input": io.BytesIO(clear)}, lambda *_: None)
+    assert _call(app, _publish_batch_body(["topic.points"]))[0].startswith("200")
