@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.arguments import find_root
+from payment_outbox_dev.chaos.outage import row_states, set_sns_fault
 from payment_outbox_dev.chaos.processes import (
     DEFAULT_SERVER_URL,
     START_DEADLINE_SECONDS,
@@ -193,7 +194,7 @@ class _KillRun:
             healed = self._heal(refs)
             if self.config.sns_outage_minutes > 0:
                 self.report.notes.append(f"outbox rows at the outage's end: {self._outage_rows}")
-                failed = self._row_states()
+                failed = row_states(self.db)
                 self.report.notes.append(f"outbox rows once healed:      {failed}")
                 if "FAILED" in failed:
                     self.failures.append(f"rows FAILED after the SNS outage: {failed}")
@@ -272,12 +273,12 @@ class _KillRun:
         if minutes <= 0:
             return None
         seconds = minutes * 60 * self.config.time_scale
-        self._set_sns_fault("outage")
+        set_sns_fault(self.emulator_url, "outage")
 
         def end() -> None:
             time.sleep(seconds)
-            self._outage_rows = self._row_states()
-            self._set_sns_fault(None)
+            self._outage_rows = row_states(self.db)
+            set_sns_fault(self.emulator_url, None)
 
         thread = threading.Thread(target=end, name="sns-outage", daemon=True)
         thread.start()
@@ -286,31 +287,6 @@ class _KillRun:
             f" {self.config.time_scale:g}), every publish to the topic answered 503, from the first order on"
         )
         return thread
-
-    def _set_sns_fault(self, mode: str | None) -> None:
-        request = urllib.request.Request(  # noqa: S310 - the emulator's loopback URL
-            f"{self.emulator_url}/_emulator/faults",
-            data=json.dumps({"sns": mode}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  # nosec B310
-            if json.loads(response.read()) != {"sns": mode}:
-                raise RuntimeError(f"the emulator did not take the SNS fault {mode!r}")
-
-    def _row_states(self) -> str:
-        """The outbox rows by status, with the most attempts any of them was charged."""
-        from sqlalchemy import text
-
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                text("SELECT status, COUNT(*), MAX(retry_count) FROM message_record GROUP BY status")
-            ).all()
-        names = {0: "pending", 1: "sent", 2: "FAILED"}
-        return (
-            ", ".join(f"{n} {names.get(s, s)} (max attempts charged {m})" for s, n, m in sorted(rows))
-            or "none"
-        )
 
     # --- killing ----------------------------------------------------------------------------------
 
