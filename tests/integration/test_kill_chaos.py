@@ -44,3 +44,31 @@ def test_sigkilled_workers_and_a_killed_stack_lose_nothing_and_double_nothing(
     assert report.ledger_entries == report.sms_records == config.orders
     # (an SMS the provider got twice is only ever one whose consumer was killed between send and record)
     assert report.sms_sent == config.orders + report.sms_resent
+
+
+def test_an_sns_outage_longer_than_the_attempts_last_leaves_no_row_failed_and_delivers_everything_once(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    # Given a live stack on MariaDB, and SNS answering every publish 503 from the first order on for
+    # 10 minutes of schedule: ten relay runs, twice the attempts OutboxMaxAttempts allows
+    server = make_url(mariadb_url).set(database="").render_as_string(hide_password=False)
+    config = KillConfig(
+        orders=20,
+        kills=0,
+        seed=16,
+        clients=4,
+        root=ROOT,
+        server_url=server,
+        stack_log=tmp_path / "stack.log",
+        sns_outage_minutes=10,
+    )
+
+    # When the orders are paid during the outage, and SNS then recovers
+    report = run_kill_chaos(config)
+
+    # Then when the outage ended every row was pending with no attempt charged
+    at_end = next(n for n in report.notes if n.startswith("outbox rows at the outage's end"))
+    assert "pending (max attempts charged 0)" in at_end and "FAILED" not in at_end, report.render()
+    # And after recovery every order was applied exactly once, nothing FAILED, doubled or dead-lettered
+    assert report.ok, report.render() + "\n" + (tmp_path / "stack.log").read_text()[-20000:]
+    assert report.ledger_entries == report.sms_records == config.orders

@@ -113,3 +113,9 @@ def test_progress_says_each_phase_and_the_orders_paid_at_most_every_few_seconds(
         f"chaos run: 10/50 orders paid ({PROGRESS_EVERY_SECONDS:.0f} s)",
         f"chaos run: 50/50 orders paid ({PROGRESS_EVERY_SECONDS + 1:.0f} s)",
     ]
+
+
+def test_an_sns_outage_is_off_by_default_and_its_length_reaches_the_sigkill_run() -> None:
+    # Given the kill run without and with --sns-outage-minutes / Then the outage is off, then 30 minutes long
+    assert _parse("--kill") == KillConfig(sns_outage_minutes=0)
+    assert _parse("--kill", "--sns-outage-minutes", "30") == KillConfig(sns_outage_minutes=30)
