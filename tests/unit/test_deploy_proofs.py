@@ -775,3 +775,22 @@ def test_the_subscription_proof_sees_a_missing_dlq_a_mismatched_one_a_closed_one
     broken = _without_resource(source, "SmsSubscriptionDeadLetterAlarm")
     found = problems_of(broken, proofs.alarm_problems)
     assert "dead-letter queue SmsSubscriptionDeadLetterQueue" in found, found
+
+
+def test_a_changed_fence_parameter_reaches_the_live_stage(source: dict[str, Any]) -> None:
+    # Given the API's definition without AlwaysDeploy
+    plain = copy.deepcopy(source)
+    del plain["Resources"]["PaymentApi"]["Properties"]["AlwaysDeploy"]
+
+    def deployments(template: dict[str, Any], **given: str) -> list[str]:
+        transformed = proofs.transform_offline(template, given)
+        return [i for i, r in transformed["Resources"].items() if r["Type"] == "AWS::ApiGateway::Deployment"]
+
+    # When only the parameters its authorizer and resource policy depend on change
+    iam = deployments(plain, CallerIdentity="iam", OperatorPrincipalArns="arn:aws:iam::123456789012:role/ops")
+    cognito = deployments(plain, CallerIdentity="cognito", OperatorPrincipalArns="")
+    # Then SAM keeps the same deployment (its name hashes the definition's text), so API Gateway would
+    # go on serving the old authorizer and policy...
+    assert iam == cognito
+    # ...which is why the API deploys its stage on every update
+    assert source["Resources"]["PaymentApi"]["Properties"]["AlwaysDeploy"] is True
