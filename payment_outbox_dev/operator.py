@@ -36,7 +36,13 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_failures_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", choices=["list", "requeue", "resolve"], default="list")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "requeue", "resolve"],
+        default="list",
+        help="list the groups (default), or requeue / resolve one group's FAILED messages",
+    )
     parser.add_argument("fingerprint", nargs="?", help="the group (for requeue and resolve)")
     parser.add_argument("--reason", help="why (3-500 characters; required for requeue and resolve)")
     parser.add_argument("--reset-attempts", action="store_true", help="requeue with a fresh attempt budget")
@@ -45,7 +51,13 @@ def add_failures_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dlq_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", choices=["list", "redrive"], default="list")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "redrive"],
+        default="list",
+        help="list the DLQs (default), or redrive one back to its queue",
+    )
     parser.add_argument("name", nargs="?", help="the DLQ (for redrive), as `payment-outbox dlq` names it")
     parser.add_argument("--reason", help="why (3-500 characters; required for redrive)")
     parser.add_argument("--max", type=int, default=None, help="move at most this many messages (1-1000)")

@@ -39,7 +39,19 @@ def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 def test_the_commands_are_the_documented_ones() -> None:
-    assert set(COMMANDS) == {"local", "up", "invoke", "sign", "demo", "chaos", "migrate", "preflight"}
+    assert set(COMMANDS) == {
+        "local",
+        "up",
+        "invoke",
+        "sign",
+        "demo",
+        "chaos",
+        "migrate",
+        "preflight",
+        "trace",
+        "failures",
+        "dlq",
+    }
 
 
 @pytest.mark.parametrize("command", COMMANDS)
