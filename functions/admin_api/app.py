@@ -28,26 +28,25 @@ from payment_outbox.api.admin import (
 )
 from payment_outbox.api.admin_dlq import dlq_router
 from payment_outbox.api.admin_triage import triage_router
-from payment_outbox.api.payments import (
-    error_response,
+from payment_outbox.api.http import (
+    handle_errors,
     json_response,
     order_id_from_path,
     parse_body,
     request_body,
     responses,
-    status_for,
 )
 from payment_outbox.composition.operations import (
     build_dead_letter_redrive,
     build_failure_triage,
     build_outbox_operations,
 )
-from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
+handle_errors(app, logger, refused="admin request refused")
 #: Built on the first request, then kept for the container's life.
 outbox_operations = cache(build_outbox_operations)
 # Failure triage: groups by error fingerprint, requeue or resolve a group (routes of their own module).
@@ -137,13 +136,6 @@ def trace_order(order_id: str) -> Response[dict[str, Any]]:
 @tracer.capture_method
 def stuck_idempotency_records() -> Response[dict[str, Any]]:
     return json_response(200, stuck_view(outbox_operations().stuck_idempotency_records()))
-
-
-@app.exception_handler(PaymentOutboxError)  # type: ignore[untyped-decorator]
-def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, Any]]:
-    status = status_for(error)
-    logger.info("admin request refused", extra={"status": status, "code": error.code})
-    return error_response(error)
 
 
 def _actor() -> str:

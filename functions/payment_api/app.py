@@ -8,27 +8,28 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payment_outbox.api.http import (
+    handle_errors,
+    json_response,
+    order_id_from_path,
+    parse_body,
+    request_body,
+    responses,
+)
 from payment_outbox.api.payments import (
     CreateOrderRequest,
     OrderView,
     PaymentNotifyRequest,
-    error_response,
-    json_response,
-    order_id_from_path,
     order_view,
-    parse_body,
-    request_body,
-    responses,
-    status_for,
     trace_of,
 )
 from payment_outbox.composition.payment_api import build_payment_api
-from payment_outbox.errors import PaymentOutboxError
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
+handle_errors(app, logger, refused="request refused")
 #: Built on the first request, then kept for the container's life.
 payment_api = cache(build_payment_api)
 NOTIFY_ERRORS = (400, 401, 404, 409, 413, 422)
@@ -98,13 +99,6 @@ def payment_notify() -> Response[dict[str, Any]]:
     order = payment_api().payments.pay_order(request.to_notice(), trace=trace)
     logger.info("payment accepted", extra={"order_no": order.order_no, "trace_id": trace.trace_id})
     return json_response(200, order_view(order))
-
-
-@app.exception_handler(PaymentOutboxError)  # type: ignore[untyped-decorator]
-def handle_application_error(error: PaymentOutboxError) -> Response[dict[str, Any]]:
-    status = status_for(error)
-    logger.info("request refused", extra={"status": status, "code": error.code})
-    return error_response(error)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

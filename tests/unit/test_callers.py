@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from payment_outbox.adapters.secrets import webhook_secrets
-from payment_outbox.api.payments import CallerIdentification, status_for
+from payment_outbox.api.http import status_for
+from payment_outbox.api.payments import CallerIdentification
 from payment_outbox.domain.callers import Caller
 from payment_outbox.domain.orders import new_order
 from payment_outbox.errors import ConfigurationError, ForbiddenForCaller, Unauthenticated

@@ -1,4 +1,4 @@
-"""The payment API's HTTP contract: body parsing and the error → status table."""
+"""The APIs' HTTP contract: body parsing, the error → status table and the one error handler."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from payment_outbox.api.payments import (
-    MAX_BODY_BYTES,
-    CreateOrderRequest,
-    PaymentNotifyRequest,
-    error_view,
-    parse_body,
-    status_for,
-)
+from payment_outbox.api.http import MAX_BODY_BYTES, error_view, handle_errors, parse_body, status_for
+from payment_outbox.api.payments import CreateOrderRequest, PaymentNotifyRequest
 from payment_outbox.errors import (
     AlreadyPaid,
     AmountMismatch,
@@ -306,4 +302,25 @@ def test_the_error_body_carries_code_message_and_details_only() -> None:
     }
     assert error_view(OrderNotFound("order 1 not found")) == {
         "error": {"code": "order_not_found", "message": "order 1 not found"}
+    }
+
+
+def test_the_one_error_handler_answers_an_application_error_with_its_status_and_body() -> None:
+    # Given an API with the shared error handler, whose route raises an application error
+    app = APIGatewayRestResolver()
+    handle_errors(app, Logger(service="test"), refused="request refused")
+
+    @app.get("/orders/<order_id>")
+    def get_order(order_id: str) -> dict[str, Any]:
+        raise OrderNotFound(f"order {order_id} not found")
+
+    # When the route is called
+    answer = app.resolve(
+        {"httpMethod": "GET", "path": "/orders/7", "resource": "/orders/{order_id}", "headers": {}},
+        {},  # type: ignore[arg-type]
+    )
+    # Then the error's mapped status and its error body answer, nothing else of the exception
+    assert answer["statusCode"] == 404
+    assert json.loads(answer["body"]) == {
+        "error": {"code": "order_not_found", "message": "order 7 not found"}
     }

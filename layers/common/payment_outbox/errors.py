@@ -1,7 +1,7 @@
 """Every error the application raises on purpose, in one place.
 
 Each carries a stable machine-readable ``code``; the HTTP layer maps classes to status codes in one
-table (``payment_outbox.api.payments``), so no handler ever returns ``str(exc)`` of an unexpected error.
+table (``payment_outbox.api.http``), so no handler ever returns ``str(exc)`` of an unexpected error.
 """
 
 from __future__ import annotations

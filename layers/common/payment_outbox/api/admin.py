@@ -1,6 +1,6 @@
 """The admin API's HTTP contract: query and body models, the opaque paging cursor, and the views.
 
-Errors go through the same table as the payment API (``payment_outbox.api.payments.status_for``). Message
+Errors go through the same table as the payment API (``payment_outbox.api.http.status_for``). Message
 content is never returned: it carries the customer's phone number.
 """
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_outbox.api.admin import Reason
-from payment_outbox.api.payments import json_response, parse_body, request_body, responses
+from payment_outbox.api.http import json_response, parse_body, request_body, responses
 from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain import grammar
 from payment_outbox.errors import DeadLetterQueueNotFound

@@ -6,12 +6,25 @@ No SQLAlchemy here: the consumers' cold start never pays for it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.adapters.idempotent_record_handler import IdempotentEnvelopeHandler
 from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog, SnsSmsSender
+from payment_outbox.adapters.sqs_batch import TracedRecords, from_fifo_queue
 from payment_outbox.clock import SystemClock
 from payment_outbox.domain.envelope import Envelope
 from payment_outbox.services.points import credit_points
@@ -47,3 +60,42 @@ def _once_per_message(
         dynamodb_client=clients.factory("dynamodb")(),
         key_prefix=key_prefix,
     )
+
+
+class RecordHandler(Protocol):
+    """What a consumer does with one SQS record (``IdempotentEnvelopeHandler``)."""
+
+    def register(self, context: LambdaContext | None) -> None: ...
+
+    def __call__(self, record: SQSRecord) -> dict[str, Any]: ...
+
+
+class SqsConsumer:
+    """One consumer Lambda's batch: the record handler built on the first invocation and kept for the
+    container's life, each record handled inside the trace it carries, and the failed records reported
+    back so only they return to the queue (and, in the end, its DLQ).
+
+    The batch semantics follow the queue the event comes from: a FIFO queue (ordered delivery) fails
+    the rest of a failed record's message group (its stream) in the batch, so nothing overtakes it,
+    while the other groups go on; a standard queue settles each record on its own.
+    """
+
+    def __init__(
+        self, name: str, build: Callable[[], RecordHandler], *, logger: Logger, tracer: Tracer
+    ) -> None:
+        self._name = name
+        self._handler = cache(build)
+        self._logger = logger
+        self._tracer = tracer
+        self._processor = BatchProcessor(event_type=EventType.SQS)
+        self._fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+    def __call__(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        handler = self._handler()
+        handler.register(context)
+        return process_partial_response(
+            event=event,
+            record_handler=TracedRecords(handler, logger=self._logger, tracer=self._tracer, name=self._name),
+            processor=self._fifo_processor if from_fifo_queue(event) else self._processor,
+            context=context,
+        )
