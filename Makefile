@@ -89,12 +89,14 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
 ## Static checks: ruff (lint and format), mypy (strict), the architecture's import contracts
-## (import-linter), the runtime's imports against its dependencies (deptry), cfn-lint and checkov on the
+## (import-linter), no module-level import circle and no module over 500 lines (runtime and tooling),
+## the runtime's imports against its dependencies (deptry), cfn-lint and checkov on the
 ## template, bandit, and the layer's pinned requirements still match pyproject.toml.
 lint: install $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/pytest -q tests/unit/test_tooling_layout.py
 	$(BIN)/deptry layers/common
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done

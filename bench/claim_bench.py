@@ -16,9 +16,9 @@ from bench.data import due_messages, insert_messages, reset_outbox
 from bench.env import DATABASE_NAME
 from bench.stats import Section, Target, median, median_ratio, percentile
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
+from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.clock import SystemClock
-from payment_outbox.migrations.runner import upgrade
 
 BIG_DATABASE = f"{DATABASE_NAME}_claims"  # unique to the run, like the benchmark's own database
 PENDING_ROWS = 2_000

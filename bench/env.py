@@ -112,7 +112,7 @@ def database(server_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from payment_outbox.migrations.runner import upgrade
+    from payment_outbox.adapters.db.migration import upgrade
 
     server = make_url(server_url)
     url = server.set(database=DATABASE_NAME).render_as_string(hide_password=False)

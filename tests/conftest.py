@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
-from payment_outbox.migrations.runner import upgrade  # noqa: E402
+from payment_outbox.adapters.db.migration import upgrade  # noqa: E402
 from payment_outbox_dev.checks.database_server import configured_test_url  # noqa: E402
 from tests.support import ROOT, TEST_WEBHOOK_SECRET, LocalSystem  # noqa: E402
 

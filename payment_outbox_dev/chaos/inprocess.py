@@ -100,7 +100,7 @@ class _ChaosRun:
         from sqlalchemy import create_engine
         from sqlalchemy.engine import make_url
 
-        from payment_outbox.migrations.runner import upgrade
+        from payment_outbox.adapters.db.migration import upgrade
         from payment_outbox_dev.checks.template import load_template
         from payment_outbox_dev.local.faults import FaultInjector
         from payment_outbox_dev.local.harness import LocalFunctions

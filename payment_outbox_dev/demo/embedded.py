@@ -49,10 +49,10 @@ def _run(root: Path, database_url: str, amount: str) -> None:
 
     from payment_outbox.adapters.aws import AwsClients
     from payment_outbox.adapters.db.engine import make_engine
+    from payment_outbox.adapters.db.migration import upgrade
     from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
     from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
     from payment_outbox.domain.signature import sign
-    from payment_outbox.migrations.runner import upgrade
     from payment_outbox.settings import PointsSettings, SmsSettings
     from payment_outbox_dev.checks.template import load_template
     from payment_outbox_dev.local.harness import ACCOUNT, REGION, LocalFunctions

@@ -193,7 +193,7 @@ def _invoke(
     from moto import mock_aws
 
     from payment_outbox.adapters.db.engine import make_engine
-    from payment_outbox.migrations.runner import upgrade
+    from payment_outbox.adapters.db.migration import upgrade
     from payment_outbox_dev.local.harness import REGION, LocalFunctions
     from payment_outbox_dev.local.provision import provision
 

@@ -199,7 +199,7 @@ class LocalStack:
             self._state_loaded = True
 
         from payment_outbox.adapters.db.engine import make_engine
-        from payment_outbox.migrations.runner import upgrade
+        from payment_outbox.adapters.db.migration import upgrade
 
         database_url = config.resolved_database_url()
         self._engine = make_engine(database_url)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from payment_outbox.migrations.runner import upgrade
+from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox_dev.local.harness import ApiResponse
 from tests.support import LocalSystem, recent_paid_at, signed_headers
 

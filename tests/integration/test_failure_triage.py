@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.triage import fingerprint
-from payment_outbox.migrations.runner import upgrade
 from tests.integration.test_admin_api import FAILED, OPERATOR, PENDING, SENT, add_row, admin, now, rows_by_id
 from tests.support import LocalSystem
 

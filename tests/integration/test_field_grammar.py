@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox.clock import SystemClock
 from payment_outbox.errors import OrderNumberTaken
-from payment_outbox.migrations.runner import upgrade
 from payment_outbox.services.payments import NewOrder, PaymentService
 from payment_outbox_dev.local.harness import ApiResponse
 from tests.support import LocalSystem, configured_database, recent_paid_at, signed_headers

@@ -238,7 +238,7 @@ for module in pkgutil.walk_packages(payment_outbox.__path__, "payment_outbox."):
     count += 1
 # The migrations (env.py and every version) rendered as SQL, offline: no database needed.
 from alembic import command
-from payment_outbox.migrations.runner import alembic_config
+from payment_outbox.adapters.db.migration import alembic_config
 offline = alembic_config("mysql+pymysql://migrator@db.example.internal/payment_outbox")
 command.upgrade(offline, "head", sql=True)
 for index, folder in enumerate({functions!r}):

@@ -147,7 +147,7 @@ def test_migrate_brings_the_configured_database_to_the_newest_schema_and_says_so
     # Given DATABASE_URL naming an empty SQLite file
     from sqlalchemy import create_engine, inspect
 
-    from payment_outbox.migrations.runner import alembic_config
+    from payment_outbox.adapters.db.migration import alembic_config
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     monkeypatch.setenv("DATABASE_URL", url)

@@ -252,7 +252,7 @@ def test_the_deployed_schema_revision_is_the_newest_migration(template: dict[str
     # Given the migrations shipped in the layer
     from alembic.script import ScriptDirectory
 
-    from payment_outbox.migrations.runner import alembic_config
+    from payment_outbox.adapters.db.migration import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     # Then the deploy-time migration resource names it, so a deploy with a new migration runs it

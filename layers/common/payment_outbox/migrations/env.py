@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection (or URL) handed over by ``migrations.runner``."""
+"""Alembic environment: runs on the connection (or URL) handed over by ``adapters.db.migration``."""
 
 from __future__ import annotations
 
