@@ -317,7 +317,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
 
     from bench.data import due_messages, insert_messages, reset_outbox
     from payment_outbox.adapters.db.engine import make_engine
-    from payment_outbox.composition.relay import build_outbox_relay
+    from payment_outbox.composition.relay import build_scheduled_relay
     from payment_outbox.settings import OutboxSettings
 
     settings = OutboxSettings()
@@ -336,7 +336,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
     try:
         reset_outbox(engine)
         insert_messages(engine, due_messages(4))
-        build_outbox_relay().relay_due_messages(lambda: 60_000)
+        build_scheduled_relay().relay.relay_due_messages(lambda: 60_000)
         scheduled = attempts()
         reset_outbox(engine)
         from bench.latency_bench import _immediate_relay

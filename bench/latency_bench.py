@@ -149,17 +149,18 @@ def profile_real_relay(engine: Engine, rows: int, topic_arn: str) -> dict[str, A
     calls, waiting left out)."""
     from payment_outbox.adapters.aws import AwsClients
     from payment_outbox.composition.database import connect_database
-    from payment_outbox.composition.relay import outbox_relay
+    from payment_outbox.composition.relay import outbox_relay, relay_publisher
     from payment_outbox.settings import DatabaseSettings, OutboxSettings
 
     limit = in_flight()
     claims, records, publishes = _CpuMeter(), _CpuMeter(), _CpuMeter()
-    clients = AwsClients()
-    publisher = SnsPublisher(clients.factory("sns", max_pool_connections=limit), topic_arn)
-    database = connect_database(DatabaseSettings(), clients)
-    relay = outbox_relay(
-        OutboxSettings(), database, _MeteredPublisher(publisher, publishes), max_in_flight=limit
+    clients, settings = (
+        AwsClients(),
+        OutboxSettings().model_copy(update={"order_events_topic_arn": topic_arn}),
     )
+    publisher = relay_publisher(settings, clients, max_in_flight=limit)
+    database = connect_database(DatabaseSettings(), clients)
+    relay = outbox_relay(settings, database, _MeteredPublisher(publisher, publishes), max_in_flight=limit)
     relay.claim_due = claims.wrap(relay.claim_due)  # type: ignore[method-assign]
     relay._record = records.wrap(relay._record)  # type: ignore[method-assign]
     reset_outbox(engine)
@@ -205,10 +206,10 @@ def relay_throughput(
 ) -> Section:
     engine = make_engine(world.database_url)
     from payment_outbox.adapters.aws import new_client
-    from payment_outbox.composition.relay import build_outbox_relay
+    from payment_outbox.composition.relay import build_scheduled_relay
 
     limit = in_flight()
-    relay = build_outbox_relay()
+    relay = build_scheduled_relay().relay
     bare_sns = new_client("sns", max_pool_connections=limit)
     bare_pool = ThreadPoolExecutor(limit, thread_name_prefix="bare-publish")
     variants = ("real", "bare", "naive")
@@ -327,27 +328,13 @@ def _immediate_relay() -> Any:
     """The after-commit publish's relay, as composition.payment_api builds it (one attempt, short
     timeouts, never gives up), on a client made now: at the endpoint configured now."""
     from payment_outbox.adapters.aws import AwsClients
-    from payment_outbox.adapters.sns_publisher import SnsPublisher
-    from payment_outbox.clock import SystemClock
     from payment_outbox.composition.database import connect_database
-    from payment_outbox.domain.backoff import RetryPolicy
-    from payment_outbox.services.relay import OutboxRelay
+    from payment_outbox.composition.relay import outbox_relay, relay_publisher
     from payment_outbox.settings import DatabaseSettings, OutboxSettings
 
     clients, outbox = AwsClients(), OutboxSettings()
-    sns = clients.factory(
-        "sns", timeout_seconds=outbox.outbox_immediate_publish_timeout_seconds, max_attempts=1
-    )
-    return OutboxRelay(
-        connect_database(DatabaseSettings(), clients).unit_of_work,
-        SnsPublisher(sns, outbox.order_events_topic_arn),
-        SystemClock(),
-        policy=RetryPolicy(
-            base_delay_seconds=outbox.outbox_backoff_base_seconds,
-            max_delay_seconds=outbox.outbox_backoff_max_seconds,
-        ),
-        ordered_by_key=outbox.outbox_ordered_by_key,
-    )
+    database = connect_database(DatabaseSettings(), clients)
+    return outbox_relay(outbox, database, relay_publisher(outbox, clients, after_commit=True))
 
 
 @dataclass

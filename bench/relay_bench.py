@@ -16,9 +16,9 @@ from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
 
 def real_relay_drain() -> int:
     """The deployed relay, as the scheduled handler builds it: SqlUnitOfWork + SnsPublisher."""
-    from payment_outbox.composition.relay import build_outbox_relay
+    from payment_outbox.composition.relay import build_scheduled_relay
 
-    relay = build_outbox_relay()
+    relay = build_scheduled_relay().relay
     published = 0
     while True:
         report = relay.relay_due_messages()

@@ -165,8 +165,8 @@ def fan_out(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         ],
         "",
         "- Published twice: entries the latency SNS accepted beyond the rows marked sent.",
-        "- A started run stops by its starter's deadline less the starter's safety margin, and keeps its "
-        "own safety margin before that: it stops claiming earlier than the scheduled run does.",
+        "- A started run ends by its starter's deadline and, as the starter does, keeps its safety "
+        "margin before it.",
         "- Relays beyond this machine's cores share them with MariaDB and the latency SNS: their figures "
         "here say that the fan-out decision starts them and that nothing is published twice; what they "
         "would add with a Lambda's own CPU each is the capacity simulation's.",

@@ -23,7 +23,6 @@ from payment_outbox.clock import SystemClock
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import MessagePublisher, PublishOutcome
-from payment_outbox.services import relay as relay_module
 from payment_outbox.services.relay import SAFETY_MARGIN_MS, FanOut, OutboxRelay
 from payment_outbox_dev.local.faults import FailEntries, FaultInjector, entry_message_id
 from tests.integration.test_concurrent_relays import (
@@ -254,9 +253,7 @@ class ThreadLauncher:
 
             def run(relay: OutboxRelay = relay) -> None:
                 self.reports.append(
-                    relay.relay_due_messages(
-                        lambda: int((deadline - time.monotonic()) * 1000) + SAFETY_MARGIN_MS
-                    )
+                    relay.relay_due_messages(lambda: int((deadline - time.monotonic()) * 1000))
                 )
 
             thread = threading.Thread(target=run)
@@ -266,11 +263,10 @@ class ThreadLauncher:
 
 
 def test_fan_out_is_bounded_by_the_concurrency_limit_and_stops_with_the_backlog(
-    db: Engine, engines: Callable[[int], list[Engine]], monkeypatch: pytest.MonkeyPatch
+    db: Engine, engines: Callable[[int], list[Engine]]
 ) -> None:
     # Given a backlog of 1,200 rows and relays that publish a claim of 20 in 50 ms, one request at
     # a time (at most 400 rows a second each), deciding on fan-out after 0.2 s of draining
-    monkeypatch.setattr(relay_module, "FAN_OUT_AFTER_SECONDS", 0.2)
     ids = insert_backlog(db, 1_200)
     published: list[str] = []
     lock = threading.Lock()
@@ -283,7 +279,9 @@ def test_fan_out_is_bounded_by_the_concurrency_limit_and_stops_with_the_backlog(
     launcher = ThreadLauncher(build)
     scheduled = build()
     # When the scheduled run, with 1 s left beyond its margin (400 rows at most), may fan out to 3
-    report = scheduled.relay_due_messages(lambda: 1_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, 3))
+    report = scheduled.relay_due_messages(
+        lambda: 1_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, 3, after_seconds=0.2)
+    )
     for thread in launcher.threads:
         thread.join(timeout=60)
     # Then it started the most it may: two more relays (three at once), once
@@ -296,7 +294,9 @@ def test_fan_out_is_bounded_by_the_concurrency_limit_and_stops_with_the_backlog(
     # When the next scheduled run finds a backlog one run can drain
     more = insert_backlog(db, 40)
     calm = build()
-    calm_report = calm.relay_due_messages(lambda: 1_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, 3))
+    calm_report = calm.relay_due_messages(
+        lambda: 1_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, 3, after_seconds=0.2)
+    )
     # Then it starts no relay and drains it alone
     assert launcher.launches == [2] and calm_report.relays_started == 0
     assert set(more) <= set(published) and statuses(db) == Counter({1: 1_240})

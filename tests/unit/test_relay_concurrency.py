@@ -13,7 +13,6 @@ from payment_outbox.adapters.relay_launcher import FAN_OUT_EVENT_KEY, fan_out_ev
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
 from payment_outbox.ports import PublishOutcome
-from payment_outbox.services import relay as relay_module
 from payment_outbox.services.relay import SAFETY_MARGIN_MS, FanOut, OutboxRelay, Polling
 from tests.fakes import START, FakeClock, InMemoryDatabase, ScriptedPublisher, outbox_message
 
@@ -31,6 +30,7 @@ def _relay(
     max_in_flight: int = 4,
     ordered_by_key: bool = False,
     sleep: object = None,
+    monotonic: object = None,
 ) -> OutboxRelay:
     return OutboxRelay(
         db,
@@ -44,6 +44,7 @@ def _relay(
         max_in_flight=max_in_flight,
         request_size=10,
         **({"sleep": sleep} if sleep else {}),  # type: ignore[arg-type]
+        **({"monotonic": monotonic} if monotonic else {}),  # type: ignore[arg-type]
     )
 
 
@@ -204,12 +205,9 @@ class _FakeMonotonic:
             self.seconds += seconds
 
 
-def test_the_relay_never_starts_a_claim_it_cannot_finish_and_finishes_every_claim_it_started(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_relay_never_starts_a_claim_it_cannot_finish_and_finishes_every_claim_it_started() -> None:
     # Given claims that take 2 s from claim to recorded, and a Lambda with 12 s left
     timer = _FakeMonotonic()
-    monkeypatch.setattr(relay_module, "time", timer)
     db, clock = InMemoryDatabase(), FakeClock()
     _seed(db, 200)
 
@@ -222,7 +220,7 @@ def test_the_relay_never_starts_a_claim_it_cannot_finish_and_finishes_every_clai
         return int(12_000 - timer.seconds * 1000)
 
     # When the relay runs
-    report = _relay(db, SlowPublisher(), clock).relay_due_messages(remaining_ms)
+    report = _relay(db, SlowPublisher(), clock, monotonic=timer.monotonic).relay_due_messages(remaining_ms)
     # Then it stopped claiming in time to finish what it had started within its safety margin
     assert remaining_ms() >= SAFETY_MARGIN_MS
     # And every claim it started was published and recorded: no row is left leased and unsent
@@ -250,27 +248,25 @@ class _Sleeper:
 
 
 def _polling_run(
-    monkeypatch: pytest.MonkeyPatch, db: InMemoryDatabase, clock: FakeClock, timeout_s: float = 60.0
+    db: InMemoryDatabase, clock: FakeClock, timeout_s: float = 60.0
 ) -> tuple[OutboxRelay, _Sleeper, object]:
     timer = _FakeMonotonic()
-    monkeypatch.setattr(relay_module, "time", timer)
     sleeper = _Sleeper(clock, timer)
 
     def remaining_ms() -> int:
         return int((timeout_s - timer.seconds) * 1000)
 
-    return _relay(db, ScriptedPublisher(), clock, sleep=sleeper), sleeper, remaining_ms
+    relay = _relay(db, ScriptedPublisher(), clock, sleep=sleeper, monotonic=timer.monotonic)
+    return relay, sleeper, remaining_ms
 
 
-def test_a_polling_run_publishes_rows_that_fall_due_within_its_minute(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_polling_run_publishes_rows_that_fall_due_within_its_minute() -> None:
     # Given a row due now and rows that fall due 4 s and 20 s later (a retry, a hand-off lease)
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("now", business_key="a")])
     db.insert_messages([outbox_message("in-4s", business_key="b", due_at=START + timedelta(seconds=4))])
     db.insert_messages([outbox_message("in-20s", business_key="c", due_at=START + timedelta(seconds=20))])
-    relay, sleeper, remaining_ms = _polling_run(monkeypatch, db, clock)
+    relay, sleeper, remaining_ms = _polling_run(db, clock)
     # When a scheduled run polls within its minute
     report = relay.relay_due_messages(remaining_ms, polling=Polling(interval_seconds=1.0))  # type: ignore[arg-type]
     # Then each row was published within a poll interval of falling due, by the same run
@@ -283,29 +279,26 @@ def test_a_polling_run_publishes_rows_that_fall_due_within_its_minute(
     assert clock.now() - START == timedelta(seconds=20)
 
 
-def test_an_idle_cutoff_keeps_a_busy_run_polling_for_rows_not_yet_written(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_idle_cutoff_keeps_a_busy_run_polling_for_rows_not_yet_written() -> None:
     # Given a row due now
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("now", business_key="a")])
-    relay, sleeper, remaining_ms = _polling_run(monkeypatch, db, clock)
+    relay, sleeper, remaining_ms = _polling_run(db, clock)
     # When a run with a 10 s idle cutoff publishes it
     relay.relay_due_messages(remaining_ms, polling=Polling(1.0, idle_cutoff_seconds=10.0))  # type: ignore[arg-type]
     # Then it went on polling every second for 10 s before returning
     assert sleeper.waits == [1.0] * 10
 
 
-def test_a_run_stops_polling_when_a_claim_publishes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stops_polling_when_a_claim_publishes_nothing() -> None:
     # Given a due row whose publish fails (SNS is down) and would be retried 1-2 s later
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("m1")])
     timer = _FakeMonotonic()
-    monkeypatch.setattr(relay_module, "time", timer)
     sleeper = _Sleeper(clock, timer)
     publisher = ScriptedPublisher()
     publisher.fail_always("m1")
-    relay = _relay(db, publisher, clock, sleep=sleeper)
+    relay = _relay(db, publisher, clock, sleep=sleeper, monotonic=timer.monotonic)
     # When a polling run meets the failure
     relay.relay_due_messages(lambda: 60_000, polling=Polling())
     # Then it returns instead of waiting for the retry: attempts keep the scheduled runs' pace
@@ -313,19 +306,17 @@ def test_a_run_stops_polling_when_a_claim_publishes_nothing(monkeypatch: pytest.
     assert db.message("m1").retry_count == 1
 
 
-def test_a_run_with_nothing_due_and_nothing_falling_due_returns_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_run_with_nothing_due_and_nothing_falling_due_returns_at_once() -> None:
     # Given only a row that falls due after the run must have stopped (a fresh hand-off lease)
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("later", due_at=START + timedelta(seconds=59))])
-    relay, sleeper, remaining_ms = _polling_run(monkeypatch, db, clock)
+    relay, sleeper, remaining_ms = _polling_run(db, clock)
     # When a scheduled run polls / Then it does not wait at all: a quiet minute costs one short run
     report = relay.relay_due_messages(remaining_ms, polling=Polling())  # type: ignore[arg-type]
     assert report.claimed == 0 and sleeper.waits == []
 
 
-def test_a_polling_run_stops_before_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_polling_run_stops_before_its_deadline() -> None:
     # Given rows falling due every 5 s for two minutes
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages(
@@ -334,7 +325,7 @@ def test_a_polling_run_stops_before_its_deadline(monkeypatch: pytest.MonkeyPatch
             for i in range(24)
         ]
     )
-    relay, _sleeper, remaining_ms = _polling_run(monkeypatch, db, clock, timeout_s=60.0)
+    relay, _sleeper, remaining_ms = _polling_run(db, clock, timeout_s=60.0)
     # When a run with a 60 s timeout polls
     report = relay.relay_due_messages(remaining_ms, polling=Polling())  # type: ignore[arg-type]
     # Then it returned with at least the safety margin left, leaving later rows for the next run
@@ -356,13 +347,10 @@ class RecordingLauncher:
         return count
 
 
-def _fan_out_run(
-    monkeypatch: pytest.MonkeyPatch, rows: int, max_relays: int
-) -> tuple[RecordingLauncher, object, InMemoryDatabase]:
+def _fan_out_run(rows: int, max_relays: int) -> tuple[RecordingLauncher, object, InMemoryDatabase]:
     # Each request of 10 takes 1 s of the fake clock, one at a time: 10 messages/s; with 10 s
     # left, 7 s beyond the safety margin, one run drains 70 rows
     timer = _FakeMonotonic()
-    monkeypatch.setattr(relay_module, "time", timer)
     db, clock = InMemoryDatabase(), FakeClock()
     _seed(db, rows)
 
@@ -372,40 +360,70 @@ def _fan_out_run(
             return super().publish(messages)
 
     launcher = RecordingLauncher()
-    relay = _relay(db, OneSecondPublisher(), clock, batch_size=10, max_in_flight=1)
+    relay = _relay(db, OneSecondPublisher(), clock, batch_size=10, max_in_flight=1, monotonic=timer.monotonic)
     report = relay.relay_due_messages(lambda: 7_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, max_relays))
     return launcher, report, db
 
 
-def test_a_backlog_beyond_one_runs_reach_starts_more_relays_up_to_the_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_backlog_beyond_one_runs_reach_starts_more_relays_up_to_the_bound() -> None:
     # Given 300 due rows, a relay draining 10 messages/s with 7 s usable (70 rows a run), bound 4
-    launcher, report, _db = _fan_out_run(monkeypatch, rows=300, max_relays=4)
-    # Then it started three more relays (four at once: the bound), once, each told its time
-    assert launcher.launches == [(3, 7.0)]
+    launcher, report, _db = _fan_out_run(rows=300, max_relays=4)
+    # Then it started three more relays (four at once: the bound), once, each told the starter's
+    # own time left (its safety margin included: each started run keeps its own)
+    assert launcher.launches == [(3, 10.0)]
     assert report.relays_started == 3  # type: ignore[attr-defined]
 
 
-def test_a_backlog_a_few_runs_can_drain_starts_only_as_many_relays_as_it_needs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_backlog_a_few_runs_can_drain_starts_only_as_many_relays_as_it_needs() -> None:
     # Given 120 due rows: 90 left after the 2 s of measuring, two runs' worth at 70 each
-    launcher, _report, _db = _fan_out_run(monkeypatch, rows=120, max_relays=10)
-    assert launcher.launches == [(1, 7.0)]
+    launcher, _report, _db = _fan_out_run(rows=120, max_relays=10)
+    assert launcher.launches == [(1, 10.0)]
 
 
-def test_no_relay_is_started_once_one_run_can_drain_the_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_relay_is_started_once_one_run_can_drain_the_backlog() -> None:
     # Given 60 due rows: 30 left after the 2 s of measuring, less than one run's worth
-    launcher, _report, db = _fan_out_run(monkeypatch, rows=60, max_relays=4)
+    launcher, _report, db = _fan_out_run(rows=60, max_relays=4)
     # Then the run drains them alone
     assert launcher.launches == []
     assert all(m.status is OutboxStatus.SENT for m in db.messages())
 
 
-def test_fan_out_is_off_with_a_bound_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    launcher, _report, _db = _fan_out_run(monkeypatch, rows=300, max_relays=1)
+def test_fan_out_is_off_with_a_bound_of_one() -> None:
+    launcher, _report, _db = _fan_out_run(rows=300, max_relays=1)
     assert launcher.launches == []
+
+
+def test_a_started_relay_ends_when_its_starter_ends_keeping_the_safety_margin_once() -> None:
+    # Given a starter whose Lambda has 10 s left when it starts, 300 due rows, and claims of 10 rows
+    # that take 1 s each (70 rows a run beyond the safety margin, bound 4)
+    timer = _FakeMonotonic()
+    db, clock = InMemoryDatabase(), FakeClock()
+    _seed(db, 300)
+
+    class OneSecondPublisher(ScriptedPublisher):
+        def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
+            timer.advance(1.0)
+            return super().publish(messages)
+
+    starter_deadline = 10.0
+    started_runs: list[tuple[float, float]] = []
+
+    class Launcher:
+        def launch(self, count: int, *, seconds_left: float) -> int:
+            started_runs.append((timer.seconds, seconds_left))
+            return count
+
+    def remaining_ms() -> int:
+        return int((starter_deadline - timer.seconds) * 1000)
+
+    relay = _relay(db, OneSecondPublisher(), clock, batch_size=10, max_in_flight=1, monotonic=timer.monotonic)
+    # When it fans out
+    relay.relay_due_messages(remaining_ms, fan_out=FanOut(Launcher(), 4))
+    # Then the runs it started are told to end exactly when it ends, not a safety margin sooner: each
+    # keeps its own margin before that deadline, so the margin counts once, as it does for the starter
+    assert len(started_runs) == 1
+    launched_at, seconds_left = started_runs[0]
+    assert launched_at + seconds_left == pytest.approx(starter_deadline)
 
 
 def test_a_fanned_out_run_stops_by_its_starters_deadline() -> None:
@@ -418,17 +436,16 @@ def test_a_fanned_out_run_stops_by_its_starters_deadline() -> None:
     assert fan_out_remaining_ms({"source": "aws.events", "detail-type": "Scheduled Event"}) is None
 
 
-def test_a_partly_failed_claim_also_ends_the_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_partly_failed_claim_also_ends_the_polling() -> None:
     # Given two due rows, one of which fails, and a row that falls due 5 s later
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("ok", business_key="a"), outbox_message("bad", business_key="b")])
     db.insert_messages([outbox_message("later", business_key="c", due_at=START + timedelta(seconds=5))])
     timer = _FakeMonotonic()
-    monkeypatch.setattr(relay_module, "time", timer)
     sleeper = _Sleeper(clock, timer)
     publisher = ScriptedPublisher()
     publisher.fail("bad")
-    relay = _relay(db, publisher, clock, sleep=sleeper)
+    relay = _relay(db, publisher, clock, sleep=sleeper, monotonic=timer.monotonic)
     # When a polling run publishes one and fails the other
     relay.relay_due_messages(lambda: 60_000, polling=Polling())
     # Then it does not stay to retry the failure (nor to wait for the later row)

@@ -84,7 +84,8 @@ class MessagePublisher(Protocol):
 
 class RelayLauncher(Protocol):
     def launch(self, count: int, *, seconds_left: float) -> int:
-        """Start ``count`` more relay runs now, each stopping within ``seconds_left``; return how many
+        """Start ``count`` more relay runs now, each ending by ``seconds_left`` from now (the starter's
+        own deadline: each keeps its safety margin before it, as the starter does); return how many
         were started (a refused start is logged, never raised: the backlog waits for the next run)."""
         ...
 

@@ -17,14 +17,13 @@ from payment_outbox.adapters.secrets import (
     ConfiguredWebhookSecret,
     SecretsManagerWebhookSecrets,
 )
-from payment_outbox.adapters.sns_publisher import SnsPublisher
 from payment_outbox.api.payments import CallerIdentification
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
-from payment_outbox.domain.backoff import RetryPolicy
+from payment_outbox.composition.relay import outbox_relay, relay_publisher
 from payment_outbox.ports import WebhookSecrets
 from payment_outbox.services.payments import CallbackSignatures, PaymentService
-from payment_outbox.services.relay import ImmediatePublisher, OutboxRelay, RelayReport
+from payment_outbox.services.relay import ImmediatePublisher, RelayReport
 from payment_outbox.settings import (
     CallerSettings,
     DatabaseSettings,
@@ -51,20 +50,8 @@ def build_payment_api() -> PaymentApi:
     money = MoneySettings()
 
     # The after-commit publish: one attempt with short timeouts, so the callback answers quickly.
-    # It only ever runs ``deliver_handed_off``, which never gives up: a failure is rescheduled with
-    # the backoff, and claiming and giving up are left to the scheduled relay.
-    timeout = outbox.outbox_immediate_publish_timeout_seconds
-    sns = clients.factory("sns", timeout_seconds=timeout, max_attempts=1)
-    immediate = OutboxRelay(
-        database.unit_of_work,
-        SnsPublisher(sns, outbox.order_events_topic_arn),
-        clock,
-        policy=RetryPolicy(
-            base_delay_seconds=outbox.outbox_backoff_base_seconds,
-            max_delay_seconds=outbox.outbox_backoff_max_seconds,
-        ),
-        # In stream order, a row behind an earlier pending one of its stream is left to the relay.
-        ordered_by_key=outbox.outbox_ordered_by_key,
+    immediate = outbox_relay(
+        outbox, database, relay_publisher(outbox, clients, after_commit=True), clock=clock
     )
     payments = PaymentService(
         database.unit_of_work,

@@ -14,7 +14,7 @@ from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher, fan_out_
 from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.clock import SystemClock
 from payment_outbox.composition.database import connect_database
-from payment_outbox.ports import MessagePublisher
+from payment_outbox.ports import Clock, MessagePublisher
 from payment_outbox.services.relay import FanOut, OutboxRelay, Polling, RelayReport
 from payment_outbox.settings import DatabaseSettings, OutboxSettings, RelaySettings
 
@@ -51,34 +51,55 @@ def build_scheduled_relay() -> ScheduledRelay:
     settings, relay_settings = OutboxSettings(), RelaySettings()
     database = connect_database(DatabaseSettings(), clients)
     in_flight = relay_settings.relay_max_in_flight
-    # botocore's standard retries: the scheduled run has a whole minute. One pooled connection per
-    # concurrent request; the client itself is shared by the publish threads.
-    sns = clients.factory("sns", max_pool_connections=in_flight)
-    publisher = SnsPublisher(sns, settings.order_events_topic_arn)
     return ScheduledRelay(
-        relay=outbox_relay(settings, database, publisher, max_in_flight=in_flight),
+        relay=outbox_relay(
+            settings,
+            database,
+            relay_publisher(settings, clients, max_in_flight=in_flight),
+            max_in_flight=in_flight,
+        ),
         polling=Polling(relay_settings.relay_poll_interval_seconds, relay_settings.relay_idle_cutoff_seconds),
         clients=clients,
         max_relays=relay_settings.max_relay_concurrency,
     )
 
 
-def build_outbox_relay() -> OutboxRelay:
-    """The scheduled relay alone, as configured (the benchmarks)."""
-    return build_scheduled_relay().relay
+def relay_publisher(
+    settings: OutboxSettings, clients: AwsClients, *, after_commit: bool = False, max_in_flight: int = 1
+) -> SnsPublisher:
+    """The topic's publisher for a relay. The scheduled run has a whole minute: botocore's standard
+    retries, and one pooled connection per concurrent request (the client itself is shared by the
+    publish threads). The after-commit publish answers a callback: one attempt with short timeouts."""
+    if after_commit:
+        sns = clients.factory(
+            "sns", timeout_seconds=settings.outbox_immediate_publish_timeout_seconds, max_attempts=1
+        )
+    else:
+        sns = clients.factory("sns", max_pool_connections=max_in_flight)
+    return SnsPublisher(sns, settings.order_events_topic_arn)
 
 
 def outbox_relay(
-    settings: OutboxSettings, database: Database, publisher: MessagePublisher, *, max_in_flight: int = 1
+    settings: OutboxSettings,
+    database: Database,
+    publisher: MessagePublisher,
+    *,
+    max_in_flight: int = 1,
+    clock: Clock | None = None,
 ) -> OutboxRelay:
-    """The scheduled relay as configured, publishing through ``publisher`` (here; the benchmarks)."""
+    """Every relay, as configured: the scheduled run's (``build_scheduled_relay``), the after-commit
+    publish's (``composition.payment_api``) and the benchmarks', publishing through ``publisher``
+    (``relay_publisher``). The after-commit publish only ever delivers the rows just written
+    (``deliver_handed_off``), which never gives up: a failure is rescheduled with the backoff, and
+    claiming and giving up are left to the scheduled relay."""
     return OutboxRelay(
         database.unit_of_work,
         publisher,
-        SystemClock(),
+        clock or SystemClock(),
         policy=settings.retry_policy(),
         batch_size=settings.outbox_batch_size,
         lease=timedelta(seconds=settings.outbox_lease_seconds),
+        # In stream order, a row behind an earlier pending one of its stream is left to the relay.
         ordered_by_key=settings.outbox_ordered_by_key,
         max_in_flight=max_in_flight,
         request_size=MAX_BATCH_ENTRIES,

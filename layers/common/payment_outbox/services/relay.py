@@ -65,6 +65,8 @@ class FanOut:
     launcher: RelayLauncher
     #: All relays at once, this one included (the template's MaxRelayConcurrency).
     max_relays: int
+    #: How long the run measures its own drain rate before it decides.
+    after_seconds: float = FAN_OUT_AFTER_SECONDS
 
 
 @dataclass
@@ -132,9 +134,11 @@ class OutboxRelay:
         max_in_flight: int = 1,
         request_size: int = 10,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``max_in_flight``: publish requests of ``request_size`` messages (the publisher's batch
-        limit) on their way at once; 1 publishes each claim in the calling thread."""
+        limit) on their way at once; 1 publishes each claim in the calling thread. ``monotonic`` and
+        ``sleep`` measure and spend the run's own time (``clock`` is the rows' wall-clock time)."""
         if max_in_flight < 1 or request_size < 1:
             raise ValueError("max_in_flight and request_size must be at least 1")
         self._uow = uow
@@ -148,6 +152,7 @@ class OutboxRelay:
         self._max_in_flight = max_in_flight
         self._request_size = request_size
         self._sleep = sleep
+        self._monotonic = monotonic
         self._pool: ThreadPoolExecutor | None = None
 
     # --- the scheduled run --------------------------------------------------------------------
@@ -173,7 +178,7 @@ class OutboxRelay:
         flights: deque[_Flight] = deque()
         slowest_ms = 0.0
         more_due, out_of_time = True, False
-        run_started = time.monotonic()
+        run_started = self._monotonic()
         last_claimed_at: float | None = None
         healthy = True  # no publish in this run has failed
         fan_out_decided = fan_out is None or fan_out.max_relays <= 1
@@ -186,7 +191,7 @@ class OutboxRelay:
                 if not time_left():
                     out_of_time = True
                     continue
-                started = time.monotonic()
+                started = self._monotonic()
                 claimed = self.claim_due()
                 if claimed:
                     flights.append(_Flight(claimed, self._send(claimed), started))
@@ -196,7 +201,7 @@ class OutboxRelay:
                         fan_out is not None
                         and not fan_out_decided
                         and more_due
-                        and started - run_started >= FAN_OUT_AFTER_SECONDS
+                        and started - run_started >= fan_out.after_seconds
                     ):
                         fan_out_decided = True
                         report.relays_started = self._fan_out(
@@ -218,7 +223,7 @@ class OutboxRelay:
                         # SNS refused the whole claim: leave the backlog to the next scheduled
                         # run instead of spending every due row's attempts within this one.
                         more_due = False
-                slowest_ms = max(slowest_ms, (time.monotonic() - flight.started) * 1000)
+                slowest_ms = max(slowest_ms, (self._monotonic() - flight.started) * 1000)
                 continue
             if (
                 out_of_time
@@ -244,7 +249,7 @@ class OutboxRelay:
         if left_ms is not None and left_ms <= wait * 1000:
             return False
         recently_busy = (
-            last_claimed_at is not None and time.monotonic() - last_claimed_at < polling.idle_cutoff_seconds
+            last_claimed_at is not None and self._monotonic() - last_claimed_at < polling.idle_cutoff_seconds
         )
         now = self._clock.now()
         with self._uow() as tx:
@@ -267,15 +272,18 @@ class OutboxRelay:
         """Start more relays when the due rows exceed what this run can drain before its deadline."""
         if remaining_ms is None or elapsed_s <= 0 or drained <= 0:
             return 0
-        seconds_left = max(0.0, (remaining_ms() - SAFETY_MARGIN_MS) / 1000)
-        per_run = drained / elapsed_s * seconds_left
+        left_ms = remaining_ms()
+        per_run = drained / elapsed_s * max(0.0, (left_ms - SAFETY_MARGIN_MS) / 1000)
         if per_run < 1:
             return 0
         backlog = self.count_due(limit=math.ceil(per_run * fan_out.max_relays))
         wanted = min(fan_out.max_relays, math.ceil(backlog / per_run))
         if wanted <= 1:
             return 0
-        started = fan_out.launcher.launch(wanted - 1, seconds_left=seconds_left)
+        # A started run ends when this one must end, and keeps the safety margin before that as this
+        # one does: it is told the time left itself, not the time left less the margin (the margin
+        # would count twice, and the started runs would stop claiming early).
+        started = fan_out.launcher.launch(wanted - 1, seconds_left=max(0.0, left_ms / 1000))
         logger.info(
             "backlog of %s due row(s) exceeds one run's %d: started %d more relay(s)",
             f"{backlog}+" if backlog >= per_run * fan_out.max_relays else backlog,
