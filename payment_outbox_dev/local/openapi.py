@@ -119,9 +119,67 @@ def build(root: Path) -> dict[str, Any]:
         "properties": {"message": {"type": "string", "title": "Message"}},
         "required": ["message"],
     }
+    _add_links(document)
     document["servers"] = [{"url": "http://127.0.0.1:3000", "description": "the local stack"}]
     exact: dict[str, Any] = _exact_numbers(document)
     return exact
+
+
+#: How an answer leads to the next call (OpenAPI links): (source path, method, status) -> name ->
+#: (target path, method, {target parameter: runtime expression on the source's answer}).
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("/orders", "post", "201"): {
+        "ReadOrder": ("/orders/{order_id}", "get", {"order_id": "$response.body#/orderId"}),
+        "TraceOrder": ("/admin/orders/{order_id}/trace", "get", {"order_id": "$response.body#/orderId"}),
+    },
+    ("/orders/{order_id}", "get", "200"): {
+        "TraceOrder": ("/admin/orders/{order_id}/trace", "get", {"order_id": "$response.body#/orderId"}),
+    },
+    ("/admin/messages", "get", "200"): {
+        "RequeueMessage": (
+            "/admin/messages/{message_id}/requeue",
+            "post",
+            {"message_id": "$response.body#/items/0/messageId"},
+        ),
+    },
+    ("/admin/failures", "get", "200"): {
+        "RequeueFailureGroup": (
+            "/admin/failures/{fingerprint}/requeue",
+            "post",
+            {"fingerprint": "$response.body#/groups/0/fingerprint"},
+        ),
+        "ResolveFailureGroup": (
+            "/admin/failures/{fingerprint}/resolve",
+            "post",
+            {"fingerprint": "$response.body#/groups/0/fingerprint"},
+        ),
+    },
+    ("/admin/dlqs", "get", "200"): {
+        "RedriveDeadLetterQueue": (
+            "/admin/dlqs/{name}/redrive",
+            "post",
+            {"name": "$response.body#/items/0/name"},
+        ),
+    },
+}
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    """The links of ``LINKS``, each to its target by ``operationRef`` (a JSON pointer into this
+    document), so a client — or a stateful fuzzer — can chain real calls: create → read → trace,
+    list → requeue."""
+    for (path, method, status), links in LINKS.items():
+        response = document["paths"][path][method]["responses"][status]
+        response["links"] = {
+            name: {
+                "operationRef": "#/paths/" + target.replace("~", "~0").replace("/", "~1") + f"/{verb}",
+                "parameters": parameters,
+            }
+            for name, (target, verb, parameters) in links.items()
+        }
+        for target, verb, _ in links.values():
+            if verb not in document["paths"].get(target, {}):
+                raise ValueError(f"link to {verb.upper()} {target}, which the document does not have")
 
 
 def _exact_numbers(node: Any) -> Any:

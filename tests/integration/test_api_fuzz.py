@@ -4,7 +4,9 @@ invalid) must never get a 5xx, every answer must conform to the document (status
 type, body schema), and a refused request (4xx) must write nothing. The payment callback is signed
 at send time over the exact bytes sent, so the fuzzer reaches the body rules behind the signature.
 
-SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation.
+SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation. A stateful phase then
+follows the document's links (create → read → trace, list → requeue…) in chains of up to 6 calls,
+SCHEMATHESIS_STATEFUL_EXAMPLES (default 20) scenarios.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ensure_resource_availability,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    use_after_free,
 )
 
 from payment_outbox.domain.signature import sign
@@ -36,6 +41,8 @@ from tests.integration.test_local_stack import RunningStack, start_stack
 pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+#: Scenarios of the stateful phase (each up to 6 chained calls).
+STATEFUL_EXAMPLES = int(os.environ.get("SCHEMATHESIS_STATEFUL_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -123,3 +130,49 @@ def test_the_api_holds_its_document_under_fuzzing(
 
     # Every operation of the document was exercised
     assert set(sent) == {operation.label for operation in documented}, sent
+
+
+#: The stateful phase's checks: every check above, plus those that judge a chain of calls (a resource
+#: the API answered for is still there; a deleted one is gone) and the headers the document declares.
+STATEFUL_CHECKS = [*CHECKS, ensure_resource_availability, use_after_free, response_headers_conformance]
+
+
+def test_chained_calls_follow_the_documents_links_and_hold_it(
+    fuzzed_stack: tuple[RunningStack, Path],
+) -> None:
+    # Given the document's links (create → read → trace, list → requeue, …) as a state machine
+    stack, _ = fuzzed_stack
+    schema = schemathesis.openapi.from_url(stack.api + "/openapi.json")
+    steps: list[str] = []
+
+    class Chains(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": stack.api, "timeout": 15}
+
+        def after_call(self, response: Any, case: Any) -> None:
+            steps.append(f"{case.operation.label} {response.status_code}")
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            # When a chained call is answered, then it is no 5xx and as documented
+            case.validate_response(response, checks=STATEFUL_CHECKS)
+
+    Chains.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    # And the chains did follow a link to a real resource: a path-parameter call answered 200, with
+    # the value a previous answer gave (the fuzzer draws no valid name, fingerprint or id by chance)
+    linked = {
+        "GET /orders/{order_id}",
+        "GET /admin/orders/{order_id}/trace",
+        "POST /admin/dlqs/{name}/redrive",
+        "POST /admin/messages/{message_id}/requeue",
+        "POST /admin/failures/{fingerprint}/requeue",
+        "POST /admin/failures/{fingerprint}/resolve",
+    }
+    assert any(s.rsplit(" ", 1)[0] in linked and s.endswith(" 200") for s in steps), steps[:40]

@@ -104,3 +104,36 @@ def test_schemathesis_loads_the_document() -> None:
     schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
     operations = {o.ok().label for o in schema.get_all_operations()}
     assert "POST /payments/notify" in operations and len(operations) == 14
+
+
+def test_links_chain_real_calls_create_read_trace_and_list_requeue() -> None:
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    chained = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for response in operation["responses"].values():
+                for link in response.get("links", {}).values():
+                    # Each link names an operation of this document...
+                    pointer = link["operationRef"].removeprefix("#/paths/")
+                    target_path, _, verb = pointer.rpartition("/")
+                    target_path = target_path.replace("~1", "/").replace("~0", "~")
+                    target = document["paths"][target_path][verb]
+                    # ...fills exactly its path parameters...
+                    names = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                    assert set(link["parameters"]) == names, (path, method, link)
+                    # ...from a field the source's answer has
+                    schema = response["content"]["application/json"]["schema"]
+                    if "$ref" in schema:
+                        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+                    for expression in link["parameters"].values():
+                        first = expression.removeprefix("$response.body#/").split("/")[0]
+                        assert first in schema["properties"], (path, expression)
+                    chained.add((f"{method.upper()} {path}", f"{verb.upper()} {target_path}"))
+    assert {
+        ("POST /orders", "GET /orders/{order_id}"),
+        ("POST /orders", "GET /admin/orders/{order_id}/trace"),
+        ("GET /admin/messages", "POST /admin/messages/{message_id}/requeue"),
+    } <= chained
+    # And schemathesis builds its stateful test from them
+    schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
+    assert schema.as_state_machine() is not None
