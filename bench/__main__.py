@@ -28,6 +28,7 @@ SECTIONS = (
     "fallback",
     "latency-callback",
     "claim",
+    "reconcile",
     "consumer",
     "cold",
     "capacity",
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fan-out-rounds", type=int, help="fan-out rounds (default 1)")
     parser.add_argument("--callbacks", type=int, help="payment callbacks per variant (default 300)")
+    parser.add_argument(
+        "--reconcile-rows", type=int, help="sent rows in the reconciler's window (default 100,000)"
+    )
     parser.add_argument("--consumer-batches", type=int, help="batches of 10 per consumer round (default 5)")
     parser.add_argument("--import-runs", type=int, help="fresh processes per import figure (default 5)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="latency SNS delay per call (20)")
@@ -70,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "big_rows": 20_000 if quick else 1_000_000,
         "claims": 20 if quick else 100,
         "callbacks": 20 if quick else 300,
+        "reconcile_rows": 5_000 if quick else 100_000,
         "consumer_batches": 1 if quick else 5,
         "import_runs": 2 if quick else 5,
         "latency_rows": 1_000 if quick else 6_000,
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.env import DEFAULT_SERVER_URL, world
     from bench.prices import as_inputs
+    from payment_outbox.services.reconcile import ReconcileLimits
 
     server_url = args.server_url or DEFAULT_SERVER_URL
     load = LoadSampler()
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "fallback: compressed schedule period, s": args.fallback_period,
             "sent rows in the large claim table": args.big_rows,
             "claims per round": args.claims,
+            "sent rows in the reconciler's window": args.reconcile_rows,
             "payment callbacks per variant": args.callbacks,
             "consumer batches per round": args.consumer_batches,
             "fresh processes per import figure": args.import_runs,
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             cost,
             fan_out_bench,
             latency_bench,
+            reconcile_bench,
         )
 
         def at_latency(run: Callable[[Any], Section | tuple[Section, ...]]) -> Callable[[], Any]:
@@ -222,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
                     bench_world.database_url,
                     big_rows=args.big_rows,
                     claims=args.claims,
+                    rounds=args.rounds,
+                    progress=progress,
+                ),
+            ),
+            (
+                "reconcile",
+                lambda: reconcile_bench.reconcile_cost(
+                    bench_world.database_url,
+                    rows=args.reconcile_rows,
+                    page_size=ReconcileLimits().sent_page_size,
                     rounds=args.rounds,
                     progress=progress,
                 ),

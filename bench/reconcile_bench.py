@@ -43,6 +43,16 @@ class _NoStuckRecords:
         return []
 
 
+def reconciler_timeout_seconds() -> int:
+    """The ReconcilerFunction's Timeout in template.yaml (or the template's global one)."""
+    from bench.env import ROOT
+    from payment_outbox_dev.checks.template import load_template
+
+    template = load_template(ROOT / "template.yaml")
+    own = template["Resources"]["ReconcilerFunction"]["Properties"].get("Timeout")
+    return int(own or template["Globals"]["Function"]["Timeout"])
+
+
 def reconcile_cost(
     database_url: str, *, rows: int, page_size: int, rounds: int, progress: Callable[[str], None]
 ) -> Section:
@@ -77,6 +87,8 @@ def reconcile_cost(
         reset_outbox(engine)
         engine.dispose()
     run_seconds = median(seconds)
+    rate = round(checked / run_seconds) if run_seconds else 0
+    timeout = reconciler_timeout_seconds()
     section = Section("reconcile_cost", "The reconciler's cost per run")
     section.figures = {
         "sent_rows": written,
@@ -85,9 +97,11 @@ def reconcile_cost(
         "pages": -(-checked // page_size),
         "rounds": rounds,
         "run_seconds_median": round(run_seconds, 3),
-        "rows_per_second": round(checked / run_seconds) if run_seconds else 0,
+        "rows_per_second": rate,
         "effect_reads": reads,
         "effect_reads_per_row": round(reads / checked, 3) if checked else 0,
+        "function_timeout_seconds": timeout,
+        "rows_within_the_timeout_at_this_rate": rate * timeout,
     }
     return section
 
@@ -102,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.reconcile_bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000, help="sent rows in the window (100,000)")
-    parser.add_argument("--page-size", type=int, default=500, help="rows per page (500, the default)")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=ReconcileLimits().sent_page_size,
+        help="rows per page (default: the reconciler's own, RECONCILE_SENT_PAGE_SIZE's default)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs, median reported (3)")
     parser.add_argument("--server-url", default=DEFAULT_SERVER_URL, help="MySQL/MariaDB server")
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ ORDER = (
     "latency_callback",
     "latency_commit_to_publish",
     "claim_cost",
+    "reconcile_cost",
     "consumer_cost",
     "cold_start",
     "capacity_simulation",
@@ -323,6 +324,38 @@ def claim_cost(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
     return "Claim cost as the table grows", lines
 
 
+def reconcile_cost(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
+    lines = [
+        "The reconciler's own run (`Reconciler.reconcile`, bench/reconcile_bench.py) over "
+        f"{f['sent_rows']:,} rows sent inside its window, on MariaDB: it reads them page after page, "
+        f"{f['page_size']:,} rows a page (`RECONCILE_SENT_PAGE_SIZE`'s default), in (sent time, id) order "
+        "through `idx_status_sent_time`, each page starting past the last row of the one before, and looks "
+        "up each row's consumer effect. The lookups answer at once and are counted, not timed: each stands "
+        "for one DynamoDB read (`GetItem` of the SMS delivery record or `Query` of the order's ledger "
+        f"entries), whose latency the local emulator would not tell. {f['rounds']} round(s), median.",
+        "",
+        *table(
+            ["rows checked", "pages", "run s (median)", "rows/s", "effect reads", "effect reads / row"],
+            [
+                [
+                    f["checked_rows"],
+                    f["pages"],
+                    f["run_seconds_median"],
+                    f["rows_per_second"],
+                    f["effect_reads"],
+                    f["effect_reads_per_row"],
+                ]
+            ],
+        ),
+        "",
+        f"At this rate a run within the function's {f['function_timeout_seconds']} s timeout "
+        f"(template.yaml) reads at most {f['rows_within_the_timeout_at_this_rate']:,} sent rows, before "
+        "any DynamoDB read is waited for; a window that holds more is not checked in one run, and the run "
+        "says so (`SentWindowIncomplete`).",
+    ]
+    return "The reconciler's cost per run", lines
+
+
 def consumer_cost(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
     consumers = {k: v for k, v in f.items() if isinstance(v, dict)}
     lines = [
@@ -542,6 +575,7 @@ RENDERERS: dict[str, Callable[[Figures, dict[str, Any]], tuple[str, list[str]]]]
     "latency_callback": latency_callback,
     "latency_commit_to_publish": commit_to_publish,
     "claim_cost": claim_cost,
+    "reconcile_cost": reconcile_cost,
     "consumer_cost": consumer_cost,
     "cold_start": cold_start,
     "capacity_simulation": capacity_simulation,
@@ -679,7 +713,14 @@ def capacity_md(doc: dict[str, Any]) -> str:
         "defaults on the date they state. Check each against the account's Service Quotas and the price "
         "pages before relying on a figure here: accounts and Regions differ, and both change.",
     ]
-    for key in ("cost", "capacity_simulation", "fan_out", "latency_relay_throughput", "fallback_latency"):
+    for key in (
+        "cost",
+        "capacity_simulation",
+        "fan_out",
+        "latency_relay_throughput",
+        "fallback_latency",
+        "reconcile_cost",
+    ):
         section = sections.get(key)
         if section is None:
             continue

@@ -221,3 +221,25 @@ def test_the_time_scale_help_says_what_the_default_scale_does() -> None:
     assert visibility_scaled == pytest.approx(seen_visibility * DEFAULT_TIME_SCALE, rel=1e-3)
     assert minute_scaled == pytest.approx(60 * DEFAULT_TIME_SCALE, rel=1e-3)
     assert timeout_scaled == pytest.approx(timeout * DEFAULT_TIME_SCALE, rel=1e-3)
+
+
+def _anchor(title: str) -> str:
+    """The fragment a Markdown heading gets on GitHub: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def test_the_reconcilers_cost_is_rendered_in_capacity_md(recorded: dict[str, Any]) -> None:
+    figures = recorded["sections"]["reconcile_cost"]["figures"]
+    capacity = render.render(recorded)["capacity.md"]
+    section = capacity.split("## The reconciler's cost per run", 1)[1].split("\n## ", 1)[0]
+    assert f"| {fmt(figures['rows_per_second'])} |" in section
+    assert f"{figures['rows_within_the_timeout_at_this_rate']:,} sent rows" in section
+
+
+def test_operations_md_cites_the_reconcilers_cost_from_the_rendered_table(recorded: dict[str, Any]) -> None:
+    title, _ = render.RENDERERS["reconcile_cost"](recorded["sections"]["reconcile_cost"]["figures"], recorded)
+    operations = (DOCS / "operations.md").read_text(encoding="utf-8")
+    assert f"(capacity.md#{_anchor(title)})" in operations
+    # ...and types no measured rate of its own next to it
+    paragraph = next(p for p in operations.split("\n\n") if "bench.reconcile_bench" in p)
+    assert not re.search(r"\d[\d,]*\s*rows/s", paragraph), paragraph
