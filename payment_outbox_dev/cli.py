@@ -3,6 +3,7 @@
     payment-outbox local            the whole system live: API on :3000, emulator on :5000 (alias: up)
     payment-outbox invoke FUNCTION --event events/x.json      one handler, like `sam local invoke`
     payment-outbox sign --body '{...}'                        the X-Signature header for a callback
+    payment-outbox token --user 42                            a user's token (local --caller-identity cognito)
     payment-outbox demo                                       a narrated scenario against `local`
     payment-outbox migrate                                    the configured database to the newest schema
     payment-outbox chaos [--kill]                             the chaos runs (docs/reliability.md)
@@ -35,6 +36,7 @@ from payment_outbox_dev.arguments import (
     positive_fraction,
     show_fraction,
 )
+from payment_outbox_dev.local.auth import DEFAULT_TOKEN_SECONDS
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET, StackConfig
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
@@ -89,7 +91,7 @@ def _local_options(local: argparse.ArgumentParser) -> None:
         "--expose",
         action="store_true",
         help="allow a non-loopback --host (then a --webhook-secret of your own is required too: "
-        "/admin/* has no IAM locally and /_local/state shows phone numbers)",
+        "/_local/state shows phone numbers)",
     )
     local.add_argument(
         "--allow-host",
@@ -122,6 +124,14 @@ def _local_options(local: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="template parameters, e.g. OutboxMaxAttempts=3",
+    )
+    local.add_argument(
+        "--caller-identity",
+        choices=("iam", "cognito"),
+        default=StackConfig.caller_identity,
+        help="how the order routes know their caller, as the template's CallerIdentity: iam (SigV4 with "
+        "the local credentials printed at start) or cognito (a token from `payment-outbox token`); "
+        f"the admin routes always take SigV4 (default {StackConfig.caller_identity})",
     )
     local.add_argument("--verbose", action="store_true", help="show the handlers' JSON logs and metrics too")
 
@@ -164,6 +174,24 @@ def _demo_options(demo: argparse.ArgumentParser) -> None:
         type=float,
         default=DEMO_TIMEOUT_SECONDS,
         help=f"seconds to wait for each outcome (default {DEMO_TIMEOUT_SECONDS:g})",
+    )
+    _data_dir(demo, "the stack's data folder, whose local credentials sign the order and admin requests")
+
+
+def _token_options(token: argparse.ArgumentParser) -> None:
+    token.add_argument("--user", required=True, help="the user id the token's subject names")
+    _data_dir(token, "the stack's data folder, which keeps its signing key")
+    token.add_argument(
+        "--seconds",
+        type=int,
+        default=DEFAULT_TOKEN_SECONDS,
+        help=f"lifetime (default {DEFAULT_TOKEN_SECONDS})",
+    )
+
+
+def _data_dir(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, default=StackConfig.data_dir, help=f"{what} (default {StackConfig.data_dir})"
     )
 
 
@@ -208,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Print 'X-Signature: t=<now>,v1=<hmac>' for the exact bytes of the body "
             "(--body, or stdin: mind the trailing newline echo adds; use printf).",
             _sign_options,
+        ),
+        (
+            "token",
+            commands.run_token,
+            "print a user's token for a local stack run with --caller-identity cognito",
+            "Print an ID token for --user, signed by the local stack's key (kept in its data folder; the "
+            "stack publishes it at /_local/jwks.json). Send it as the Authorization header of the order "
+            "routes.",
+            _token_options,
         ),
         (
             "demo",

@@ -108,4 +108,11 @@ def run_sign(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from payment_outbox_dev.demo.stack import run_demo as demo
 
-    return demo(args.api_url, args.secret, timeout=args.timeout)
+    return demo(args.api_url, args.secret, timeout=args.timeout, data_dir=args.data_dir)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from payment_outbox_dev.local.auth import LocalCredentials
+
+    print(LocalCredentials.load_or_create(args.data_dir).token(args.user, seconds=args.seconds))
+    return 0

@@ -57,6 +57,7 @@ from payment_outbox_dev.chaos.report import (
     backlog,
     check_invariants,
 )
+from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
@@ -412,11 +413,16 @@ class _KillRun:
         self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> tuple[int, Any]:  # fmt: skip
+        data = b"" if body is None else body.encode()
+        # As an IAM caller: SigV4 by the stack's local credentials (the callback ignores it).
+        signed = LocalCredentials.load_or_create(self.scratch / "stack").sign(
+            method, self.api + path, data, headers
+        )
         request = urllib.request.Request(  # noqa: S310 - the stack's loopback URL
             self.api + path,
-            data=None if body is None else body.encode(),
+            data=None if body is None else data,
             method=method,
-            headers=headers or {},
+            headers=signed,
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310

@@ -87,7 +87,11 @@ def run_load(
                         "--loglevel",
                         "WARNING",
                     ],
-                    env={**os.environ, "LOAD_WEBHOOK_SECRET": LOAD_WEBHOOK_SECRET},
+                    env={
+                        **os.environ,
+                        "LOAD_WEBHOOK_SECRET": LOAD_WEBHOOK_SECRET,
+                        "LOAD_DATA_DIR": str(scratch / "stack"),
+                    },
                     stdout=subprocess.DEVNULL,
                 )
                 _follow(driving, seconds, progress)

@@ -4,8 +4,10 @@ callback, as fast as the stack answers.
     locust -f payment_outbox_dev/chaos/locustfile.py --host http://127.0.0.1:3000
     make load                      # a stack of its own on MariaDB, headless, bounded, with a summary
 
-The callback is signed with $LOAD_WEBHOOK_SECRET (default: the local stack's secret). A paid order
-is one ``POST /payments/notify`` answered 200; the relay and consumers work behind it as usual.
+The callback is signed with $LOAD_WEBHOOK_SECRET (default: the local stack's secret), and the order
+request with SigV4 by the local credentials of the stack's data folder ($LOAD_DATA_DIR, default
+.local-stack), as an IAM caller. A paid order is one ``POST /payments/notify`` answered 200; the relay
+and consumers work behind it as usual.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import os
 import random
 import time
+from pathlib import Path
 
 from locust import HttpUser, constant, task
 
 from payment_outbox.domain.signature import sign
+from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
 
 SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret-for-this-machine-only")
 CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
+CREDENTIALS = LocalCredentials.load_or_create(Path(os.environ.get("LOAD_DATA_DIR", ".local-stack")))
 
 
 class PayingCustomer(HttpUser):
@@ -30,9 +35,11 @@ class PayingCustomer(HttpUser):
     def create_and_pay(self) -> None:
         user_id = random.randrange(1, 10_000)  # noqa: S311 - load data  # nosec B311
         amount = f"{random.randrange(1, 500)}.{random.randrange(100):02d}"  # noqa: S311  # nosec B311
-        created = self.client.post(
-            "/orders", json={"userId": user_id, "phone": "+8613812345678", "amount": amount}, name=CREATE
+        request = json.dumps({"userId": user_id, "phone": "+8613812345678", "amount": amount}).encode()
+        headers = CREDENTIALS.sign(
+            "POST", f"{self.host}/orders", request, {"Content-Type": "application/json"}
         )
+        created = self.client.post("/orders", data=request, headers=headers, name=CREATE)
         if created.status_code != 201:
             return
         order = created.json()

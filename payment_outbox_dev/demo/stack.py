@@ -22,11 +22,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
 
 from payment_outbox.domain.signature import sign
+from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
 
 T = TypeVar("T")
@@ -38,20 +40,26 @@ class DemoError(RuntimeError):
 
 
 class StackClient:
-    def __init__(self, api_url: str, secret: str) -> None:
+    def __init__(self, api_url: str, secret: str, credentials: LocalCredentials) -> None:
         if not api_url.startswith(("http://", "https://")):
             raise DemoError(f"--api-url must be an http(s) URL, got {api_url!r}")
         self.api_url = api_url.rstrip("/")
         self.secret = secret
+        self.credentials = credentials
 
     def http(
         self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
+        data = body.encode() if body is not None else b""
+        # The order and admin routes as an IAM caller: SigV4 by the stack's local credentials.
+        signed = self.credentials.sign(
+            method, self.api_url + path, data, {"Content-Type": "application/json", **(headers or {})}
+        )
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
             self.api_url + path,
-            data=body.encode() if body is not None else None,
+            data=data if body is not None else None,
             method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
+            headers=signed,
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - checked scheme  # nosec B310
@@ -109,9 +117,11 @@ def _step(title: str) -> None:
     _say(f"\n▶ {title}")
 
 
-def run_demo(api_url: str, secret: str, *, timeout: float = 60.0) -> int:
+def run_demo(
+    api_url: str, secret: str, *, timeout: float = 60.0, data_dir: Path = Path(".local-stack")
+) -> int:
     try:
-        _run(StackClient(api_url, secret), timeout)
+        _run(StackClient(api_url, secret, LocalCredentials.load_or_create(data_dir)), timeout)
     except (DemoError, OSError) as exc:
         _say(f"\n✗ {exc}")
         _say("  Is the stack running?  payment-outbox local   (then: payment-outbox demo)")

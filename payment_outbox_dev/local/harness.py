@@ -248,6 +248,7 @@ class LocalFunctions:
         query: dict[str, list[str]] | None = None,
         default_content_type: bool = True,
         authorizer: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The proxy result (``statusCode``, ``headers``, ``body``…) API Gateway would turn into the HTTP
         response: from the route's function, or API Gateway's own answer when no route matches
@@ -275,6 +276,7 @@ class LocalFunctions:
             query=query,
             default_content_type=default_content_type,
             authorizer=authorizer,
+            identity=identity,
         )
         result: dict[str, Any] = self.invoke(route.function, event)
         return result
@@ -287,8 +289,9 @@ class LocalFunctions:
         headers: dict[str, str] | None = None,
         *,
         authorizer: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> ApiResponse:
-        result = self.api_result(method, path, body, headers, authorizer=authorizer)
+        result = self.api_result(method, path, body, headers, authorizer=authorizer, identity=identity)
         raw = result.get("body") or ""
         if result.get("isBase64Encoded"):
             raw = base64.b64decode(raw).decode()
@@ -382,12 +385,14 @@ def api_gateway_event(
     query: dict[str, list[str]] | None = None,
     default_content_type: bool = True,
     authorizer: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The REST API (v1) proxy event. ``query`` holds each parameter's values in order; API Gateway
     puts the last one in ``queryStringParameters``. ``default_content_type`` adds a JSON content type
     when ``headers`` has none (the in-process callers' convenience; an HTTP request keeps its own).
     ``authorizer`` is what the route's authorizer puts in ``requestContext.authorizer`` (a Cognito
-    user-pool authorizer: ``{"claims": {...}}`` of the caller's token)."""
+    user-pool authorizer: ``{"claims": {...}}`` of the caller's token); ``identity`` is added to
+    ``requestContext.identity`` (an IAM-authorised caller's ``accessKey``, ``caller``, ``userArn``)."""
     now = datetime.now(UTC)
     if default_content_type and not any(name.lower() == "content-type" for name in headers):
         headers = {"Content-Type": "application/json", **headers}
@@ -410,7 +415,7 @@ def api_gateway_event(
             "requestTimeEpoch": int(now.timestamp() * 1000),
             "accountId": ACCOUNT,
             "apiId": "local",
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": "payment-outbox-local"},
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "payment-outbox-local", **(identity or {})},
             **({"authorizer": authorizer} if authorizer is not None else {}),
         },
         "body": body,

@@ -54,6 +54,8 @@ class Request:
     query: dict[str, list[str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: The request target as the client sent it, path and query still percent-encoded (what SigV4 signs).
+    raw_target: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,8 @@ class ApiFront:
             if environ.get(key):
                 headers[key.replace("_", "-").title()] = environ[key]
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        return Request(method, path, query, headers, self._body(environ, method))
+        raw_target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or path
+        return Request(method, path, query, headers, self._body(environ, method), raw_target)
 
     def _body(self, environ: dict[str, Any], method: str) -> bytes:
         stream = environ["wsgi.input"]

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from payment_outbox_dev.local.auth import LocalAuthorizer, Principal, Refusal
 from payment_outbox_dev.local.describe import describe
 from payment_outbox_dev.local.harness import LocalFunctions
 from payment_outbox_dev.local.http_front import Answer, Request
@@ -43,13 +44,25 @@ class PooledFunctions(LocalFunctions):
 class PooledApi:
     """The HTTP front's API handler: a request in, the route's function's answer out."""
 
-    def __init__(self, functions: LocalFunctions, narrator: Narrator, *, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        functions: LocalFunctions,
+        narrator: Narrator,
+        *,
+        verbose: bool = False,
+        authorizer: LocalAuthorizer | None = None,
+    ) -> None:
         self._functions = functions
         self._narrator = narrator
         self._verbose = verbose
+        self._authorizer = authorizer
 
     def __call__(self, request: Request) -> Answer:
         where = f"{request.method} {request.path}"
+        principal = self._authorize(request)
+        if isinstance(principal, Refusal):
+            self._narrator.say("auth", f"{where}: refused {principal.status}: {principal.message}")
+            return Answer(principal.status, [("Content-Type", "application/json")], principal.body())
         text = request.body.decode("utf-8", "replace") if request.body else None
         try:
             result = self._functions.api_result(
@@ -59,6 +72,8 @@ class PooledApi:
                 dict(request.headers),
                 query=request.query or None,
                 default_content_type=False,
+                authorizer=None if principal is None else principal.authorizer,
+                identity=None if principal is None else principal.identity,
             )
         except WorkerDied as exc:
             self._narrator.say("error", f"{where}: {exc}; answered 502")
@@ -79,3 +94,13 @@ class PooledApi:
         raw = result.get("body") or ""
         payload = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
         return Answer(int(result.get("statusCode", 502)), headers, payload)
+
+    def _authorize(self, request: Request) -> Principal | Refusal | None:
+        """What the route's authorizer decides, before its function runs (None: no authorizer here,
+        or no route, which the harness answers 404/405 as API Gateway does)."""
+        matched = self._functions.match_route(request.method, request.path)
+        if self._authorizer is None or matched is None:
+            return None
+        host = next((v for k, v in request.headers.items() if k.lower() == "host"), "")
+        url = f"http://{host}{request.raw_target or request.path}"
+        return self._authorizer.verify(matched[0], request.method, url, request.headers, request.body)

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import boto3
 from werkzeug.serving import BaseWSGIServer
@@ -65,11 +65,26 @@ from payment_outbox_dev.checks.template import (
     schedules,
     sqs_event_sources,
 )
+from payment_outbox_dev.local.auth import (
+    AUTH_FILE,
+    JWKS_PATH,
+    SERVICE,
+    LocalAuthorizer,
+    LocalCredentials,
+)
 from payment_outbox_dev.local.control import Control
 from payment_outbox_dev.local.describe import describe
 from payment_outbox_dev.local.emulator import EmulatorServer, Faults
 from payment_outbox_dev.local.harness import REGION
-from payment_outbox_dev.local.http_front import ApiFront, allowed_hosts, check_bind, is_loopback, serve
+from payment_outbox_dev.local.http_front import (
+    Answer,
+    ApiFront,
+    LocalRoute,
+    allowed_hosts,
+    check_bind,
+    is_loopback,
+    serve,
+)
 from payment_outbox_dev.local.observe import MetricsBoard, NarratingLogHandler, Narrator, Observer
 from payment_outbox_dev.local.pooled import PooledApi, PooledFunctions
 from payment_outbox_dev.local.provision import Provisioned, provision
@@ -112,6 +127,8 @@ class StackConfig:
     expose: bool = False
     #: Host header names answered besides loopback and ``host`` (DNS rebinding stops at the rest).
     allowed_hosts: tuple[str, ...] = ()
+    #: How the order routes know their caller (the template's CallerIdentity): SigV4 or a user's token.
+    caller_identity: Literal["iam", "cognito"] = "iam"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
@@ -212,6 +229,7 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",
             # The relay's claims and the payment API's hand-off, leased on the stack's clock.
             "OUTBOX_LEASE_SECONDS": str(self.timing.lease_seconds),
+            "CALLER_IDENTITY": config.caller_identity,
         }
         # The handlers log at the template's level (INFO): every line goes to the trace journal
         # (GET /_local/trace); without --verbose only warnings and errors are narrated.
@@ -230,9 +248,15 @@ class LocalStack:
             emulator_url=self.emulator_url,
             journal=self.observer.journal,
         )
+        credentials = LocalCredentials.load_or_create(config.data_dir)
+        authorizer = LocalAuthorizer(credentials, config.caller_identity)
+        jwks = LocalRoute(
+            "GET", JWKS_PATH, "the public key local tokens are signed with (JWKS)",
+            lambda _: Answer.json(200, credentials.jwks()),
+        )  # fmt: skip
         self._http.app = ApiFront(
-            PooledApi(self.functions, self.narrator, verbose=config.verbose),
-            control.routes(),
+            PooledApi(self.functions, self.narrator, verbose=config.verbose, authorizer=authorizer),
+            [*control.routes(), jwks],
             hosts=allowed_hosts(config.host, config.allowed_hosts),
             say=self.narrator.say,
         )
@@ -254,7 +278,11 @@ class LocalStack:
             self._spawn(name, loop)
         self._spawn("supervise", self._supervise_loop)
         for route in self.routes:
-            self.narrator.say("api", f"{route.method:<6} {self.api_url}{route.path}  → {route.function}")
+            mode = authorizer.mode_of(route)
+            self.narrator.say(
+                "api", f"{route.method:<6} {self.api_url}{route.path}  → {route.function} ({mode})"
+            )
+        self._narrate_auth(credentials)
         self.narrator.say(
             "ready",
             f"API {self.api_url} · emulator {self.emulator_url} · data {config.data_dir} · Ctrl-C stops",
@@ -422,6 +450,21 @@ class LocalStack:
         items = sum(len(v) for v in state["dynamodb"].values())
         messages = sum(len(v) for v in state["sqs"].values())
         self.narrator.say("aws", f"saved {items} item(s) and {messages} message(s) to {self.snapshot_path}")
+
+    def _narrate_auth(self, credentials: LocalCredentials) -> None:
+        """How to call the authorised routes, as API Gateway would check them."""
+        self.narrator.say(
+            "auth",
+            f"iam routes: SigV4 ({SERVICE}, {REGION}) with AWS_ACCESS_KEY_ID={credentials.access_key_id}"
+            f" AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}"
+            f" (kept in {self.config.data_dir / AUTH_FILE})",
+        )
+        if self.config.caller_identity == "cognito":
+            self.narrator.say(
+                "auth",
+                f"order routes: Authorization: $(payment-outbox token --user <id> --data-dir"
+                f" {self.config.data_dir}); keys at {self.api_url}{JWKS_PATH}",
+            )
 
     def _narrate_resources(self) -> None:
         kinds = {"AWS::SNS::Topic": "topic", "AWS::SQS::Queue": "queue", "AWS::DynamoDB::Table": "table"}

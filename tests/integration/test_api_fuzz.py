@@ -2,7 +2,9 @@
 serves at /openapi.json: for every operation, a bounded number of generated requests (valid and
 invalid) must never get a 5xx, every answer must conform to the document (status code, content
 type, body schema), and a refused request (4xx) must write nothing. The payment callback is signed
-at send time over the exact bytes sent, so the fuzzer reaches the body rules behind the signature.
+at send time over the exact bytes sent, so the fuzzer reaches the body rules behind the signature; every
+other request is signed with SigV4 by the stack's local credentials (an IAM caller), so it reaches the
+function behind the authorizer. A run without credentials gets 401/403 on every protected route.
 
 SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation. A stateful phase then
 follows the document's links (create → read → trace, list → requeue…) in chains of up to 6 calls,
@@ -69,22 +71,29 @@ def written_state(database: Path) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def send(case: Any, base_url: str) -> requests.Response:
-    """Send the case; a callback gets a valid X-Signature for the exact bytes it carries."""
-    if case.operation.path != "/payments/notify":
-        return case.call(base_url=base_url, timeout=15)
-    kwargs = case.as_transport_kwargs(base_url=base_url)
+def send(case: Any, stack: RunningStack, *, credentials: bool = True) -> requests.Response:
+    """Send the case exactly as prepared: a callback gets a valid X-Signature for the bytes it carries,
+    any other request (``credentials``) a SigV4 signature by the stack's local credentials, over the
+    URL and body as they go out; without ``credentials`` no Authorization header at all."""
+    kwargs = case.as_transport_kwargs(base_url=stack.api)
     if "json" in kwargs:
         kwargs["data"] = json.dumps(kwargs.pop("json")).encode()
     raw = kwargs.get("data") or b""
-    raw = raw.encode() if isinstance(raw, str) else raw
-    kwargs["data"] = raw
-    kwargs["headers"] = {
-        **(kwargs.get("headers") or {}),
-        "X-Signature": sign(raw, LOCAL_WEBHOOK_SECRET, int(time.time())),
-    }
-    kwargs.setdefault("timeout", 15)
-    return requests.request(**kwargs)  # noqa: S113 - kwargs carry the timeout
+    kwargs["data"] = raw.encode() if isinstance(raw, str) else raw
+    timeout = kwargs.pop("timeout", 15)
+    headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items() if k.lower() != "authorization"}
+    prepared = requests.Request(headers=headers, **kwargs).prepare()
+    body = prepared.body or b""
+    body = body.encode() if isinstance(body, str) else body
+    if case.operation.path == "/payments/notify":
+        prepared.headers["X-Signature"] = sign(body, LOCAL_WEBHOOK_SECRET, int(time.time()))
+    elif credentials:
+        signed = stack.credentials().sign(
+            str(prepared.method), str(prepared.url), body, dict(prepared.headers)
+        )
+        prepared.headers.update(signed)
+    with requests.Session() as session:
+        return session.send(prepared, timeout=timeout)
 
 
 def operations(stack: RunningStack) -> list[Any]:
@@ -113,7 +122,7 @@ def test_the_api_holds_its_document_under_fuzzing(
             before = written_state(database)
 
             # When a generated request is sent
-            response = send(case, stack.api)
+            response = send(case, stack)
             sent[case.operation.label] = sent.get(case.operation.label, 0) + 1
 
             # Then no 5xx, and the answer conforms to the document
@@ -147,7 +156,13 @@ def test_chained_calls_follow_the_documents_links_and_hold_it(
 
     class Chains(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": stack.api, "timeout": 15}
+            # As an IAM caller: SigV4 over the URL and body the call will send (Host and X-Amz-Date signed)
+            prepared = requests.Request(**case.as_transport_kwargs(base_url=stack.api)).prepare()
+            body = prepared.body or b""
+            body = body.encode() if isinstance(body, str) else body
+            signed = stack.credentials().sign(str(prepared.method), str(prepared.url), body)
+            auth = {k: v for k, v in signed.items() if k in ("Authorization", "X-Amz-Date")}
+            return {"base_url": stack.api, "timeout": 15, "headers": auth}
 
         def after_call(self, response: Any, case: Any) -> None:
             steps.append(f"{case.operation.label} {response.status_code}")
@@ -176,3 +191,38 @@ def test_chained_calls_follow_the_documents_links_and_hold_it(
         "POST /admin/failures/{fingerprint}/resolve",
     }
     assert any(s.rsplit(" ", 1)[0] in linked and s.endswith(" 200") for s in steps), steps[:40]
+
+
+def test_without_credentials_every_protected_route_is_refused_by_the_authorizer(
+    fuzzed_stack: tuple[RunningStack, Path],
+) -> None:
+    stack, database = fuzzed_stack
+    refused: dict[str, set[int]] = {}
+    protected = [operation for operation in operations(stack) if operation.path != "/payments/notify"]
+
+    for operation in protected:
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+        @settings(
+            max_examples=min(MAX_EXAMPLES, 10),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def refused_without_credentials(case: Any) -> None:
+            # Given the stored state
+            before = written_state(database)
+            # When a valid request is sent without credentials
+            response = send(case, stack, credentials=False)
+            # Then API Gateway's authorizer refuses it, as documented, and nothing is written
+            assert response.status_code in (401, 403), (case.operation.label, response.status_code)
+            assert set(response.json()) == {"message"}, response.text
+            case.validate_response(response, checks=CHECKS)
+            assert written_state(database) == before
+            refused.setdefault(case.operation.label, set()).add(response.status_code)
+
+        refused_without_credentials()
+
+    # Every protected operation was tried (the stack runs CallerIdentity=iam: 403 everywhere)
+    assert set(refused) == {operation.label for operation in protected}, refused
+    assert set().union(*refused.values()) == {403}

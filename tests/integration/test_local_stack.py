@@ -28,6 +28,7 @@ import pytest
 from payment_outbox.domain.signature import sign
 from payment_outbox_dev import cli
 from payment_outbox_dev.checks.template import api_routes, find_function, functions, load_template
+from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.stack import LOCAL_WEBHOOK_SECRET
 from tests.support import ROOT, recent_paid_at
 
@@ -66,15 +67,32 @@ class RunningStack:
     api: str
     emulator: str
     log: Path
+    data_dir: Path
+
+    def credentials(self) -> LocalCredentials:
+        """The stack's local credentials and token key (made at its first start)."""
+        return LocalCredentials.load_or_create(self.data_dir)
 
     def http(
-        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        signed: bool = True,
     ) -> tuple[int, Any]:
+        """One request; ``signed``: with SigV4 by the local credentials, as an IAM caller (unless the
+        headers carry an Authorization of their own)."""
+        data = b"" if body is None else body.encode()
+        headers = dict(headers or {})
+        if signed and "Authorization" not in headers:
+            headers = self.credentials().sign(method, self.api + path, data, headers)
         request = urllib.request.Request(  # noqa: S310 - a local http URL
             self.api + path,
-            data=None if body is None else body.encode(),
+            data=None if body is None else data,
             method=method,
-            headers=headers or {},
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
@@ -160,13 +178,15 @@ def start_stack(data_dir: Path, log: Path, *extra_args: str) -> RunningStack:
     ]  # fmt: skip
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # noqa: S603
-    stack = RunningStack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{emulator_port}", log)
+    stack = RunningStack(
+        process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{emulator_port}", log, data_dir
+    )
 
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the stack exited with {process.returncode}:\n{stack.output()}")
         try:
-            return stack.http("GET", "/_local/routes")[0] == 200
+            return stack.http("GET", "/_local/routes", signed=False)[0] == 200
         except OSError:
             return False
 
@@ -320,6 +340,26 @@ def test_every_template_route_reaches_its_function_and_nothing_else_is_served(st
     for unknown in ("/", "/nope", "/orders/1/extra", "/payments", "/dev/orders"):
         assert unknown not in templated
         assert stack.http("GET", unknown) == (404, MISSING), unknown
+
+
+def test_every_authorised_route_refuses_a_request_without_valid_credentials(stack: RunningStack) -> None:
+    stranger = LocalCredentials.load_or_create(stack.data_dir / "stranger")
+    for route in api_routes(TEMPLATE):
+        if not route.authorized:
+            continue
+        # Given an order or admin route of the template (iam mode: SigV4 for every one)
+        path = route.path.replace("{orderId}", "1").replace("{messageId}", "m-1")
+        body = "{}" if route.method == "POST" else None
+        data = (body or "").encode()
+        # When it is requested with no credentials, other credentials, or a signature of another body
+        unsigned = stack.http(route.method, path, body, signed=False)
+        foreign = stack.http(route.method, path, body, stranger.sign(route.method, stack.api + path, data))
+        altered = stack.credentials().sign(route.method, stack.api + path, b'{"x": 1}')
+        tampered = stack.http(route.method, path, body, altered) if body else (403, None)
+        # Then API Gateway's own 403 answers, and the function never runs
+        assert unsigned == (403, MISSING), (route, unsigned)
+        assert foreign == (403, {"message": "The security token included in the request is invalid."}), route
+        assert tampered[0] == 403, (route, tampered)
 
 
 def test_an_unsigned_callback_is_refused_by_the_function_not_by_the_stack(stack: RunningStack) -> None:
