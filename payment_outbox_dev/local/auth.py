@@ -142,6 +142,8 @@ class LocalCredentials:
         issued = int(time.time() if now is None else now)
         claims = {
             "sub": user,
+            # Where a user pool the stack creates keeps the order user id (CognitoUserIdClaim's default).
+            "custom:user_id": user,
             "cognito:username": user,
             "iss": ISSUER,
             "aud": CLIENT_ID,

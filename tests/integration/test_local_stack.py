@@ -521,10 +521,14 @@ def _raw(stack: RunningStack) -> socket.socket:
 def test_expect_100_continue_is_answered_before_the_body_is_sent(stack: RunningStack) -> None:
     # Given a client that announces a body and waits for the go-ahead, as curl does for large bodies
     body = json.dumps({"userId": _user_id(), "phone": "+8613812345678", "amount": "3.00"}).encode()
+    signed = stack.credentials().sign("POST", "http://127.0.0.1/orders", body)
     with _raw(stack) as client:
         client.sendall(
             b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            + f"X-Amz-Date: {signed['X-Amz-Date']}\r\nAuthorization: {signed['Authorization']}\r\n".encode()
+            + b"Expect: 100-continue\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
         )
         # When it waits for the interim answer, Then 100 Continue comes at once
         interim = client.recv(64)

@@ -10,7 +10,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from payment_outbox_dev.checks.template import Route
+from payment_outbox_dev.checks.template import Route, api_routes, load_template
 from payment_outbox_dev.local.auth import (
     AUTH_FILE,
     BAD_SIGNATURE,
@@ -28,6 +28,8 @@ from payment_outbox_dev.local.auth import (
 )
 
 pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 URL = "http://127.0.0.1:3000"
 ORDERS = Route("POST", "/orders", "PaymentApiFunction", authorized=True)
@@ -194,3 +196,19 @@ def test_the_credentials_are_kept_for_their_owner_and_come_back(tmp_path: Path) 
         ORDERS, "POST", URL, {"Authorization": first.token("7")}, b""
     )
     assert isinstance(decided, Principal) and decided.name == "7"
+
+
+def test_the_templates_routes_are_authorised_as_its_definition_says() -> None:
+    # Given the template, whose order routes take their authorizer from the API's own definition
+    routes = api_routes(load_template(ROOT / "template.yaml"))
+    # Then every route is authorised but the signed callback, and the local authorizer checks the
+    # order routes as CallerIdentity says and every other one with SigV4
+    assert {(r.method, r.path) for r in routes if not r.authorized} == {("POST", "/payments/notify")}
+    credentials = LocalCredentials(
+        "AKLOCALTEST", "secret", RSAKey.generate_key(2048, parameters={"kid": KEY_ID}, private=True)
+    )
+    for mode in ("iam", "cognito"):
+        authorizer = LocalAuthorizer(credentials, mode)  # type: ignore[arg-type]
+        for route in routes:
+            expected = "open" if not route.authorized else mode if route.path.startswith("/orders") else "iam"
+            assert authorizer.mode_of(route) == expected, (mode, route)
