@@ -29,9 +29,11 @@ SIGV4 = "sigv4"
 COGNITO = "cognitoUserPool"
 #: The payment callback is open: authenticated by its X-Signature, not by the API.
 OPEN_OPERATIONS = {("/payments/notify", "post")}
-#: The order routes take the deployment's CallerIdentity: a SigV4-signing service (iam) or a user's
-#: token (cognito); every other route (the admin API) takes SigV4 only.
+#: The order routes take the deployment's CallerIdentity: a SigV4-signing service (iam, the default,
+#: which ``security`` states) or a user's token (cognito, which ``x-security-cognito`` states: one
+#: requirement per document keeps every operation fuzzable); every other route takes SigV4 only.
 ORDER_PATHS = {"/orders", "/orders/{order_id}"}
+COGNITO_SECURITY = "x-security-cognito"
 ERROR_VIEW = {"$ref": "#/components/schemas/ErrorView"}
 GATEWAY_ERROR = {"$ref": "#/components/schemas/GatewayError"}
 #: What API Gateway (and the local stack, enforcing the same authorizer) answers before any function
@@ -46,9 +48,10 @@ DESCRIPTION = f"""\
 Orders, the payment provider's signed callback, and the operators' admin API.
 
 The admin routes are IAM-authorised (SigV4, scheme `{SIGV4}`). The order routes take the deployment's
-`CallerIdentity`: `iam` (SigV4: a trusted order service that names the user) or `cognito` (scheme
-`{COGNITO}`: the user's own token; the user is its subject, a body naming another user is 403 and
-another user's order is 404, like a missing one). The callback is open and authenticated by
+`CallerIdentity`: `iam` (the default, as `security` states: SigV4, a trusted order service that names
+the user) or `cognito` (as `{COGNITO_SECURITY}` states, scheme `{COGNITO}`: the user's own token;
+the user is its subject, a body naming another user is 403 and another user's order is 404, like a
+missing one). The callback is open and authenticated by
 `X-Signature` (HMAC-SHA256 over `<t>.<raw body>`, at most {DEFAULT_TOLERANCE_SECONDS} s old by
 default). The local stack (`payment-outbox local`) enforces the same authorizers. Field grammar:
 README, "Field grammar". Errors: `{{"error": {{"code", "message", "details"?}}}}`; a refused request
@@ -106,7 +109,9 @@ def build(root: Path) -> dict[str, Any]:
             if (path, method) in OPEN_OPERATIONS:
                 operation["security"] = []
                 continue
-            operation["security"] = [{SIGV4: []}, {COGNITO: []}] if path in ORDER_PATHS else [{SIGV4: []}]
+            operation["security"] = [{SIGV4: []}]
+            if path in ORDER_PATHS:
+                operation[COGNITO_SECURITY] = [{COGNITO: []}]
             for status, meaning in AUTHORIZER_REFUSALS.items():
                 operation["responses"][str(status)] = {
                     "description": meaning,

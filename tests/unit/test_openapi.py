@@ -89,11 +89,11 @@ def test_each_route_declares_its_security_scheme(generated: dict[str, Any]) -> N
         for method, operation in operations.items():
             if (path, method) == ("/payments/notify", "post"):
                 continue
-            # Then the order routes take SigV4 or a user's token (CallerIdentity), the admin routes SigV4
-            expected = (
-                [{"sigv4": []}, {"cognitoUserPool": []}] if path.startswith("/orders") else [{"sigv4": []}]
-            )
-            assert operation["security"] == expected, (method, path)
+            # Then every route takes SigV4 (CallerIdentity=iam, the default), and the order routes
+            # name the user-pool token they take with CallerIdentity=cognito
+            assert operation["security"] == [{"sigv4": []}], (method, path)
+            cognito = [{"cognitoUserPool": []}] if path.startswith("/orders") else None
+            assert operation.get("x-security-cognito") == cognito, (method, path)
             # And each documents the authorizer's refusals, in API Gateway's shape or the function's
             for status in ("401", "403"):
                 schema = operation["responses"][status]["content"]["application/json"]["schema"]
