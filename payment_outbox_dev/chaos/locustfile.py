@@ -12,6 +12,7 @@ and consumers work behind it as usual.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
