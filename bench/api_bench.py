@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from bench.data import QueueDrainer, due_messages, reset_outbox
 from bench.env import QUEUES, WEBHOOK_SECRET, BenchWorld
 from bench.stats import Section, Target, median, median_ratio, percentile
+from payment_outbox import timeouts
 from payment_outbox.adapters.db.engine import make_engine
 from payment_outbox.adapters.db.schema import OrderRow
 from payment_outbox.adapters.sns_publisher import message_attributes
@@ -128,8 +129,7 @@ def callback_latency(
     bare_sns = (
         new_client(
             "sns",
-            timeout_seconds=OutboxSettings().outbox_immediate_publish_timeout_seconds,
-            max_attempts=1,
+            budget=timeouts.immediate_publish(OutboxSettings().outbox_immediate_publish_timeout_seconds),
         )
         if bare_publishes
         else None

@@ -32,6 +32,7 @@ from bench.data import count_by_status, due_messages, insert_messages, reset_out
 from bench.latency_sns import LatencySnsProcess
 from bench.relay_bench import naive_relay_drain, publish_chunk
 from bench.stats import Section, Target, median, median_ratio, percentile
+from payment_outbox import timeouts
 from payment_outbox.adapters.db.engine import make_engine
 from payment_outbox.adapters.sns_publisher import MAX_BATCH_ENTRIES, SnsPublisher
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus
@@ -210,7 +211,7 @@ def relay_throughput(
 
     limit = in_flight()
     relay = build_scheduled_relay().relay
-    bare_sns = new_client("sns", max_pool_connections=limit)
+    bare_sns = new_client("sns", budget=timeouts.SNS_RELAY, max_pool_connections=limit)
     bare_pool = ThreadPoolExecutor(limit, thread_name_prefix="bare-publish")
     variants = ("real", "bare", "naive")
     rates: dict[str, list[float]] = {v: [] for v in variants}

@@ -17,7 +17,14 @@ from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINT
 from payment_outbox.domain.orders import Order
 from payment_outbox.domain.outbox import OutboxMessage, OutboxStatus, pending_message, truncate_error
 from payment_outbox.errors import TransactionAlreadyUsed
-from payment_outbox.ports import PointsCredit, PublishFailure, PublishOutcome, SmsDelivery
+from payment_outbox.ports import (
+    PointsCredit,
+    PublishFailure,
+    PublishOutcome,
+    SmsDelivery,
+    SmsIntent,
+    SmsIntentState,
+)
 
 START = datetime(2026, 11, 27, 10, 0, 0)
 
@@ -383,11 +390,43 @@ class FakeSmsSender:
 
 
 class FakeSmsDeliveryLog:
+    """SENT records in ``records``; intents not (yet) SENT in ``intents``: one item per message, as
+    in the table."""
+
     def __init__(self) -> None:
         self.records: dict[str, SmsDelivery] = {}
+        self.intents: dict[str, SmsIntent] = {}
 
     def find(self, message_id: str) -> SmsDelivery | None:
         return self.records.get(message_id)
 
+    def intent(self, message_id: str) -> SmsIntent | None:
+        if message_id in self.records:
+            sent = self.records[message_id]
+            return SmsIntent(
+                message_id, SmsIntentState.SENT, sent.masked_phone, sent.template_id, sent.sent_at
+            )
+        return self.intents.get(message_id)
+
+    def begin(self, intent: SmsIntent) -> bool:
+        if self.intent(intent.message_id) is not None:
+            return False
+        self.intents[intent.message_id] = intent
+        return True
+
+    def move(self, message_id: str, *, from_state: SmsIntentState, to: SmsIntent) -> bool:
+        current = self.intent(message_id)
+        if current is None or current.state is not from_state:
+            return False
+        self.records.pop(message_id, None)
+        self.intents[message_id] = to
+        return True
+
+    def clear(self, message_id: str) -> None:
+        current = self.intents.get(message_id)
+        if current is not None and current.state is SmsIntentState.SENDING:
+            del self.intents[message_id]
+
     def record(self, delivery: SmsDelivery) -> None:
+        self.intents.pop(delivery.message_id, None)
         self.records[delivery.message_id] = delivery

@@ -18,6 +18,7 @@ import boto3
 import pytest
 from sqlalchemy import Engine, text
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.database import Database
 from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
@@ -193,7 +194,9 @@ class LocalSystem:
 
 def points_ledger() -> DynamoDbPointsLedger:
     """The points table the environment names, read as the consumer reads it."""
-    return DynamoDbPointsLedger(AwsClients().factory("dynamodb"), PointsSettings().points_table_name)
+    return DynamoDbPointsLedger(
+        AwsClients().factory("dynamodb", timeouts.DYNAMODB), PointsSettings().points_table_name
+    )
 
 
 @contextmanager

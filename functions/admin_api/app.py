@@ -27,6 +27,7 @@ from payment_outbox.api.admin import (
     trace_view,
 )
 from payment_outbox.api.admin_dlq import dlq_router
+from payment_outbox.api.admin_sms import sms_router
 from payment_outbox.api.admin_triage import triage_router
 from payment_outbox.api.http import (
     handle_errors,
@@ -40,6 +41,7 @@ from payment_outbox.composition.operations import (
     build_dead_letter_redrive,
     build_failure_triage,
     build_outbox_operations,
+    build_sms_operations,
 )
 
 logger = Logger()
@@ -53,6 +55,8 @@ outbox_operations = cache(build_outbox_operations)
 app.include_router(triage_router(cache(build_failure_triage)))
 # DLQ depth and redrive (routes of their own module).
 app.include_router(dlq_router(cache(build_dead_letter_redrive)))
+# SMS parked as uncertain: resend, or mark delivered (routes of their own module).
+app.include_router(sms_router(cache(build_sms_operations)))
 
 
 @app.get(

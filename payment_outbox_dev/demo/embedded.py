@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from payment_outbox import timeouts
 from payment_outbox_dev.arguments import root_of
 from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
@@ -120,7 +121,7 @@ def _run(root: Path, database_url: str, amount: str) -> None:
                     f"retries={row.retry_count} sent={row.sent_time}"
                 )
 
-        dynamodb = AwsClients().factory("dynamodb")
+        dynamodb = AwsClients().factory("dynamodb", timeouts.DYNAMODB)
         with functions.environment("PointsConsumerFunction"):
             ledger = DynamoDbPointsLedger(dynamodb, PointsSettings().points_table_name)
             _say(f"points balance of user 42: {ledger.balance(42)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,6 +131,35 @@ class LoseResponse:
     def apply(self, call: Call, proceed: Proceed) -> Any:
         proceed(call.params)
         raise ReadTimeoutError(endpoint_url=f"https://{call.service}.local")
+
+
+@dataclass(frozen=True)
+class LateAnswer:
+    """The call reaches AWS and takes effect, but only after the client stopped waiting for it: the
+    client's read timeout (``wait_seconds``) passes, then the effect happens and its answer goes
+    nowhere. ``settle()`` waits until every late effect has happened."""
+
+    wait_seconds: float = 0.2
+    late_by_seconds: float = 0.3
+    kind: str = "answered after the client's timeout"
+    _late: list[threading.Thread] = field(default_factory=list, compare=False, repr=False)
+
+    def apply(self, call: Call, proceed: Proceed) -> Any:
+        def happen_late() -> None:
+            time.sleep(self.wait_seconds + self.late_by_seconds)
+            proceed(call.params)
+
+        thread = threading.Thread(target=happen_late, name="late-answer", daemon=True)
+        self._late.append(thread)
+        thread.start()
+        time.sleep(self.wait_seconds)
+        raise ReadTimeoutError(endpoint_url=f"https://{call.service}.local")
+
+    def settle(self) -> int:
+        """Wait for the late effects; return how many there were."""
+        for thread in self._late:
+            thread.join()
+        return len(self._late)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ Faults are injected where AWS or the network would inject them: the boto3 client
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -28,6 +29,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.repositories import SqlOutboxRepository
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
@@ -45,6 +47,8 @@ from payment_outbox_dev.local.faults import (
     FailEntries,
     FaultInjector,
     Kill,
+    LateAnswer,
+    LoseResponse,
     ProcessKilled,
     RunFirst,
     entry_message_id,
@@ -322,7 +326,9 @@ def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_imme
     sessions = make_session_factory(engine)
     from payment_outbox.adapters import aws
 
-    client = aws.new_client("sns")  # wrapped by the injector, so its publishes are counted too
+    client = aws.new_client(
+        "sns", budget=timeouts.SNS_RELAY
+    )  # wrapped by the injector, so its publishes are counted too
     relay = OutboxRelay(
         lambda: SqlUnitOfWork(sessions),
         SnsPublisher(lambda: client, system.resources.refs["OrderEventsTopic"]),
@@ -1008,3 +1014,138 @@ def _scan_all(system: LocalSystem, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# --- 12. the SMS provider at the seam: a lost answer, a late answer, a consumer dying after the send ---
+
+
+class SmsSends:
+    """Counts the SMS the provider took, per order number (whichever delivery or operator sent it)."""
+
+    def __init__(self, injector: FaultInjector) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        injector.observe(self)
+
+    def __call__(self, call: Call, _response: Any) -> None:
+        if call.operation == "publish" and "PhoneNumber" in call.params:
+            with self._lock:
+                self.counts[str(call.params["Message"]).split()[4].rstrip(":")] += 1
+
+
+def sms_message_ids(system: LocalSystem) -> list[str]:
+    return [r["message_id"] for r in system.outbox_rows() if r["topic"] == TOPIC_SMS]
+
+
+def sms_states(system: LocalSystem) -> Counter[str]:
+    return Counter(item.get("state", {}).get("S", "SENT") for item in system.sms_deliveries())
+
+
+def decide(system: LocalSystem, message_id: str, action: str) -> dict[str, Any]:
+    response = system.api(
+        "POST", f"/admin/sms/{message_id}/{action}", json.dumps({"reason": "provider delivery log checked"})
+    )
+    assert response.status == 200, response.body
+    body: dict[str, Any] = response.body
+    return body
+
+
+SMS_PROVIDER_FAULTS: dict[str, Callable[[], Any]] = {
+    "answer-lost": lambda: LoseResponse(kind="SMS answer lost"),
+    "answered-after-the-client-timeout": lambda: LateAnswer(),
+    "consumer-killed-after-the-send": lambda: Kill(after=True, kind="SMS consumer killed after the send"),
+}
+
+
+@pytest.mark.parametrize("fault", list(SMS_PROVIDER_FAULTS))
+def test_an_sms_whose_send_went_unanswered_is_never_sent_twice(
+    system: LocalSystem, faults: FaultInjector, fault: str
+) -> None:
+    # Given three paid orders, and an SMS provider that takes every SMS of the first delivery and whose
+    # answer never reaches the consumer (lost, too late, or the consumer dies before reading it)
+    orders = pay_all(system, new_orders(system, ["12.00", "30.50", "7.77"]))
+    sends = SmsSends(faults)
+    injected = SMS_PROVIDER_FAULTS[fault]()
+    # (a dying consumer takes the rest of its batch with it: one death, the first send)
+    times = 1 if isinstance(injected, Kill) else 3
+    rule = faults.add(injected, "sns", "publish", when=on("SmsConsumerFunction"), times=times, kind=fault)
+    url = system.resources.queue_url("SmsQueue")
+
+    # When the SMS consumer gets its messages, and gets them again after every lock and lease passed
+    with contextlib.suppress(ProcessKilled):  # a dead container settles nothing: all come back
+        system.functions.deliver(url, "SmsConsumerFunction", visibility_timeout=0)
+    if isinstance(injected, LateAnswer):
+        injected.settle()
+    faults.heal()
+    heal_and_drain(system)
+
+    # Then the provider took each order's SMS exactly once: no delivery sent one again blindly
+    assert rule.injected >= 1
+    assert {o.order_no: sends.counts[o.order_no] for o in orders} == {o.order_no: 1 for o in orders}
+    # And the SMS whose answer never came are parked as uncertain, not SENT and not failed
+    parked = [m for m in sms_message_ids(system) if _state_of(system, m) == "UNCERTAIN"]
+    assert len(parked) == rule.injected
+    assert sms_states(system)["UNCERTAIN"] == rule.injected
+
+    # When the operator confirms their delivery from the provider's logs (admin API, audited)
+    audits_before = marked_delivered_audits(system)
+    for message_id in parked:
+        assert decide(system, message_id, "mark-delivered")["action"] == "marked-delivered"
+
+    # Then every order is applied exactly once, with one SMS each, and the decisions are audited
+    assert_each_paid_order_applied_once(system, orders)
+    assert sum(sends.counts.values()) == len(orders)
+    assert marked_delivered_audits(system) - audits_before == len(parked)
+
+
+def marked_delivered_audits(system: LocalSystem) -> int:
+    with system.engine.connect() as conn:
+        audited = conn.execute(
+            text("SELECT COUNT(*) FROM outbox_audit WHERE action = :a"), {"a": "sms-marked-delivered"}
+        )
+        return int(audited.scalar_one())
+
+
+def _state_of(system: LocalSystem, message_id: str) -> str:
+    item = boto3.client("dynamodb").get_item(
+        TableName=system.resources.refs["SmsDeliveriesTable"], Key={"messageId": {"S": message_id}}
+    )["Item"]
+    return str(item.get("state", {}).get("S", "SENT"))
+
+
+def test_an_operator_resends_an_uncertain_sms_once_and_a_refusal_is_retried_as_before(
+    system: LocalSystem, faults: FaultInjector
+) -> None:
+    # Given two paid orders: one SMS the provider refuses once (it answered no), one whose answer is lost
+    first, second = pay_all(system, new_orders(system, ["5.00", "6.00"]))
+    sends = SmsSends(faults)
+    sms_of = {r["business_key"]: r["message_id"] for r in system.outbox_rows() if r["topic"] == TOPIC_SMS}
+
+    def sms_for(order: Paid) -> Callable[[Call], bool]:
+        return lambda call: (
+            call.function == "SmsConsumerFunction" and order.order_no in call.params["Message"]
+        )
+
+    refusal = faults.add(FailCall("Throttling", 400), "sns", "publish", when=sms_for(first), times=1)
+    loss = faults.add(LoseResponse(), "sns", "publish", when=sms_for(second), times=1)
+
+    # When the consumer drains its queue
+    heal_and_drain(system)
+
+    # Then the refused SMS came back and was sent once (nothing had gone out); the lost one is parked
+    assert refusal.injected == loss.injected == 1
+    assert _state_of(system, sms_of[first.order_no]) == "SENT"
+    assert _state_of(system, sms_of[second.order_no]) == "UNCERTAIN"
+    assert (sends.counts[first.order_no], sends.counts[second.order_no]) == (1, 1)
+
+    # When the operator finds the parked one was not delivered and resends it
+    parked = sms_of[second.order_no]
+    decision = decide(system, parked, "resend")
+
+    # Then it is sent once more (the operator's choice), recorded SENT, and a second decision is refused
+    assert decision["action"] == "resent" and decision["providerMessageId"]
+    assert (sends.counts[first.order_no], sends.counts[second.order_no]) == (1, 2)
+    assert _state_of(system, parked) == "SENT"
+    again = system.api("POST", f"/admin/sms/{parked}/resend", json.dumps({"reason": "second try"}))
+    assert again.status == 409, again.body
+    assert again.body["error"]["code"] == "sms_not_uncertain"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.engine import make_engine, make_session_factory
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
@@ -121,7 +122,7 @@ def test_concurrent_requests_with_per_entry_failures_through_sns(system: LocalSy
     published: list[str] = []
     with injector.installed():
         publisher = RecordingPublisher(
-            SnsPublisher(AwsClients().factory("sns", max_pool_connections=4), topic_arn),
+            SnsPublisher(AwsClients().factory("sns", timeouts.SNS_RELAY, max_pool_connections=4), topic_arn),
             published,
             threading.Lock(),
         )

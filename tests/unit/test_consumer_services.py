@@ -10,10 +10,10 @@ import pytest
 
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.sms import TEMPLATE_ORDER_PAY_SUCCESS
-from payment_outbox.errors import InvalidEnvelope
-from payment_outbox.ports import SmsDelivery
+from payment_outbox.errors import InvalidEnvelope, SmsOutcomeUnknown, SmsSendFailed
+from payment_outbox.ports import SmsDelivery, SmsIntent, SmsIntentState
 from payment_outbox.services.points import credit_points
-from payment_outbox.services.sms import send_sms
+from payment_outbox.services.sms import SmsOutcome, UncertainSms, send_sms
 from tests.fakes import START, FakeClock, FakePointsLedger, FakeSmsDeliveryLog, FakeSmsSender
 
 pytestmark = pytest.mark.unit
@@ -238,13 +238,105 @@ def test_a_bad_sms_payload_is_refused_and_nothing_is_sent(
     assert sender.sent == [] and deliveries.records == {}
 
 
-def test_a_provider_error_records_no_delivery(deliveries: FakeSmsDeliveryLog, clock: FakeClock) -> None:
-    # Given an SMS provider that fails
-    class FailingSender:
-        def send(self, phone: str, text: str) -> str:
-            raise ConnectionError("provider down")
+class RefusingSender:
+    """A provider that answers no: nothing is sent."""
 
-    # When the message is consumed / Then the error surfaces (so SQS redelivers) and nothing is recorded
-    with pytest.raises(ConnectionError):
-        send_sms(_sms(), FailingSender(), deliveries, clock)
-    assert deliveries.records == {}
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def send(self, phone: str, text: str) -> str:
+        self.asked += 1
+        raise SmsSendFailed("SMS provider refused the message: Throttling")
+
+
+class SilentSender:
+    """A provider that takes the SMS (it goes out) and whose answer never comes back."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, phone: str, text: str) -> str:
+        self.sent.append(phone)
+        raise SmsOutcomeUnknown("SMS provider did not answer: ReadTimeoutError")
+
+
+def test_a_provider_refusal_clears_the_intent_and_the_retry_sends_once(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    # Given an SMS provider that answers no
+    # When the message is consumed / Then the refusal surfaces (so SQS redelivers) and nothing is recorded
+    with pytest.raises(SmsSendFailed):
+        send_sms(_sms(), RefusingSender(), deliveries, clock)
+    assert deliveries.records == {} and deliveries.intents == {}
+    # When it is delivered again to a provider that accepts / Then it is sent, once
+    result = send_sms(_sms(), sender, deliveries, clock)
+    assert result.outcome is SmsOutcome.SENT and len(sender.sent) == 1
+
+
+def test_a_lost_answer_parks_the_sms_as_uncertain_and_no_later_delivery_sends_it(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    # Given a provider that sends the SMS and loses its answer
+    silent, parked = SilentSender(), []
+    # When the message is consumed
+    result = send_sms(_sms(), silent, deliveries, clock, on_uncertain=parked.append)
+    # Then the SMS is parked as uncertain (reported once), not failed for a blind retry
+    assert result.outcome is SmsOutcome.UNCERTAIN and parked == ["sms-1"]
+    assert deliveries.intents["sms-1"].state is SmsIntentState.UNCERTAIN
+    assert deliveries.intents["sms-1"].masked_phone == MASKED
+    # When it is delivered again, to a provider that would answer
+    again = send_sms(_sms(), sender, deliveries, clock, on_uncertain=parked.append)
+    # Then nothing more is sent: one SMS in all
+    assert again.outcome is SmsOutcome.UNCERTAIN and sender.sent == [] and len(silent.sent) == 1
+    assert parked == ["sms-1"]
+
+
+def test_a_sending_intent_without_its_answer_is_parked_not_sent(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    # Given an earlier delivery that recorded its intent and died mid-send (no answer recorded)
+    deliveries.begin(SmsIntent("sms-1", SmsIntentState.SENDING, MASKED, TEMPLATE_ORDER_PAY_SUCCESS, START))
+    parked: list[str] = []
+    # When the message is delivered again
+    result = send_sms(_sms(), sender, deliveries, clock, on_uncertain=parked.append)
+    # Then it is parked, and no SMS is sent
+    assert result.outcome is SmsOutcome.UNCERTAIN and parked == ["sms-1"] and sender.sent == []
+
+
+def test_the_resend_policy_sends_again_after_an_unanswered_send(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    # Given the resend policy and a send whose answer was lost
+    silent = SilentSender()
+    # When consumed / Then the outcome surfaces for a retry and the intent is cleared
+    with pytest.raises(SmsOutcomeUnknown):
+        send_sms(_sms(), silent, deliveries, clock, uncertain=UncertainSms.RESEND)
+    assert deliveries.intents == {}
+    # When redelivered / Then it is sent again (a possible duplicate, by choice) and recorded SENT
+    result = send_sms(_sms(), sender, deliveries, clock, uncertain=UncertainSms.RESEND)
+    assert result.outcome is SmsOutcome.SENT and deliveries.records["sms-1"].provider_message_id == "sms-1"
+
+
+def test_the_resend_policy_takes_over_an_intent_left_by_a_dead_delivery(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    deliveries.begin(SmsIntent("sms-1", SmsIntentState.SENDING, MASKED, TEMPLATE_ORDER_PAY_SUCCESS, START))
+    result = send_sms(_sms(), sender, deliveries, clock, uncertain=UncertainSms.RESEND)
+    assert result.outcome is SmsOutcome.SENT and len(sender.sent) == 1
+
+
+def test_an_unexpected_sender_error_leaves_the_intent_so_the_next_delivery_parks_it(
+    sender: FakeSmsSender, deliveries: FakeSmsDeliveryLog, clock: FakeClock
+) -> None:
+    # Given a sender failing in a way that says nothing about the SMS
+    class BrokenSender:
+        def send(self, phone: str, text: str) -> str:
+            raise RuntimeError("bug")
+
+    # When consumed / Then the error surfaces, and the intent stays: it may have gone out
+    with pytest.raises(RuntimeError):
+        send_sms(_sms(), BrokenSender(), deliveries, clock)
+    assert deliveries.intents["sms-1"].state is SmsIntentState.SENDING
+    # And the redelivery parks it rather than sending
+    assert send_sms(_sms(), sender, deliveries, clock).outcome is SmsOutcome.UNCERTAIN
+    assert sender.sent == []

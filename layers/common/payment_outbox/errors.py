@@ -131,3 +131,28 @@ class SmsSendFailed(PaymentOutboxError):
     """The SMS provider refused or failed; the message is retried through its queue."""
 
     code = "sms_send_failed"
+
+
+class SmsOutcomeUnknown(PaymentOutboxError):
+    """The SMS request left, and no answer came back (a read timeout, a dropped connection): the
+    provider may have sent it. Never retried blindly (``payment_outbox.services.sms``)."""
+
+    code = "sms_outcome_unknown"
+
+
+class SmsDeliveryBusy(PaymentOutboxError):
+    """Another delivery of the same message holds its SMS intent right now; this one retries later."""
+
+    code = "sms_delivery_busy"
+
+
+class SmsNotUncertain(PaymentOutboxError):
+    """An operator's resend or mark-delivered names an SMS that is not parked as uncertain."""
+
+    code = "sms_not_uncertain"
+
+
+class NotEnoughTimeLeft(PaymentOutboxError):
+    """The invocation has less time left than the work's worst case: it is left for a later one."""
+
+    code = "not_enough_time_left"

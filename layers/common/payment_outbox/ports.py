@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -109,7 +110,8 @@ class PointsLedger(Protocol):
 
 class SmsSender(Protocol):
     def send(self, phone: str, text: str) -> str:
-        """Send the SMS; return the provider's message id."""
+        """Send the SMS; return the provider's message id. Raises ``SmsSendFailed`` when the provider
+        answered no (nothing was sent) and ``SmsOutcomeUnknown`` when no answer came back."""
         ...
 
 
@@ -122,9 +124,51 @@ class SmsDelivery:
     sent_at: datetime
 
 
+class SmsIntentState(StrEnum):
+    #: Recorded before the provider is asked; replaced by SENT when it answers.
+    SENDING = "SENDING"
+    #: A SENDING found without its answer (a lost answer, a container that died mid-send): parked
+    #: for an operator, never sent again on its own.
+    UNCERTAIN = "UNCERTAIN"
+    SENT = "SENT"
+
+
+@dataclass(frozen=True)
+class SmsIntent:
+    """What the delivery table holds for a message before (or instead of) its SENT record."""
+
+    message_id: str
+    state: SmsIntentState
+    masked_phone: str
+    template_id: str
+    #: When the intent was recorded (or taken over for a resend).
+    since: datetime
+
+
 class SmsDeliveryLog(Protocol):
-    def find(self, message_id: str) -> SmsDelivery | None: ...
-    def record(self, delivery: SmsDelivery) -> None: ...
+    def find(self, message_id: str) -> SmsDelivery | None:
+        """The SENT record of the message, or None (nothing recorded, or only an intent)."""
+        ...
+
+    def intent(self, message_id: str) -> SmsIntent | None:
+        """What is recorded for the message, whatever its state; None when nothing is."""
+        ...
+
+    def begin(self, intent: SmsIntent) -> bool:
+        """Record SENDING, only when nothing is recorded for the message; False otherwise."""
+        ...
+
+    def move(self, message_id: str, *, from_state: SmsIntentState, to: SmsIntent) -> bool:
+        """Replace the message's record, only while it is in ``from_state``; False otherwise."""
+        ...
+
+    def clear(self, message_id: str) -> None:
+        """Forget a SENDING intent (the provider answered no: nothing was sent)."""
+        ...
+
+    def record(self, delivery: SmsDelivery) -> None:
+        """Record SENT (the provider's answer, or an operator's word)."""
+        ...
 
 
 class Clock(Protocol):

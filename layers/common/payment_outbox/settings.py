@@ -15,6 +15,7 @@ from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.money import MoneyRules, parse_currencies, parse_points_per_unit
 from payment_outbox.domain.signature import MAX_TOLERANCE_SECONDS, MIN_SECRET_LENGTH
 from payment_outbox.errors import ConfigurationError
+from payment_outbox.timeouts import DatabaseTimeouts
 
 
 class _Settings(BaseSettings):
@@ -34,6 +35,18 @@ class DatabaseSettings(_Settings):
     #: Secret holding the PEM CA bundle to verify against; without it, the system's trusted
     #: authorities, which hold the RDS Proxy's CA but not the RDS CA of an RDS or Aurora endpoint.
     db_tls_ca_secret_arn: str | None = None
+    #: PyMySQL's socket timeouts (each function's own in template.yaml: they are part of its timeout
+    #: budget, tests/unit/test_timeout_budget.py). The defaults suit tooling and tests.
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    db_read_timeout_seconds: float = Field(default=30.0, gt=0, le=900)
+    db_write_timeout_seconds: float = Field(default=30.0, gt=0, le=900)
+
+    def timeouts(self) -> DatabaseTimeouts:
+        return DatabaseTimeouts(
+            connect_seconds=self.db_connect_timeout_seconds,
+            read_seconds=self.db_read_timeout_seconds,
+            write_seconds=self.db_write_timeout_seconds,
+        )
 
     @field_validator("db_tls_ca_secret_arn", mode="before")
     @classmethod
@@ -168,6 +181,9 @@ class PointsSettings(_Settings):
 
 class SmsSettings(_Settings):
     sms_deliveries_table_name: str
+    #: A delivery that finds an earlier send unanswered: "park" it for an operator (never two SMS),
+    #: or "resend" it (never none). Template parameter SmsUncertainDelivery.
+    sms_uncertain_delivery: Literal["park", "resend"] = "park"
 
 
 class AdminSettings(_Settings):

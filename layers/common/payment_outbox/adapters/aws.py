@@ -13,26 +13,22 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from payment_outbox.timeouts import CallBudget
 
-def new_client(
-    service: str,
-    *,
-    timeout_seconds: float | None = None,
-    max_attempts: int | None = None,
-    max_pool_connections: int | None = None,
-) -> Any:
-    """One boto3 client: botocore's standard retries unless ``max_attempts`` says otherwise;
-    ``max_pool_connections``: one HTTP connection per concurrent call (botocore keeps 10)."""
-    options: dict[str, Any] = {}
+
+def new_client(service: str, *, budget: CallBudget, max_pool_connections: int | None = None) -> Any:
+    """One boto3 client within ``budget``: botocore's standard retry mode with the budget's attempts
+    and timeouts, never botocore's defaults; ``max_pool_connections``: one HTTP connection per
+    concurrent call (botocore keeps 10)."""
+    options: dict[str, Any] = {
+        "connect_timeout": budget.connect_timeout_seconds,
+        "read_timeout": budget.read_timeout_seconds,
+        "retries": {"total_max_attempts": budget.max_attempts, "mode": "standard"},
+    }
     if max_pool_connections is not None:
         options["max_pool_connections"] = max_pool_connections
-    if timeout_seconds is not None:
-        options["connect_timeout"] = timeout_seconds
-        options["read_timeout"] = timeout_seconds
-    if max_attempts is not None:
-        options["retries"] = {"total_max_attempts": max_attempts, "mode": "standard"}
     session: Any = boto3.session.Session()  # untyped on purpose: the service is chosen at run time
-    return session.client(service, config=Config(**options) if options else None)
+    return session.client(service, config=Config(**options))
 
 
 class AwsClients:
@@ -40,29 +36,21 @@ class AwsClients:
     the first time it is called and returns that same client afterwards."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, float | None, int | None, int | None], Any] = {}
+        self._made: dict[tuple[str, CallBudget, int | None], Any] = {}
         # The relay's publish threads may ask for their client at the same moment: make it once.
         self._lock = threading.Lock()
 
     def factory(
-        self,
-        service: str,
-        *,
-        timeout_seconds: float | None = None,
-        max_attempts: int | None = None,
-        max_pool_connections: int | None = None,
+        self, service: str, budget: CallBudget, *, max_pool_connections: int | None = None
     ) -> Callable[[], Any]:
-        key = (service, timeout_seconds, max_attempts, max_pool_connections)
+        key = (service, budget, max_pool_connections)
 
         def client() -> Any:
             if key not in self._made:
                 with self._lock:
                     if key not in self._made:
                         self._made[key] = new_client(
-                            service,
-                            timeout_seconds=timeout_seconds,
-                            max_attempts=max_attempts,
-                            max_pool_connections=max_pool_connections,
+                            service, budget=budget, max_pool_connections=max_pool_connections
                         )
             return self._made[key]
 

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payment_outbox.adapters.idempotency_records import InProgressIndexingClient
 from payment_outbox.domain.envelope import Envelope
+from payment_outbox.errors import NotEnoughTimeLeft
 
 
 def indexed_persistence_layer(table_name: str, dynamodb_client: Any) -> DynamoDBPersistenceLayer:
@@ -40,8 +41,12 @@ class IdempotentEnvelopeHandler:
         ttl_seconds: int,
         dynamodb_client: Any,
         key_prefix: str,
+        record_seconds: float | None = None,
     ) -> None:
         self._handle = handle
+        self._record_seconds = record_seconds
+        self._context: LambdaContext | None = None
+        self._guarded = False
         self._config = IdempotencyConfig(
             event_key_jmespath="messageId",
             expires_after_seconds=ttl_seconds,
@@ -56,12 +61,29 @@ class IdempotentEnvelopeHandler:
         )(self._process)
 
     def register(self, context: LambdaContext | None) -> None:
-        """Lets Powertools expire an INPROGRESS record when this invocation runs out of time."""
+        """Lets Powertools expire an INPROGRESS record when this invocation runs out of time, and
+        this handler leave a record it could not finish in time to a later invocation."""
         if context is not None:
             self._config.register_lambda_context(context)
+        self._context = context
+        # A function whose whole timeout is shorter than one record's worst case (a time-scaled local
+        # run) could never start a record under the rule below: the rule is off for it.
+        self._guarded = (
+            context is not None
+            and self._record_seconds is not None
+            and context.get_remaining_time_in_millis() / 1000 >= self._record_seconds
+        )
 
     def __call__(self, record: SQSRecord) -> dict[str, Any]:
         envelope = Envelope.parse(record.body)
+        if self._guarded and self._context is not None and self._record_seconds is not None:
+            left = self._context.get_remaining_time_in_millis() / 1000
+            if left < self._record_seconds:
+                # Never start what the invocation may not finish (an SMS send cut off by the
+                # function's timeout is an uncertain SMS): the record returns to its queue untouched.
+                raise NotEnoughTimeLeft(
+                    f"{left:.1f} s left, a record may take {self._record_seconds:.0f} s: left for later"
+                )
         result: dict[str, Any] = self._process_once(envelope=envelope.to_dict())
         return result
 

@@ -24,6 +24,9 @@ from payment_outbox.errors import (
     PaymentOutboxError,
     RequestTooLarge,
     SignatureRejected,
+    SmsNotUncertain,
+    SmsOutcomeUnknown,
+    SmsSendFailed,
     Unauthenticated,
 )
 
@@ -41,8 +44,12 @@ STATUS_BY_ERROR: dict[type[PaymentOutboxError], int] = {
     DeadLetterQueueNotFound: 404,
     PaymentConflict: 409,
     NotRequeueable: 409,
+    SmsNotUncertain: 409,
     RequestTooLarge: 413,
     InvalidRequest: 422,
+    # An operator's SMS resend: the provider refused it, or did not answer (parked again).
+    SmsSendFailed: 502,
+    SmsOutcomeUnknown: 504,
 }
 
 
@@ -134,6 +141,8 @@ _ERROR_MEANINGS = {
     409: "conflicts with the stored state",
     413: f"body larger than {MAX_BODY_BYTES} bytes",
     422: "a field breaks its grammar (README: Field grammar)",
+    502: "the SMS provider refused the SMS (nothing was sent; it stays parked)",
+    504: "the SMS provider did not answer (it may have been sent; it stays parked)",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from payment_outbox import timeouts
 from payment_outbox.adapters import cfn_response
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.migration import AlembicSchemaMigrations
@@ -35,7 +36,9 @@ def build_schema_migrator() -> SchemaMigrator:
     application_user = (
         (
             MySqlApplicationUser(database.engine),
-            database_credentials(CachedSecret(app_user_secret, clients.factory("secretsmanager")).value()),
+            database_credentials(
+                CachedSecret(app_user_secret, clients.factory("secretsmanager", timeouts.SECRETS)).value()
+            ),
         )
         if app_user_secret
         else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.dynamodb_points import DynamoDbPointsLedger
 from payment_outbox.adapters.idempotency_records import DynamoDbIdempotencyRecords
@@ -11,11 +12,13 @@ from payment_outbox.adapters.s3_archive import S3MessageArchive
 from payment_outbox.adapters.sms import DynamoDbSmsDeliveryLog
 from payment_outbox.adapters.sqs_dead_letters import SqsDeadLetterQueues
 from payment_outbox.clock import SystemClock
+from payment_outbox.composition.consumers import sms_sender
 from payment_outbox.composition.database import connect_database
 from payment_outbox.services.dead_letters import DeadLetterRedrive
 from payment_outbox.services.janitor import OutboxJanitor
 from payment_outbox.services.operations import OutboxOperations
 from payment_outbox.services.reconcile import ReconcileLimits, Reconciler
+from payment_outbox.services.sms import SmsOperations
 from payment_outbox.services.triage import FailureTriage
 from payment_outbox.settings import (
     AdminSettings,
@@ -32,7 +35,7 @@ def build_outbox_operations() -> OutboxOperations:
     """What the admin API does: list, requeue, count, trace, and find stuck idempotency records."""
     clients = AwsClients()
     database = connect_database(DatabaseSettings(), clients)
-    dynamodb = clients.factory("dynamodb")
+    dynamodb = clients.factory("dynamodb", timeouts.DYNAMODB)
     return OutboxOperations(
         database.operations_unit_of_work,
         SystemClock(),
@@ -66,14 +69,30 @@ def build_dead_letter_redrive() -> DeadLetterRedrive:
         for dlq, target in sorted(sources.items())
     ]
     return DeadLetterRedrive(
-        SqsDeadLetterQueues(clients.factory("sqs"), pairs), database.operations_unit_of_work, SystemClock()
+        SqsDeadLetterQueues(clients.factory("sqs", timeouts.SQS_REDRIVE), pairs),
+        database.operations_unit_of_work,
+        SystemClock(),
+    )
+
+
+def build_sms_operations() -> SmsOperations:
+    """The operator's answer to an SMS parked as uncertain: resend it, or mark it delivered."""
+    clients = AwsClients()
+    database = connect_database(DatabaseSettings(), clients)
+    return SmsOperations(
+        database.operations_unit_of_work,
+        sms_sender(clients),
+        DynamoDbSmsDeliveryLog(
+            clients.factory("dynamodb", timeouts.DYNAMODB), SmsSettings().sms_deliveries_table_name
+        ),
+        SystemClock(),
     )
 
 
 def build_reconciler() -> Reconciler:
     clients = AwsClients()
     database = connect_database(DatabaseSettings(), clients)
-    dynamodb = clients.factory("dynamodb")
+    dynamodb = clients.factory("dynamodb", timeouts.DYNAMODB)
     settings = ReconcileSettings()
     return Reconciler(
         database.operations_unit_of_work,
@@ -95,7 +114,7 @@ def build_outbox_janitor() -> OutboxJanitor:
     database = connect_database(DatabaseSettings(), clients)
     settings = RetentionSettings()
     archive = (
-        S3MessageArchive(clients.factory("s3"), settings.archive_bucket_name)
+        S3MessageArchive(clients.factory("s3", timeouts.S3_ARCHIVE), settings.archive_bucket_name)
         if settings.archive_bucket_name
         else None
     )

@@ -11,6 +11,7 @@ from datetime import timedelta
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.secrets import (
     CachedSecret,
@@ -43,7 +44,7 @@ class PaymentApi:
 
 def build_payment_api() -> PaymentApi:
     clients, clock = AwsClients(), SystemClock()
-    database = connect_database(DatabaseSettings(), clients)
+    database = connect_database(DatabaseSettings(), clients, timeouts.SECRETS_ON_HOT_PATH)
     outbox = OutboxSettings()
     webhook = WebhookSettings()
     callers = CallerSettings()
@@ -84,4 +85,6 @@ def _webhook_secrets(settings: WebhookSettings, clients: AwsClients) -> WebhookS
     if settings.webhook_secret is not None:
         return ConfiguredWebhookSecret(settings.webhook_secret.get_secret_value())
     arn = settings.webhook_secret_arn or ""  # the settings model insists on one of the two
-    return SecretsManagerWebhookSecrets(CachedSecret(arn, clients.factory("secretsmanager")))
+    return SecretsManagerWebhookSecrets(
+        CachedSecret(arn, clients.factory("secretsmanager", timeouts.SECRETS_ON_HOT_PATH))
+    )

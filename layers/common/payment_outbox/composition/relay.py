@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from payment_outbox import timeouts
 from payment_outbox.adapters.aws import AwsClients
 from payment_outbox.adapters.db.database import Database
 from payment_outbox.adapters.relay_launcher import LambdaRelayLauncher, fan_out_remaining_ms
@@ -43,13 +44,16 @@ class ScheduledRelay:
         None when it is off (MAX_RELAY_CONCURRENCY of 1)."""
         if self.max_relays <= 1:
             return None
-        return FanOut(LambdaRelayLauncher(self.clients.factory("lambda"), function_name), self.max_relays)
+        return FanOut(
+            LambdaRelayLauncher(self.clients.factory("lambda", timeouts.LAMBDA_INVOKE), function_name),
+            self.max_relays,
+        )
 
 
 def build_scheduled_relay() -> ScheduledRelay:
     clients = AwsClients()
     settings, relay_settings = OutboxSettings(), RelaySettings()
-    database = connect_database(DatabaseSettings(), clients)
+    database = connect_database(DatabaseSettings(), clients, timeouts.SECRETS_ON_HOT_PATH)
     in_flight = relay_settings.relay_max_in_flight
     return ScheduledRelay(
         relay=outbox_relay(
@@ -67,15 +71,16 @@ def build_scheduled_relay() -> ScheduledRelay:
 def relay_publisher(
     settings: OutboxSettings, clients: AwsClients, *, after_commit: bool = False, max_in_flight: int = 1
 ) -> SnsPublisher:
-    """The topic's publisher for a relay. The scheduled run has a whole minute: botocore's standard
-    retries, and one pooled connection per concurrent request (the client itself is shared by the
-    publish threads). The after-commit publish answers a callback: one attempt with short timeouts."""
+    """The topic's publisher for a relay. The scheduled run has a whole minute: a few attempts, each
+    bounded (``timeouts.SNS_RELAY``), and one pooled connection per concurrent request (the client
+    itself is shared by the publish threads). The after-commit publish answers a callback: one
+    attempt with short timeouts."""
     if after_commit:
         sns = clients.factory(
-            "sns", timeout_seconds=settings.outbox_immediate_publish_timeout_seconds, max_attempts=1
+            "sns", timeouts.immediate_publish(settings.outbox_immediate_publish_timeout_seconds)
         )
     else:
-        sns = clients.factory("sns", max_pool_connections=max_in_flight)
+        sns = clients.factory("sns", timeouts.SNS_RELAY, max_pool_connections=max_in_flight)
     return SnsPublisher(sns, settings.order_events_topic_arn)
 
 

@@ -11,6 +11,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment_outbox.errors import ConfigurationError
+from payment_outbox.timeouts import DatabaseTimeouts
+
+#: Timeouts when none are given (tooling, tests): generous, but never unbounded.
+DEFAULT_TIMEOUTS = DatabaseTimeouts(connect_seconds=5, read_seconds=30, write_seconds=30)
 
 #: MySQL's "Access denied": the password we hold was rotated away.
 ER_ACCESS_DENIED = 1045
@@ -25,17 +29,21 @@ def make_engine(
     *,
     tls: bool = False,
     ca_bundle: str | None = None,
+    timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS,
 ) -> Engine:
     """An engine for ``url``. With ``credentials``, every new connection asks for the current
     username and password, and one refused with "access denied" is retried once with a refreshed
     secret — so a rotated database password is picked up without a cold start. With ``tls`` the
     connection is encrypted and the server's certificate and host name are verified (see
-    ``tls_context``)."""
+    ``tls_context``). ``timeouts`` bound every connect, read and write on the socket.
+
+    Statement parameters never appear in an error's text (``hide_parameters``): they hold phone
+    numbers, and ``ALTER USER … IDENTIFIED BY`` holds a password."""
     if ca_bundle and not tls:
         raise ConfigurationError("a database CA bundle is given but TLS is off (DB_TLS=false)")
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url)
+        engine = create_engine(url, hide_parameters=True)
         # SQLite ignores foreign keys and serialises writers; the demo needs neither tuned further,
         # but it must not hold a write lock between statements of different units of work.
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -49,7 +57,13 @@ def make_engine(
         pool_pre_ping=True,
         pool_recycle=300,
         isolation_level="READ COMMITTED",
-        connect_args={"connect_timeout": 5, **({"ssl": tls_context(ca_bundle)} if tls else {})},
+        hide_parameters=True,
+        connect_args={
+            "connect_timeout": timeouts.connect_seconds,
+            "read_timeout": timeouts.read_seconds,
+            "write_timeout": timeouts.write_seconds,
+            **({"ssl": tls_context(ca_bundle)} if tls else {}),
+        },
     )
     if credentials is not None:
         event.listen(engine, "do_connect", _connect_with(credentials))
