@@ -101,6 +101,7 @@ lint: install $(CHECKOV)
 	$(BIN)/mypy
 	for handler in functions/*/app.py; do $(BIN)/mypy --strict "$$handler" || exit 1; done
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/python -m payment_outbox_dev.checks.migration_safety
 	$(CHECKOV) --config-file .checkov.yaml
 	$(BIN)/bandit --quiet --recursive layers functions payment_outbox_dev
 	$(MAKE) --no-print-directory requirements-check

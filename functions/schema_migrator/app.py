@@ -9,11 +9,16 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payment_outbox.composition.migration import build_schema_migrator
+from payment_outbox.composition.migration import (
+    ANSWER_RESERVE_SECONDS,
+    answer_schema_request,
+    build_schema_migrator,
+)
 
 logger = Logger()
 PHYSICAL_ID = "payment-outbox-schema"
-#: Built on the first invocation, then kept for the container's life.
+#: Built on first use, then kept for the container's life (for a custom resource request: inside the
+#: answered work, so a failure to build it is answered too).
 schema_migrator = cache(build_schema_migrator)
 
 
@@ -25,19 +30,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
     def remaining_seconds() -> float:
         return context.get_remaining_time_in_millis() / 1000
 
-    def migrate() -> dict[str, str]:
-        # A DDL waiting on a lock gives up before the answer's deadline instead of running on.
-        budget = int(remaining_seconds() - schema_migrator().answer_reserve_seconds)
-        return {"Revision": schema_migrator().migrate(budget)}
-
     # Deleting the stack leaves the data alone: the schema outlives the stack on purpose. The answer
-    # always goes out, before the function's deadline, whatever the migration does.
-    outcome = schema_migrator().answer_cloudformation(
+    # always goes out, with a reason, before the function's deadline, whatever the migration does.
+    outcome = answer_schema_request(
         event,
-        work=migrate,
+        migrator=lambda: schema_migrator(),
         remaining_seconds=remaining_seconds,
         physical_resource_id=PHYSICAL_ID,
         log_stream_name=context.log_stream_name,
-        reserve_seconds=schema_migrator().answer_reserve_seconds,
+        reserve_seconds=ANSWER_RESERVE_SECONDS,
     )
     return {"revision": outcome.data.get("Revision", "")}

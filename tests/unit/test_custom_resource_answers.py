@@ -61,8 +61,8 @@ def response_url(fail_first: int = 0) -> Iterator[ResponseUrl]:
         server.server_close()
 
 
-def _event(url: str, request_type: str = "Create") -> dict[str, Any]:
-    return {
+def _event(url: str, request_type: str = "Create", **more: Any) -> dict[str, Any]:
+    return more | {
         "RequestType": request_type,
         "ResponseURL": url,
         "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/payment-outbox/1",
@@ -214,10 +214,9 @@ def test_the_deployed_migrator_answers_before_its_deadline_when_a_ddl_is_blocked
     # The deployed composition, with the database's migration blocked and 1 s kept back to answer
     from payment_outbox.composition.migration import SchemaMigrator
 
-    migrator = SchemaMigrator(
-        migrate=blocked, answer_cloudformation=cfn_response.answer, answer_reserve_seconds=1.0
-    )
+    migrator = SchemaMigrator(migrate=blocked)
     monkeypatch.setattr(app, "schema_migrator", lambda: migrator)
+    monkeypatch.setattr(app, "ANSWER_RESERVE_SECONDS", 1.0)
     context = _Context(timeout_seconds=3.0)
     with response_url() as url:
         try:
@@ -230,3 +229,75 @@ def test_the_deployed_migrator_answers_before_its_deadline_when_a_ddl_is_blocked
     assert len(url.answers) == 1 and url.arrived_at[0] < deadline
     assert url.answers[0]["Status"] == "FAILED"
     assert lock_waits and lock_waits[0] is not None and lock_waits[0] <= 3
+
+
+def _deployed_migrator() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "functions" / "schema_migrator" / "app.py"
+    spec = importlib.util.spec_from_file_location("schema_migrator_app_answers", path)
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    return app
+
+
+def test_a_migrator_that_cannot_be_built_is_answered_failed_with_its_reason_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the deployed handler, whose migrator cannot be built (its secret cannot be read)
+    app = _deployed_migrator()
+
+    def unreadable_secret() -> Any:
+        raise PermissionError("AccessDeniedException reading the application user's secret")
+
+    monkeypatch.setattr(app, "schema_migrator", unreadable_secret)
+    context = _Context(timeout_seconds=300.0)
+    with response_url() as url:
+        # When CloudFormation creates the migration resource
+        started = time.monotonic()
+        app.lambda_handler(_event(url.url), context)
+        # Then it hears FAILED at once, with the error's kind and where to read more
+        answered_after = url.arrived_at[0] - started
+    assert len(url.answers) == 1 and url.answers[0]["Status"] == "FAILED"
+    assert "PermissionError" in url.answers[0]["Reason"] and "[$LATEST]abc" in url.answers[0]["Reason"]
+    assert answered_after < 5
+
+
+def test_a_rollback_to_an_older_schema_revision_answers_success_and_touches_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the deployed handler, whose database must not be touched
+    app = _deployed_migrator()
+    built: list[bool] = []
+    monkeypatch.setattr(app, "schema_migrator", lambda: built.append(True))
+    # When a stack rolling back asks this (older) code for revision 0002 in place of a newer 0003
+    event = _event(
+        "",
+        "Update",
+        OldResourceProperties={"SchemaRevision": "0003"},
+        PhysicalResourceId="payment-outbox-schema",
+    )
+    with response_url() as url:
+        event["ResponseURL"] = url.url
+        result = app.lambda_handler(event, _Context(timeout_seconds=300.0))
+    # Then CloudFormation hears SUCCESS with a reason, the migrator was never built, the schema stays 0003
+    answer = url.answers[0]
+    assert answer["Status"] == "SUCCESS" and "rollback" in answer["Reason"]
+    assert built == [] and result == {"revision": "0003"}
+
+
+def test_an_update_to_a_newer_revision_migrates_and_says_where_the_schema_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from payment_outbox.composition.migration import SchemaMigrator
+
+    app = _deployed_migrator()
+    monkeypatch.setattr(app, "schema_migrator", lambda: SchemaMigrator(migrate=lambda _wait: "0002"))
+    event = _event("", "Update", OldResourceProperties={"SchemaRevision": "0001"})
+    with response_url() as url:
+        event["ResponseURL"] = url.url
+        app.lambda_handler(event, _Context(timeout_seconds=300.0))
+    assert url.answers[0]["Status"] == "SUCCESS"
+    assert url.answers[0]["Reason"].startswith("schema at revision 0002")

@@ -35,16 +35,25 @@ class Outcome:
     data: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Done:
+    """What finished work answers: why it succeeded (CloudFormation shows it) and its data."""
+
+    reason: str
+    data: dict[str, str]
+
+
 def answer(
     event: dict[str, Any],
     *,
-    work: Callable[[], dict[str, str]],
+    work: Callable[[], Done | dict[str, str]],
     remaining_seconds: Callable[[], float],
     physical_resource_id: str,
     log_stream_name: str = "",
     reserve_seconds: float = ANSWER_RESERVE_SECONDS,
 ) -> Outcome:
-    """Run ``work`` for Create and Update, then answer CloudFormation; always answer, in time.
+    """Run ``work`` for Create and Update, then answer CloudFormation; always answer, in time, and
+    always with a reason (``Done.reason`` when the work gives one).
 
     ``remaining_seconds`` is the function's time left (``context.get_remaining_time_in_millis``).
     ``work`` gets what is left after ``reserve_seconds``; if it has not finished by then, the answer
@@ -69,14 +78,18 @@ def answer(
     return outcome
 
 
-def _run_within(work: Callable[[], dict[str, str]], budget_seconds: float) -> Outcome:
+def _run_within(work: Callable[[], Done | dict[str, str]], budget_seconds: float) -> Outcome:
     if budget_seconds <= 0:
         return Outcome(False, "no time left to run before the function's deadline", {})
     result: list[Outcome] = []
 
     def run() -> None:
         try:
-            result.append(Outcome(True, "done", work()))
+            done = work()
+            if isinstance(done, Done):
+                result.append(Outcome(True, done.reason, done.data))
+            else:
+                result.append(Outcome(True, "done", done))
         except Exception as exc:
             logger.exception("custom resource work failed")
             result.append(Outcome(False, f"failed with {type(exc).__name__}; see the function's log", {}))

@@ -49,3 +49,13 @@ class AlembicSchemaMigrations:
             if not inspect(conn).has_table("alembic_version"):
                 return None
             return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+def known_revisions() -> list[str]:
+    """The revisions this code's migrations know, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    from payment_outbox.migrations.runner import MIGRATIONS_DIR
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
