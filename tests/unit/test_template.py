@@ -219,6 +219,8 @@ def test_api_routes_are_the_public_ones_and_the_iam_authorised_admin_ones(templa
         ("POST", "/admin/failures/{fingerprint}/resolve"),
         ("GET", "/admin/dlqs"),
         ("POST", "/admin/dlqs/{name}/redrive"),
+        ("POST", "/admin/sms/{messageId}/resend"),
+        ("POST", "/admin/sms/{messageId}/mark-delivered"),
     }
     # And every admin route is authorised by IAM, the order routes as CallerIdentity says (the API's
     # definition: SigV4 or the user pool), the signature-checked payment callback by nothing
