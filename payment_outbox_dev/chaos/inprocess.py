@@ -53,6 +53,7 @@ from payment_outbox_dev.chaos.report import (
     Progress,
     backlog,
     check_invariants,
+    decide_uncertain_sms,
     scan,
 )
 from payment_outbox_dev.local.callback import callback_body
@@ -191,6 +192,8 @@ class _ChaosRun:
             self.progress.phase("faults off: draining the relay and the consumers")
             self._drain()
         self.report.faults = self.injector.counts
+        self.progress.phase("deciding each SMS parked as uncertain, as the runbook says")
+        self._decide_uncertain_sms()
         self.progress.phase("checking every order")
         self._verify()
         self.report.elapsed_seconds = time.monotonic() - started
@@ -381,6 +384,27 @@ class _ChaosRun:
                 return
 
     # --- checking ---------------------------------------------------------------------------------------
+
+    def _decide_uncertain_sms(self) -> None:
+        """The operator's part of the runbook (docs/operations.md, *Uncertain SMS*), through the admin API."""
+        from moto.sns.models import sns_backends
+
+        from payment_outbox_dev.local.harness import ACCOUNT, REGION
+
+        sms_texts = [message for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values()]
+
+        def decide(message_id: str, action: str) -> int:
+            body = json.dumps({"reason": "chaos run: the provider's log checked"})
+            return self.functions.call_api("POST", f"/admin/sms/{message_id}/{action}", body).status
+
+        decide_uncertain_sms(
+            self.report,
+            db=self.db,
+            dynamodb=self.dynamodb,
+            refs=self.resources.refs,
+            sms_texts=sms_texts,
+            decide=decide,
+        )
 
     def _verify(self) -> None:
         from moto.sns.models import sns_backends

@@ -133,19 +133,36 @@ class FaultRules:
                 table("IdempotencyTable"),
             ),
             (
-                FailCall("InternalServerError", 500, kind="dynamodb SMS delivery lookup failed"),
+                # The intent before the send (retried: nothing went out) or the SENT record after it
+                # (the SMS went out: the redelivery parks it as uncertain, the operator confirms it).
+                FailCall("InternalServerError", 500, kind="dynamodb SMS delivery record write failed"),
                 "dynamodb",
-                "get_item",
+                "put_item",
                 table("SmsDeliveriesTable"),
             ),
             (
                 Kill(after=True, kind="SMS consumer killed after recording the SMS"),
                 "dynamodb",
                 "put_item",
-                table("SmsDeliveriesTable"),
+                lambda call: table("SmsDeliveriesTable")(call) and _item_state(call) == "SENT",
             ),
             (FailCall("Throttling", 400, kind="SMS provider throttled"), "sns", "publish", consumer),
+            # The provider takes the SMS and its answer never reaches the consumer: parked as uncertain,
+            # never sent again by a delivery (the runbook's operator decides after the run).
+            (LoseResponse(kind="SMS provider took the SMS, answer lost"), "sns", "publish", consumer),
+            (
+                Kill(after=True, kind="SMS consumer killed after the provider took the SMS"),
+                "sns",
+                "publish",
+                consumer,
+            ),
         ]
         rate = self.fault_rate / 3
         for fault, service, operation, when in consumer_faults:
             injector.add(fault, service, operation, when=when, probability=rate)
+
+
+def _item_state(call: Any) -> str | None:
+    """The ``state`` of the SMS delivery record a ``PutItem`` writes."""
+    state = call.params.get("Item", {}).get("state", {}).get("S")
+    return str(state) if state is not None else None

@@ -56,6 +56,7 @@ from payment_outbox_dev.chaos.report import (
     Progress,
     backlog,
     check_invariants,
+    decide_uncertain_sms,
 )
 from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
@@ -202,6 +203,8 @@ class _KillRun:
             self.report.notes.append(
                 f"healed in:                    {healed:.1f} s after the last order was paid"
             )
+            self.progress.phase("deciding each SMS parked as uncertain, as the runbook says")
+            self._decide_uncertain_sms(refs)
             self._stop_stack()
             self.progress.phase("checking every order")
             self._check(refs)
@@ -454,9 +457,30 @@ class _KillRun:
         self.failures.append(f"not healed within {self.config.heal_seconds:.0f} s")
         return time.monotonic() - started
 
-    def _check(self, refs: dict[str, str]) -> None:
+    def _decide_uncertain_sms(self, refs: dict[str, str]) -> None:
+        """The operator's part of the runbook for SMS parked as uncertain, through the stack's admin API."""
+
+        def decide(message_id: str, action: str) -> int:
+            body = json.dumps({"reason": "kill run: the provider's log checked"})
+            return self._request("POST", f"/admin/sms/{message_id}/{action}", body)[0]
+
+        decide_uncertain_sms(
+            self.report,
+            db=self.db,
+            dynamodb=self._aws("dynamodb"),
+            refs=refs,
+            sms_texts=self._sms_texts(),
+            decide=decide,
+        )
+
+    def _sms_texts(self) -> list[str]:
+        """Every SMS the emulator's provider took (its delivery log)."""
         with urllib.request.urlopen(f"{self.emulator_url}/_emulator/sms", timeout=30) as response:  # noqa: S310  # nosec B310
-            sms_texts = json.loads(response.read())
+            texts: list[str] = json.loads(response.read())
+        return texts
+
+    def _check(self, refs: dict[str, str]) -> None:
+        sms_texts = self._sms_texts()
         self.report.orders = len(self.paid)
         check_invariants(
             self.report,
@@ -466,19 +490,9 @@ class _KillRun:
             sqs=self._aws("sqs"),
             refs=refs,
             sms_texts=sms_texts,
-            sms_resends_allowed=self._sms_consumer_deaths(),
         )
         if len(self.paid) != self.config.orders:
             self.report.problems.append(f"{self.config.orders - len(self.paid)} order(s) never paid")
-
-    def _sms_consumer_deaths(self) -> int:
-        """The kills that may have landed between an SMS send and its delivery record: SMS consumer
-        workers killed mid-invocation, and every SMS worker at each whole-stack kill (at most one
-        record of a batch is in that window at a time)."""
-        counts = self.tally.counts
-        stack_kills = sum(n for kind, n in counts.items() if kind.startswith("whole stack"))
-        mid_invocation = counts["worker SIGKILLed mid-invocation: SmsConsumerFunction"]
-        return mid_invocation + stack_kills * self.config.workers
 
     def _aws(self, service: str) -> Any:
         import boto3

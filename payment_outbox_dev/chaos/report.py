@@ -82,9 +82,10 @@ class ChaosReport:
     sms_records: int = 0
     sms_sent: int = 0
     duplicate_effects: int = 0
-    #: SMS sent again because the SMS consumer died between the provider's send and the delivery
-    #: record (docs/reliability.md, known limits); only the kill run, bounded by its kills.
-    sms_resent: int = 0
+    #: SMS parked as uncertain, then decided as the runbook says: marked delivered (the provider's log
+    #: shows them), or resent by the operator (it does not).
+    sms_uncertain_delivered: int = 0
+    sms_uncertain_resent: int = 0
     lost_messages: int = 0
     rows_pending: int = 0
     rows_failed: int = 0
@@ -129,11 +130,9 @@ class ChaosReport:
             f"{self.sms_sent}",
             *([f"drain rounds after healing:   {self.drain_rounds}"] if self.counts_inside else []),
             f"duplicate effects:            {self.duplicate_effects}  (must be 0)",
-            *(
-                [f"SMS resent after a kill between send and record: {self.sms_resent}  (known limit)"]
-                if not self.counts_inside
-                else []
-            ),
+            f"SMS parked as uncertain:      {self.sms_uncertain_delivered + self.sms_uncertain_resent}  "
+            f"(then marked delivered: {self.sms_uncertain_delivered}, resent by the operator: "
+            f"{self.sms_uncertain_resent})",
             f"lost messages:                {self.lost_messages}  (must be 0)",
             f"rows left pending:            {self.rows_pending}  (must be 0)",
             f"rows failed (gave up):        {self.rows_failed}  (must be 0)",
@@ -157,16 +156,13 @@ def check_invariants(
     sqs: Any,
     refs: dict[str, str],
     sms_texts: list[str],
-    sms_resends_allowed: int = 0,
 ) -> None:
     """What every chaos run checks once healed, per paid order: two outbox rows, both SENT; one ledger
     entry (its points message) and the exact balance per user; one SMS delivery record and one SMS
     sent; and nothing left on the consumers' queues or their dead-letter queues. ``orders`` are the
     paid orders (``order_id``, ``order_no``, ``user_id``, ``amount``); findings go into ``report``.
-
-    ``sms_resends_allowed``: how many SMS may have gone out twice because a consumer was killed
-    between the provider's send and the delivery record (the kill run's deaths of SMS consumers
-    mid-invocation); a second SMS beyond that, or any without exactly one record, is a duplicate."""
+    Only SENT delivery records count: an SMS parked as uncertain must have been decided
+    (``decide_uncertain_sms``), and a second SMS sent for an order is a duplicate."""
     from sqlalchemy import bindparam, text
 
     rows: dict[str, list[Any]] = defaultdict(list)
@@ -198,11 +194,13 @@ def check_invariants(
             balances[user_id] = int(item["balance"]["N"])
         else:
             credits[int(item["orderId"]["N"])].append(item["messageId"]["S"])
-    records = Counter(i["messageId"]["S"] for i in scan(dynamodb, refs["SmsDeliveriesTable"]))
-    sent_for: Counter[str] = Counter()
-    for sms_text in sms_texts:
-        # "Payment received for order <orderNo>: <amount>. ..."
-        sent_for[sms_text.split("order ", 1)[-1].split(":", 1)[0]] += 1
+    # SENT records only (an item without a state predates intents).
+    records = Counter(
+        i["messageId"]["S"]
+        for i in scan(dynamodb, refs["SmsDeliveriesTable"])
+        if i.get("state", {}).get("S", "SENT") == "SENT"
+    )
+    sent_for = sms_sent_per_order(sms_texts)
     report.ledger_entries = sum(len(v) for v in credits.values())
     report.sms_records = sum(records.values())
     report.sms_sent = len(sms_texts)
@@ -231,11 +229,7 @@ def check_invariants(
         if sms_row is None or records[sms_row.message_id] == 0 or sent_for[order.order_no] == 0:
             report.lost_messages += int(sms_row is not None)
             report.problems.append(f"order {order.order_no}: SMS not recorded or not sent")
-        extra_sms = max(0, sent_for[order.order_no] - 1)
-        recorded_once = sms_row is not None and records[sms_row.message_id] == 1
-        resent = min(extra_sms, sms_resends_allowed - report.sms_resent) if recorded_once else 0
-        report.sms_resent += resent
-        report.duplicate_effects += extra_sms - resent
+        report.duplicate_effects += max(0, sent_for[order.order_no] - 1)
     for user_id, total in expected.items():
         balance = balances.get(user_id, 0)
         if balance != total:
@@ -243,6 +237,51 @@ def check_invariants(
             report.duplicate_effects += int(balance > total)
     report.dead_letters = queued(sqs, [refs[q] for q in DEAD_LETTER_QUEUES])
     report.left_on_queues = queued(sqs, [refs[q] for q in CONSUMERS])
+
+
+def decide_uncertain_sms(
+    report: ChaosReport,
+    *,
+    db: Any,
+    dynamodb: Any,
+    refs: dict[str, str],
+    sms_texts: list[str],
+    decide: Callable[[str, str], int],
+) -> None:
+    """For each SMS parked as uncertain, what the runbook has an operator do (docs/operations.md,
+    *Uncertain SMS*): the provider's log (``sms_texts``) shows it went out → mark it delivered; it
+    does not → resend it. ``decide(messageId, action)`` calls the admin API, returns its status."""
+    from sqlalchemy import bindparam, text
+
+    parked = [
+        item["messageId"]["S"]
+        for item in scan(dynamodb, refs["SmsDeliveriesTable"])
+        if item.get("state", {}).get("S") == "UNCERTAIN"
+    ]
+    if not parked:
+        return
+    query = text("SELECT message_id, business_key FROM message_record WHERE message_id IN :ids")
+    with db.connect() as conn:
+        rows = conn.execute(query.bindparams(bindparam("ids", expanding=True)), {"ids": parked}).all()
+    order_of = {str(message_id): str(order_no) for message_id, order_no in rows}
+    sent_for = sms_sent_per_order(sms_texts)
+    for message_id in parked:
+        action = "mark-delivered" if sent_for[order_of.get(message_id, "")] else "resend"
+        status = decide(message_id, action)
+        if status != 200:
+            report.problems.append(f"uncertain SMS {message_id}: {action} answered {status}")
+        elif action == "resend":
+            report.sms_uncertain_resent += 1
+        else:
+            report.sms_uncertain_delivered += 1
+
+
+def sms_sent_per_order(sms_texts: list[str]) -> Counter[str]:
+    """SMS the provider took, per order number ("Payment received for order <orderNo>: <amount>...")."""
+    sent_for: Counter[str] = Counter()
+    for sms_text in sms_texts:
+        sent_for[sms_text.split("order ", 1)[-1].split(":", 1)[0]] += 1
+    return sent_for
 
 
 def backlog(db: Any, sqs: Any, refs: dict[str, str]) -> int:

@@ -52,6 +52,8 @@ def build_points_consumer() -> IdempotentEnvelopeHandler:
 SMS_RECORD_DYNAMODB_CALLS = 6
 #: Of one points record: the idempotency record's put and update, and the ledger's transaction.
 POINTS_RECORD_DYNAMODB_CALLS = 3
+#: Counted once per SMS parked as uncertain (alarm SmsDeliveriesUncertainAlarm).
+UNCERTAIN_SMS_METRIC = "SmsDeliveriesUncertain"
 
 
 def build_sms_consumer() -> IdempotentEnvelopeHandler:
@@ -94,7 +96,7 @@ def count_uncertain_sms(_message_id: str) -> None:
     """SmsDeliveriesUncertain (service=sms-consumer): the alarm's metric; the log names the message.
 
     Powertools' Metrics instances share one metric set: the handler's ``log_metrics`` flushes it."""
-    Metrics().add_metric(name="SmsDeliveriesUncertain", unit=MetricUnit.Count, value=1)
+    Metrics().add_metric(name=UNCERTAIN_SMS_METRIC, unit=MetricUnit.Count, value=1)
 
 
 def _once_per_message(
