@@ -586,9 +586,10 @@ DYNAMODB_FAULTS: dict[str, tuple[FailCall, str, Callable[[LocalSystem], Callable
         "update_item",
         _table("IdempotencyTable"),
     ),
-    "sms-delivery-lookup-failed": (
+    # The SMS intent (SENDING) not written: nothing was sent, the record is retried.
+    "sms-intent-write-failed": (
         FailCall("InternalServerError", 500),
-        "get_item",
+        "put_item",
         _table("SmsDeliveriesTable"),
     ),
 }
@@ -1050,10 +1051,26 @@ def decide(system: LocalSystem, message_id: str, action: str) -> dict[str, Any]:
     return body
 
 
-SMS_PROVIDER_FAULTS: dict[str, Callable[[], Any]] = {
-    "answer-lost": lambda: LoseResponse(kind="SMS answer lost"),
-    "answered-after-the-client-timeout": lambda: LateAnswer(),
-    "consumer-killed-after-the-send": lambda: Kill(after=True, kind="SMS consumer killed after the send"),
+def _sent_record(system: LocalSystem) -> Callable[[Call], bool]:
+    table = system.resources.refs["SmsDeliveriesTable"]
+    return lambda call: call.table == table and call.params["Item"].get("state", {}).get("S") == "SENT"
+
+
+#: fault, (service, operation), and which calls it hits (default: the SMS consumer's sends).
+SMS_PROVIDER_FAULTS: dict[str, tuple[Callable[[], Any], tuple[str, str], Any]] = {
+    "answer-lost": (lambda: LoseResponse(kind="SMS answer lost"), ("sns", "publish"), None),
+    "answered-after-the-client-timeout": (LateAnswer, ("sns", "publish"), None),
+    "consumer-killed-after-the-send": (
+        lambda: Kill(after=True, kind="SMS consumer killed after the send"),
+        ("sns", "publish"),
+        None,
+    ),
+    # The provider answered, and the SENT record is what fails to be written.
+    "sent-record-write-failed-after-the-send": (
+        lambda: FailCall("InternalServerError", 500),
+        ("dynamodb", "put_item"),
+        _sent_record,
+    ),
 }
 
 
@@ -1065,15 +1082,19 @@ def test_an_sms_whose_send_went_unanswered_is_never_sent_twice(
     # answer never reaches the consumer (lost, too late, or the consumer dies before reading it)
     orders = pay_all(system, new_orders(system, ["12.00", "30.50", "7.77"]))
     sends = SmsSends(faults)
-    injected = SMS_PROVIDER_FAULTS[fault]()
+    make, (service, operation), where = SMS_PROVIDER_FAULTS[fault]
+    injected = make()
     # (a dying consumer takes the rest of its batch with it: one death, the first send)
     times = 1 if isinstance(injected, Kill) else 3
-    rule = faults.add(injected, "sns", "publish", when=on("SmsConsumerFunction"), times=times, kind=fault)
+    when = on("SmsConsumerFunction") if where is None else where(system)
+    rule = faults.add(injected, service, operation, when=when, times=times, kind=fault)
     url = system.resources.queue_url("SmsQueue")
 
     # When the SMS consumer gets its messages, and gets them again after every lock and lease passed
     with contextlib.suppress(ProcessKilled):  # a dead container settles nothing: all come back
-        system.functions.deliver(url, "SmsConsumerFunction", visibility_timeout=0)
+        system.functions.deliver(
+            url, "SmsConsumerFunction", visibility_timeout=0, handler_errors_fail_batch=True
+        )
     if isinstance(injected, LateAnswer):
         injected.settle()
     faults.heal()
