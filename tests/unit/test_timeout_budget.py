@@ -5,8 +5,10 @@ every call waiting out its connect and read timeouts, with botocore's longest ba
 Every figure comes from the code's own values: the boto3 budgets (``payment_outbox.timeouts``), the
 database timeouts each function gets from its environment in template.yaml (read through the same
 ``DatabaseSettings`` the code reads them with), the relay's and janitor's safety margins, the
-custom-resource answer's timeouts. The database round trips of the two hot paths are counted on the
-real paths by tests/integration/test_timeout_budget_paths.py, which checks these constants.
+custom-resource answer's timeouts. A database that stops answering costs each unit of work on the
+path one (re)connect and one round trip waiting to the read timeout, then PyMySQL raises; the units
+of work of the two hot paths are counted on the real paths by
+tests/integration/test_timeout_budget_paths.py, which checks these constants.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ pytestmark = pytest.mark.unit
 
 #: API Gateway ends an integration at 29 s, whatever the function's Timeout.
 API_GATEWAY_SECONDS = 29.0
-#: Round trips to the database on the payment callback's cold path: the connection's set-up queries,
-#: the payment transaction, and the after-commit publish's mark (counted by the integration test).
-CALLBACK_ROUND_TRIPS = 20
+#: Units of work (connections checked out) on the payment callback's path: the payment transaction
+#: and the after-commit publish's mark (counted by the integration test).
+CALLBACK_UNITS_OF_WORK = 2
 #: On a cold relay run that claims, publishes and marks one wave, then looks for the next due row.
-RELAY_RUN_ROUND_TRIPS = 27
-#: One janitor batch: select the ids, read the rows to archive, delete, commit, and the pool's pings
-#: and resets; plus the connection's set-up queries.
-JANITOR_BATCH_ROUND_TRIPS = 8 + 10
+RELAY_WAVE_UNITS_OF_WORK = 6
+#: One janitor batch: select and read the rows to archive, then delete them.
+JANITOR_BATCH_UNITS_OF_WORK = 2
 #: Secrets read on a cold path at most: the database credentials, the CA bundle (DB_TLS with a
 #: bundle), and the webhook secret (payment API) or the application user's (migrator).
 SECRETS_READ = 3
@@ -63,8 +64,8 @@ def database_timeouts(logical_id: str) -> DatabaseTimeouts:
     return DatabaseSettings(database_url="mysql+pymysql://budget/db", **timeouts_env).timeouts()
 
 
-def database_seconds(db: DatabaseTimeouts, round_trips: int) -> float:
-    return db.connect_seconds + round_trips * db.round_trip_seconds()
+def database_seconds(db: DatabaseTimeouts, units_of_work: int) -> float:
+    return units_of_work * db.unit_of_work_seconds()
 
 
 def secrets_seconds(budget: CallBudget) -> float:
@@ -92,7 +93,7 @@ def test_worst_case_counts_every_attempt_and_the_longest_backoff_between() -> No
 def test_the_payment_callback_fits_api_gateways_29_seconds() -> None:
     worst = (
         secrets_seconds(timeouts.SECRETS_ON_HOT_PATH)
-        + database_seconds(database_timeouts("PaymentApiFunction"), CALLBACK_ROUND_TRIPS)
+        + database_seconds(database_timeouts("PaymentApiFunction"), CALLBACK_UNITS_OF_WORK)
         + timeouts.immediate_publish(1.0).worst_case_seconds()
     )
     assert worst <= min(API_GATEWAY_SECONDS, function_timeout("PaymentApiFunction")), worst
@@ -109,7 +110,7 @@ def test_an_sms_record_fits_the_sms_consumers_timeout() -> None:
 def test_the_relays_first_wave_fits_its_timeout_before_its_safety_margin() -> None:
     worst = (
         secrets_seconds(timeouts.SECRETS_ON_HOT_PATH)
-        + database_seconds(database_timeouts("OutboxRelayFunction"), RELAY_RUN_ROUND_TRIPS)
+        + database_seconds(database_timeouts("OutboxRelayFunction"), RELAY_WAVE_UNITS_OF_WORK)
         + timeouts.SNS_RELAY.worst_case_seconds()
     )
     assert worst <= function_timeout("OutboxRelayFunction") - relay.SAFETY_MARGIN_MS / 1000, worst
@@ -118,7 +119,7 @@ def test_the_relays_first_wave_fits_its_timeout_before_its_safety_margin() -> No
 def test_a_janitor_batch_fits_its_timeout_before_its_safety_margin() -> None:
     worst = (
         secrets_seconds(timeouts.SECRETS)
-        + database_seconds(database_timeouts("OutboxJanitorFunction"), JANITOR_BATCH_ROUND_TRIPS)
+        + database_seconds(database_timeouts("OutboxJanitorFunction"), JANITOR_BATCH_UNITS_OF_WORK)
         + timeouts.S3_ARCHIVE.worst_case_seconds()
     )
     assert worst <= function_timeout("OutboxJanitorFunction") - janitor.SAFETY_MARGIN_MS / 1000, worst

@@ -74,8 +74,10 @@ class DatabaseTimeouts:
     read_seconds: float
     write_seconds: float
 
-    def round_trip_seconds(self) -> float:
-        """One statement (or ping, commit, rollback) at worst: its answer waited for to the read
-        timeout. Its request, a few kilobytes at most on every path, goes into the socket's send
-        buffer at once; ``write_seconds`` bounds a larger one that would fill it."""
-        return self.read_seconds
+    def unit_of_work_seconds(self) -> float:
+        """What a database that stops answering costs one unit of work at most: the connection's
+        (re)connect to its connect timeout, then the one round trip that waits to the read timeout —
+        PyMySQL raises there, and the unit of work ends with the error. (A request, a few kilobytes
+        at most on every path, goes into the socket's send buffer at once; ``write_seconds`` bounds
+        a larger one that would fill it.)"""
+        return self.connect_seconds + self.read_seconds
