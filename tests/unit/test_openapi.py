@@ -103,7 +103,7 @@ def test_each_route_declares_its_security_scheme(generated: dict[str, Any]) -> N
 def test_schemathesis_loads_the_document() -> None:
     schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
     operations = {o.ok().label for o in schema.get_all_operations()}
-    assert "POST /payments/notify" in operations and len(operations) == 14
+    assert "POST /payments/notify" in operations and len(operations) == 16
 
 
 def test_links_chain_real_calls_create_read_trace_and_list_requeue() -> None:

@@ -55,7 +55,5 @@ def known_revisions() -> list[str]:
     """The revisions this code's migrations know, oldest first."""
     from alembic.script import ScriptDirectory
 
-    from payment_outbox.migrations.runner import MIGRATIONS_DIR
-
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     return [script.revision for script in reversed(list(scripts.walk_revisions()))]
