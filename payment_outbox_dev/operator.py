@@ -13,9 +13,11 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.arguments import CommandError
+from payment_outbox_dev.local.auth import AUTH_FILE, LocalCredentials
 
 DEFAULT_API = "http://127.0.0.1:3000"
 
@@ -26,6 +28,13 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
         "--region",
         default=None,
         help="sign each request with SigV4 for execute-api in this Region (a deployed stage's admin routes)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".local-stack"),
+        help="without --region: the local stack's data folder, whose local credentials sign each request "
+        "(default .local-stack)",
     )
 
 
@@ -87,7 +96,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def run_failures(args: argparse.Namespace) -> int:
     if args.action == "list":
-        answer = _call(args.api, "GET", "/admin/failures", region=args.region)
+        answer = _call(args.api, "GET", "/admin/failures", region=args.region, data_dir=args.data_dir)
     else:
         if not args.fingerprint or not args.reason:
             raise CommandError(f"failures {args.action} needs FINGERPRINT and --reason")
@@ -95,14 +104,14 @@ def run_failures(args: argparse.Namespace) -> int:
         if args.action == "requeue":
             body["resetAttempts"] = args.reset_attempts
         path = f"/admin/failures/{urllib.parse.quote(args.fingerprint)}/{args.action}"
-        answer = _call(args.api, "POST", path, body=body, region=args.region)
+        answer = _call(args.api, "POST", path, body=body, region=args.region, data_dir=args.data_dir)
     print(json.dumps(answer, indent=2))
     return 0
 
 
 def run_dlq(args: argparse.Namespace) -> int:
     if args.action == "list":
-        answer = _call(args.api, "GET", "/admin/dlqs", region=args.region)
+        answer = _call(args.api, "GET", "/admin/dlqs", region=args.region, data_dir=args.data_dir)
     else:
         if not args.name or not args.reason:
             raise CommandError("dlq redrive needs NAME and --reason")
@@ -110,12 +119,20 @@ def run_dlq(args: argparse.Namespace) -> int:
         if args.max is not None:
             body["maxMessages"] = args.max
         path = f"/admin/dlqs/{urllib.parse.quote(args.name)}/redrive"
-        answer = _call(args.api, "POST", path, body=body, region=args.region)
+        answer = _call(args.api, "POST", path, body=body, region=args.region, data_dir=args.data_dir)
     print(json.dumps(answer, indent=2))
     return 0
 
 
-def _call(api: str, method: str, path: str, *, region: str | None, body: Any = None) -> Any:
+def _call(
+    api: str,
+    method: str,
+    path: str,
+    *,
+    region: str | None,
+    body: Any = None,
+    data_dir: Path | None = None,
+) -> Any:
     url = api.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
         raise CommandError(f"--api must be an http(s) URL, got {api!r}")
@@ -123,6 +140,9 @@ def _call(api: str, method: str, path: str, *, region: str | None, body: Any = N
     headers = {"Content-Type": "application/json"} if data is not None else {}
     if region:
         headers = _signed(method, url, data, headers, region)
+    elif data_dir is not None and (data_dir / AUTH_FILE).exists():
+        # The local stack checks SigV4 as API Gateway does, against its own local credentials.
+        headers = LocalCredentials.load_or_create(data_dir).sign(method, url, data or b"", headers)
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http(s) checked above

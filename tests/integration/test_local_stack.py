@@ -722,12 +722,13 @@ def test_the_operator_commands_speak_to_the_running_stack(
     # When the operator traces it, lists the failure groups and the DLQs, and rehearses a redrive
     assert main(["trace", order["orderNo"], "--api", stack.api]) == 0
     trace = capsys.readouterr().out
-    assert main(["failures", "--api", stack.api]) == 0
+    local = ["--api", stack.api, "--data-dir", str(stack.data_dir)]
+    assert main(["failures", *local]) == 0
     failures = json.loads(capsys.readouterr().out)
-    assert main(["dlq", "--api", stack.api]) == 0
+    assert main(["dlq", *local]) == 0
     dlqs = json.loads(capsys.readouterr().out)
     name = dlqs["items"][0]["name"]
-    assert main(["dlq", "redrive", name, "--reason", "rehearsal", "--api", stack.api]) == 0
+    assert main(["dlq", "redrive", name, "--reason", "rehearsal", *local]) == 0
     rehearsal = json.loads(capsys.readouterr().out)
     # Then the trace names the order, its correlation id and its rows; the lists are the admin API's
     assert trace.startswith(f"order {order['orderNo']}: correlation id(s) ")
