@@ -57,6 +57,7 @@ from payment_outbox_dev.chaos.report import (
     backlog,
     check_invariants,
     decide_uncertain_sms,
+    emulator_sms_texts,
 )
 from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
@@ -459,28 +460,20 @@ class _KillRun:
 
     def _decide_uncertain_sms(self, refs: dict[str, str]) -> None:
         """The operator's part of the runbook for SMS parked as uncertain, through the stack's admin API."""
-
-        def decide(message_id: str, action: str) -> int:
-            body = json.dumps({"reason": "kill run: the provider's log checked"})
-            return self._request("POST", f"/admin/sms/{message_id}/{action}", body)[0]
-
+        reason = json.dumps({"reason": "kill run: the provider's log checked"})
         decide_uncertain_sms(
             self.report,
             db=self.db,
             dynamodb=self._aws("dynamodb"),
             refs=refs,
-            sms_texts=self._sms_texts(),
-            decide=decide,
+            sms_texts=emulator_sms_texts(self.emulator_url),
+            decide=lambda message_id, action: self._request(
+                "POST", f"/admin/sms/{message_id}/{action}", reason
+            )[0],
         )
 
-    def _sms_texts(self) -> list[str]:
-        """Every SMS the emulator's provider took (its delivery log)."""
-        with urllib.request.urlopen(f"{self.emulator_url}/_emulator/sms", timeout=30) as response:  # noqa: S310  # nosec B310
-            texts: list[str] = json.loads(response.read())
-        return texts
-
     def _check(self, refs: dict[str, str]) -> None:
-        sms_texts = self._sms_texts()
+        sms_texts = emulator_sms_texts(self.emulator_url)
         self.report.orders = len(self.paid)
         check_invariants(
             self.report,

@@ -276,6 +276,16 @@ def decide_uncertain_sms(
             report.sms_uncertain_delivered += 1
 
 
+def emulator_sms_texts(emulator_url: str) -> list[str]:
+    """Every SMS a live stack's emulator took (its provider's delivery log)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{emulator_url}/_emulator/sms", timeout=30) as response:  # noqa: S310  # nosec B310
+        texts: list[str] = json.loads(response.read())
+    return texts
+
+
 def sms_sent_per_order(sms_texts: list[str]) -> Counter[str]:
     """SMS the provider took, per order number ("Payment received for order <orderNo>: <amount>...")."""
     sent_for: Counter[str] = Counter()
