@@ -45,7 +45,7 @@ def _create_orders(count: int) -> list[tuple[str, str]]:
     from payment_outbox.settings import DatabaseSettings
 
     database = connect_database(DatabaseSettings(), AwsClients())
-    service = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
+    service = PaymentService(database.unit_of_work, SystemClock(), after_commit_lease=timedelta(seconds=60))
     created = []
     for i in range(count):
         order = service.create_order(NewOrder(1_000 + i % 97, "+8613812345678", Decimal("128.50"), "CNY"))

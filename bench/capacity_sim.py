@@ -343,7 +343,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
 
         rows = due_messages(2, first_order=900_000)
         insert_messages(engine, rows)
-        _immediate_relay().deliver_handed_off(rows)
+        _immediate_relay().publish_after_commit(rows)
         immediate = attempts()
     finally:
         sns.control(mode="ok")

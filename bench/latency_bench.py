@@ -392,7 +392,7 @@ def _miss_phase(
                 ]
                 insert_messages(engine, rows)
                 if kind == "immediate publish failed":
-                    hand_off.deliver_handed_off(rows)  # SNS refuses: retried 1-2 s later
+                    hand_off.publish_after_commit(rows)  # SNS refuses: retried 1-2 s later
                 for row in _due_times(engine, [r.message_id for r in rows]):
                     misses[row[0]] = _Miss(kind, now, row[1])
                 time.sleep(max(0.0, started + number / rate - time.monotonic()))

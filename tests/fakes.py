@@ -105,15 +105,15 @@ class InMemoryOutbox:
         self, *, now: datetime, limit: int, lease_until: datetime, ordered_by_key: bool = False
     ) -> list[OutboxMessage]:
         pending = [m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING]
-        due = [m for m in pending if m.next_retry_at <= now]
+        due = [m for m in pending if m.due_at <= now]
         if ordered_by_key:
             due = [m for m in due if not _earlier_pending_in_stream(m, pending)]
-        claimed = sorted(due, key=lambda m: (m.next_retry_at, _row_id(m)))[:limit]
+        claimed = sorted(due, key=lambda m: (m.due_at, _row_id(m)))[:limit]
         for message in claimed:
-            self._t.outbox[message.message_id] = replace(message, next_retry_at=lease_until, update_time=now)
+            self._t.outbox[message.message_id] = replace(message, due_at=lease_until, update_time=now)
         return claimed
 
-    def hand_back_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
+    def release_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
         pending = [m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING]
         waiting = {
             m.message_id
@@ -121,7 +121,7 @@ class InMemoryOutbox:
             if m.message_id in message_ids and _earlier_pending_in_stream(m, pending)
         }
         for message_id in waiting:
-            self._update_pending(message_id, next_retry_at=now, update_time=now)
+            self._update_pending(message_id, due_at=now, update_time=now)
         return waiting
 
     def mark_sent(self, message_ids: Sequence[str], *, now: datetime) -> int:
@@ -133,45 +133,39 @@ class InMemoryOutbox:
         return changed
 
     def schedule_retry(
-        self, message_id: str, *, retry_count: int, next_retry_at: datetime, error: str, now: datetime
+        self, message_id: str, *, attempts: int, due_at: datetime, error: str, now: datetime
     ) -> bool:
         return self._update_pending(
             message_id,
-            retry_count=retry_count,
-            next_retry_at=next_retry_at,
+            attempts=attempts,
+            due_at=due_at,
             last_error=truncate_error(error),
             update_time=now,
         )
 
-    def mark_failed(self, message_id: str, *, retry_count: int, error: str, now: datetime) -> bool:
+    def mark_failed(self, message_id: str, *, attempts: int, error: str, now: datetime) -> bool:
         return self._update_pending(
             message_id,
             status=OutboxStatus.FAILED,
-            retry_count=retry_count,
+            attempts=attempts,
             last_error=truncate_error(error),
             update_time=now,
         )
 
     def oldest_due_at(self, now: datetime) -> datetime | None:
         due = [
-            m.next_retry_at
-            for m in self._t.outbox.values()
-            if m.status is OutboxStatus.PENDING and m.next_retry_at <= now
+            m.due_at for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING and m.due_at <= now
         ]
         return min(due, default=None)
 
     def next_due_at(self, *, after: datetime) -> datetime | None:
         upcoming = [
-            m.next_retry_at
-            for m in self._t.outbox.values()
-            if m.status is OutboxStatus.PENDING and m.next_retry_at > after
+            m.due_at for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING and m.due_at > after
         ]
         return min(upcoming, default=None)
 
     def count_due(self, now: datetime, *, limit: int) -> int:
-        due = [
-            m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING and m.next_retry_at <= now
-        ]
+        due = [m for m in self._t.outbox.values() if m.status is OutboxStatus.PENDING and m.due_at <= now]
         return min(len(due), limit)
 
     def get(self, message_id: str) -> OutboxMessage | None:
@@ -273,7 +267,7 @@ def outbox_message(
     topic: str = TOPIC_POINTS,
     business_key: str = "PO-1",
     payload: dict[str, object] | None = None,
-    retry_count: int = 0,
+    attempts: int = 0,
     padding: int = 0,
 ) -> OutboxMessage:
     """A pending row holding a real envelope; ``padding`` adds that many bytes to its body."""
@@ -289,7 +283,7 @@ def outbox_message(
         payload=body,
     )
     message = pending_message(envelope, now=now, due_at=now if due_at is None else due_at)
-    return replace(message, retry_count=retry_count) if retry_count else message
+    return replace(message, attempts=attempts) if attempts else message
 
 
 # --- message bus -------------------------------------------------------------------------------

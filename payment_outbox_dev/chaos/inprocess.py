@@ -4,13 +4,13 @@ boundary, then healing, draining, and a check that nothing was lost and nothing 
     payment-outbox chaos --orders 1000 --seed 7            # SQLite in a temp folder (make chaos)
     payment-outbox chaos --database-url mysql+pymysql://root@127.0.0.1:3306/chaos
 
-Orders are created and paid through the payment API, published by the immediate publish and the
+Orders are created and paid through the payment API, published by the after-commit publish and the
 scheduled relay, and consumed from SQS by the points and SMS consumers, all in-process on moto (as in
 ``payment_outbox_dev.demo.embedded``). While it runs, seeded faults hit the boto3 calls the adapters
 make (``payment_outbox_dev.local.faults``, the rules in ``inprocess_faults``): SNS throttling,
 errors, partly failed batches and lost answers; the process dying after the payment commit or after a
 publish; DynamoDB errors and consumer deaths; the SMS provider refusing; plus duplicate SQS
-deliveries, duplicate callbacks and relay runs overlapping the callbacks and the immediate publish.
+deliveries, duplicate callbacks and relay runs overlapping the callbacks and the after-commit publish.
 Faults per message stay below the retry budgets (publish attempts, SQS receives): exhausting those is
 the FAILED / dead-letter path, tested on its own.
 
@@ -162,7 +162,7 @@ class _ChaosRun:
                 self.published[by_entry[ok["Id"]]] += 1
 
     def _relay_overlapping(self, call: Any) -> None:
-        """The immediate publish stalls past its hand-off lease: a scheduled run takes the same rows."""
+        """The after-commit publish stalls past its lease: a scheduled run takes the same rows."""
         from sqlalchemy import text
 
         with self.db.begin() as conn:
@@ -349,7 +349,7 @@ class _ChaosRun:
         self.sqs.send_message(**again)
 
     def _advance_time(self) -> None:
-        """Skip ahead: due times and hand-off leases reached, in-progress locks and visibility timeouts
+        """Skip ahead: due times and after-commit leases reached, in-progress locks and visibility timeouts
         over. (Nothing runs concurrently when this is called.)"""
         from sqlalchemy import text
 

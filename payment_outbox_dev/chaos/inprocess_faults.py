@@ -1,7 +1,7 @@
 """The in-process fault source's rules: which boto3 calls fail, how, and how often.
 
 SNS publishes: throttling, internal errors, partly failed batches, lost answers, the process dying
-after the payment commit or after a publish, and a relay run overlapping the immediate publish —
+after the payment commit or after a publish, and a relay run overlapping the after-commit publish —
 each message kept below its publish-attempt budget (exhausting it is the FAILED path, tested on its
 own). Consumers: DynamoDB errors, deaths after crediting or after recording the SMS, the SMS
 provider refusing — only while a record is below its receive budget (``consumer_faults_allowed``).
@@ -78,12 +78,12 @@ class FaultRules:
             ),
             (LoseResponse(kind="sns answer lost after publishing"), {"when": attempts_allowed}),
             (
-                Kill(kind="crash after commit, before immediate publish"),
+                Kill(kind="crash after commit, before after-commit publish"),
                 {"when": lambda c: payment_api(c) and kill_allowed(c)},
             ),
             (Kill(after=True, kind="crash after publish, before mark sent"), {"when": kill_allowed}),
             (
-                RunFirst(self.relay_overlapping, kind="relay run overlapping the immediate publish"),
+                RunFirst(self.relay_overlapping, kind="relay run overlapping the after-commit publish"),
                 {"when": payment_api},
             ),
         ]

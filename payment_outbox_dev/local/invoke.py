@@ -100,7 +100,7 @@ def seed_sample_order(url: str, say: Callable[[str], None]) -> None:
         service = PaymentService(
             database.unit_of_work,
             SystemClock(),
-            handoff_lease=timedelta(seconds=60),
+            after_commit_lease=timedelta(seconds=60),
             order_numbers=lambda: SAMPLE_ORDER.order_no,
         )
         order = service.create_order(

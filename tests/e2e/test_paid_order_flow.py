@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from payment_outbox.domain.outbox import OutboxMessage
-from payment_outbox.services.relay import ImmediatePublisher
+from payment_outbox.services.relay import AfterCommitPublish
 from tests.support import LocalSystem, recent_paid_at, signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.e2e
 def test_paid_order_credits_points_once_and_sends_one_sms(  # type: ignore[no-untyped-def]
     system: LocalSystem, load_event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a payment API whose container dies right after the commit, before its immediate publish,
+    # Given a payment API whose container dies right after the commit, before its after-commit publish,
     # so that everything downstream is the scheduled relay's doing
-    def dies_after_commit(self: ImmediatePublisher, messages: Sequence[OutboxMessage]) -> None:
+    def dies_after_commit(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
         return None
 
-    monkeypatch.setattr(ImmediatePublisher, "__call__", dies_after_commit)
+    monkeypatch.setattr(AfterCommitPublish, "__call__", dies_after_commit)
     # And an order created through the API with the create_order event
     create = load_event("payment_api_create_order.json")
     created = system.functions.invoke("PaymentApiFunction", create)
@@ -41,7 +41,7 @@ def test_paid_order_credits_points_once_and_sends_one_sms(  # type: ignore[no-un
     paid = system.functions.invoke("PaymentApiFunction", notify)
     assert paid["statusCode"] == 200, paid["body"]
 
-    # Then nothing is published yet: the two outbox rows wait, pending, for the hand-off lease to end
+    # Then nothing is published yet: the two outbox rows wait, pending, for the after-commit lease to end
     assert [row["status"] for row in system.outbox_rows()] == [0, 0]
     assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0
 

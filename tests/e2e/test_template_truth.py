@@ -202,7 +202,7 @@ def _drive_everything(run: TruthRun, cfn_response_url: str) -> None:
                 _drain_queues(run)
                 _age_sent_rows(run, timedelta(hours=1))
         if logical_id == "PaymentApiFunction":
-            # The immediate publish sent the order's messages; make them due again so the relay
+            # The after-commit publish sent the order's messages; make them due again so the relay
             # publishes them too (consumers then also see a duplicate of each, and absorb it).
             with run.engine.begin() as conn:
                 conn.execute(

@@ -68,8 +68,8 @@ def add_row(
     topic: str = TOPIC_POINTS,
     business_key: str = "PO-A",
     created: datetime | None = None,
-    next_retry_at: datetime | None = None,
-    retry_count: int = 0,
+    due_at: datetime | None = None,
+    attempts: int = 0,
     last_error: str | None = None,
 ) -> str:
     """Insert one message_record row in the given state; returns its message id."""
@@ -90,12 +90,12 @@ def add_row(
                 topic=topic,
                 content=envelope.to_json(),
                 status=status,
-                retry_count=retry_count,
+                retry_count=attempts,
                 create_time=created,
                 update_time=created,
                 business_key=business_key,
                 business_type=BUSINESS_TYPE_ORDER_PAID,
-                next_retry_at=next_retry_at or created,
+                next_retry_at=due_at or created,
                 last_error=last_error,
                 sent_time=created + timedelta(seconds=1) if status == SENT else None,
             )
@@ -117,7 +117,9 @@ def paid_order_whose_messages_gave_up(system: LocalSystem, amount: str = "128.50
     transaction), whose rows then exhausted their attempts: status 2, as the relay leaves them."""
     order = system.create_order(amount=amount)
     with configured_database() as database:
-        payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
+        payments = PaymentService(
+            database.unit_of_work, SystemClock(), after_commit_lease=timedelta(seconds=60)
+        )
         payments.pay_order(
             PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now(), "CNY")
         )
@@ -292,9 +294,9 @@ def test_dry_run_reports_what_would_change_and_changes_nothing(system: LocalSyst
 def test_sent_rows_are_untouched_unless_include_sent(system: LocalSystem) -> None:
     # Given a sent row, a failed row, a pending row waiting for a later retry and a pending row due now
     sent = add_row(system, status=SENT)
-    failed = add_row(system, status=FAILED, retry_count=5, last_error="gave up")
-    later = add_row(system, status=PENDING, retry_count=3, next_retry_at=now() + timedelta(hours=1))
-    due = add_row(system, status=PENDING, retry_count=1, next_retry_at=now() - timedelta(seconds=5))
+    failed = add_row(system, status=FAILED, attempts=5, last_error="gave up")
+    later = add_row(system, status=PENDING, attempts=3, due_at=now() + timedelta(hours=1))
+    due = add_row(system, status=PENDING, attempts=1, due_at=now() - timedelta(seconds=5))
     before = rows_by_id(system)
 
     # When everything the (empty) filter selects is requeued
@@ -381,8 +383,8 @@ def test_bulk_requeue_is_bounded_to_a_thousand_rows_a_call(system: LocalSystem) 
 
 def test_requeue_one_message_by_id(system: LocalSystem) -> None:
     # Given a failed row, a pending row already due, and a sent row
-    failed = add_row(system, status=FAILED, retry_count=5, last_error="oversize")
-    due = add_row(system, status=PENDING, next_retry_at=now() - timedelta(seconds=1))
+    failed = add_row(system, status=FAILED, attempts=5, last_error="oversize")
+    due = add_row(system, status=PENDING, due_at=now() - timedelta(seconds=1))
     sent = add_row(system, status=SENT)
 
     # When the failed row is requeued by its message id (no IAM caller: a local run)
@@ -413,9 +415,9 @@ def test_requeue_one_message_by_id(system: LocalSystem) -> None:
 
 def test_stats_count_statuses_and_the_due_backlog(system: LocalSystem) -> None:
     # Given two pending rows due (the oldest for two minutes), one pending later, three sent, one failed
-    add_row(system, status=PENDING, next_retry_at=now() - timedelta(seconds=120))
-    add_row(system, status=PENDING, next_retry_at=now() - timedelta(seconds=10))
-    add_row(system, status=PENDING, next_retry_at=now() + timedelta(minutes=10))
+    add_row(system, status=PENDING, due_at=now() - timedelta(seconds=120))
+    add_row(system, status=PENDING, due_at=now() - timedelta(seconds=10))
+    add_row(system, status=PENDING, due_at=now() + timedelta(minutes=10))
     for _ in range(3):
         add_row(system, status=SENT)
     add_row(system, status=FAILED)
@@ -549,12 +551,12 @@ def test_admin_events_in_events_folder_are_served(system: LocalSystem, load_even
 
 def test_leased_and_waiting_pending_rows_are_in_flight_not_requeueable(system: LocalSystem) -> None:
     # Given a row a relay has claimed (leased for a minute) and a row waiting for its next retry
-    leased = add_row(system, status=PENDING, retry_count=0, next_retry_at=now() + timedelta(seconds=60))
+    leased = add_row(system, status=PENDING, attempts=0, due_at=now() + timedelta(seconds=60))
     waiting = add_row(
         system,
         status=PENDING,
-        retry_count=2,
-        next_retry_at=now() + timedelta(minutes=3),
+        attempts=2,
+        due_at=now() + timedelta(minutes=3),
         last_error="Throttled",
     )
     before = rows_by_id(system)
@@ -582,8 +584,8 @@ def test_leased_and_waiting_pending_rows_are_in_flight_not_requeueable(system: L
 def test_requeue_keeps_attempts_unless_a_fresh_budget_is_asked_for(system: LocalSystem) -> None:
     # Given two rows that gave up after 5 attempts
     error = "AuthorizationError"
-    kept = add_row(system, status=FAILED, retry_count=5, last_error=error, business_key="PO-K")
-    fresh = add_row(system, status=FAILED, retry_count=5, last_error=error, business_key="PO-F")
+    kept = add_row(system, status=FAILED, attempts=5, last_error=error, business_key="PO-K")
+    fresh = add_row(system, status=FAILED, attempts=5, last_error=error, business_key="PO-F")
 
     # When one is requeued plainly and the other with resetAttempts
     plain = admin(
@@ -614,7 +616,7 @@ def test_requeue_keeps_attempts_unless_a_fresh_budget_is_asked_for(system: Local
 
 def test_dry_run_shows_exactly_the_changes_the_real_run_makes(system: LocalSystem) -> None:
     # Given a failed row
-    failed = add_row(system, status=FAILED, retry_count=5, last_error="gave up")
+    failed = add_row(system, status=FAILED, attempts=5, last_error="gave up")
     before = rows_by_id(system)[failed]
 
     # When a reset requeue is rehearsed, then made

@@ -111,7 +111,7 @@ def relay(engine: Engine, publisher: MessagePublisher) -> OutboxRelay:
         publisher,
         SystemClock(),
         policy=RetryPolicy(max_attempts=5),
-        batch_size=BATCH_SIZE,
+        claim_size=BATCH_SIZE,
         lease=timedelta(seconds=60),
     )
 
@@ -296,7 +296,7 @@ def test_concurrent_relays_in_stream_order_publish_each_stream_in_order_one_row_
             publisher,
             SystemClock(),
             policy=RetryPolicy(max_attempts=5, base_delay_seconds=0.05, max_delay_seconds=0.1),
-            batch_size=5,
+            claim_size=5,
             lease=timedelta(seconds=60),
             ordered_by_key=True,
         )

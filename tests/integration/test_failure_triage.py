@@ -52,7 +52,7 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
             system,
             status=FAILED,
             topic=TOPIC_POINTS,
-            retry_count=8,
+            attempts=8,
             created=t0,
             last_error=OUTAGE.format("5f0c1d2e-aaaa-bbbb-cccc-1234567890ab", 1, 1, 8),
         ),
@@ -60,7 +60,7 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
             system,
             status=FAILED,
             topic=TOPIC_SMS,
-            retry_count=8,
+            attempts=8,
             created=t0 + timedelta(minutes=1),
             last_error=OUTAGE.format("0b1c2d3e-1111-2222-3333-444455556666", 2, 2, 8),
         ),
@@ -68,7 +68,7 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
             system,
             status=FAILED,
             topic=TOPIC_POINTS,
-            retry_count=8,
+            attempts=8,
             created=t0 + timedelta(minutes=2),
             last_error=OUTAGE.format("99999999-8888-7777-6666-555544443333", 3, 3, 8),
         ),
@@ -77,18 +77,18 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
         add_row(
             system,
             status=PENDING,
-            retry_count=3,
+            attempts=3,
             created=t0 + timedelta(minutes=3),
-            next_retry_at=now() + timedelta(minutes=5),
+            due_at=now() + timedelta(minutes=5),
             last_error=OUTAGE.format("12345678-1234-1234-1234-123456789012", 4, 4, 3),
         ),
         add_row(
             system,
             status=PENDING,
             topic=TOPIC_SMS,
-            retry_count=1,
+            attempts=1,
             created=t0 + timedelta(minutes=4),
-            next_retry_at=now() + timedelta(minutes=5),
+            due_at=now() + timedelta(minutes=5),
             last_error=OUTAGE.format("abcdefab-1234-1234-1234-123456789012", 5, 5, 1),
         ),
     ]
@@ -96,21 +96,21 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
         add_row(
             system,
             status=FAILED,
-            retry_count=1,
+            attempts=1,
             created=t0 + timedelta(minutes=5),
             last_error=TOO_BIG.format(300001),
         ),
         add_row(
             system,
             status=FAILED,
-            retry_count=1,
+            attempts=1,
             created=t0 + timedelta(minutes=6),
             last_error=TOO_BIG.format(262145),
         ),
     ]
     ignored = [
-        add_row(system, status=SENT, retry_count=2, last_error=OUTAGE.format("x", 1, 1, 2)),
-        add_row(system, status=PENDING, next_retry_at=now() + timedelta(minutes=5)),
+        add_row(system, status=SENT, attempts=2, last_error=OUTAGE.format("x", 1, 1, 2)),
+        add_row(system, status=PENDING, due_at=now() + timedelta(minutes=5)),
     ]
     return {"outage": outage, "retrying": retrying, "too_big": too_big, "ignored": ignored}
 

@@ -222,15 +222,15 @@ def points_message_ids(system: LocalSystem) -> list[str]:
     return [r["message_id"] for r in system.outbox_rows() if r["topic"] == TOPIC_POINTS]
 
 
-# --- 1. crash after the payment commit, before the immediate publish --------------------------------
+# --- 1. crash after the payment commit, before the after-commit publish --------------------------------
 
 
-def test_crashes_after_commit_before_the_immediate_publish_leave_every_order_to_the_relay(
+def test_crashes_after_commit_before_the_after_commit_publish_leave_every_order_to_the_relay(
     system: LocalSystem, faults: FaultInjector
 ) -> None:
     # Given five orders, and the payment function dying right after its commit for three of them
     faults.add(
-        Kill(kind="killed before immediate publish"), "sns", "publish_batch", when=on(PAYMENT_API), times=3
+        Kill(kind="killed before after-commit publish"), "sns", "publish_batch", when=on(PAYMENT_API), times=3
     )
     orders = new_orders(system, ["10.00", "20.50", "30.99", "40.01", "50.00"])
 
@@ -258,13 +258,13 @@ def test_crashes_after_commit_before_the_immediate_publish_leave_every_order_to_
     assert_each_paid_order_applied_once(system, [paid(o) for o in orders])
 
 
-# --- 3. a scheduled relay run overlapping the immediate publish ------------------------------------
+# --- 3. a scheduled relay run overlapping the after-commit publish ------------------------------------
 
 
-def test_a_relay_run_overlapping_a_slow_immediate_publish_publishes_twice_and_applies_once(
+def test_a_relay_run_overlapping_a_slow_after_commit_publish_publishes_twice_and_applies_once(
     system: LocalSystem, faults: FaultInjector
 ) -> None:
-    # Given an immediate publish that stalls past its hand-off lease, so that a scheduled relay run takes
+    # Given an after-commit publish that stalls past its lease, so that a scheduled relay run takes
     # the same rows and publishes them while it waits
     relay_results: list[dict[str, Any]] = []
 
@@ -280,7 +280,7 @@ def test_a_relay_run_overlapping_a_slow_immediate_publish_publishes_twice_and_ap
         worker.join(timeout=30)
 
     faults.add(
-        RunFirst(scheduled_run_meanwhile, kind="relay overlapping immediate publish"),
+        RunFirst(scheduled_run_meanwhile, kind="relay overlapping after-commit publish"),
         "sns",
         "publish_batch",
         when=on(PAYMENT_API),
@@ -291,7 +291,7 @@ def test_a_relay_run_overlapping_a_slow_immediate_publish_publishes_twice_and_ap
     # When the orders are paid
     pay_all(system, orders)
 
-    # Then for each order the relay run published both rows, and so did the immediate publish after it
+    # Then for each order the relay run published both rows, and so did the after-commit publish after it
     assert [r["published"] for r in relay_results] == [2, 2, 2]
     assert set(publishes.counts.values()) == {2}
     assert len(publishes.counts) == 6
@@ -307,7 +307,7 @@ def test_a_relay_run_overlapping_a_slow_immediate_publish_publishes_twice_and_ap
 
 
 class AheadClock:
-    """A relay container whose view of time is past every hand-off lease."""
+    """A relay container whose view of time is past every after-commit lease."""
 
     def __init__(self, ahead: timedelta) -> None:
         self._ahead = ahead
@@ -316,11 +316,11 @@ class AheadClock:
         return utc_now() + self._ahead
 
 
-def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_immediate_publish(
+def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_after_commit_publish(
     system: LocalSystem, faults: FaultInjector, db: Engine
 ) -> None:
     # Given a relay container looping in its own thread, on its own connection, for which every row is
-    # due at once (its clock is past the hand-off lease): it races each immediate publish for the rows
+    # due at once (its clock is past the after-commit lease): it races each after-commit publish for the rows
     publishes = Publishes(faults)
     engine = make_engine(db.url.render_as_string(hide_password=False))
     sessions = make_session_factory(engine)
@@ -334,7 +334,7 @@ def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_imme
         SnsPublisher(lambda: client, system.resources.refs["OrderEventsTopic"]),
         AheadClock(timedelta(minutes=5)),
         policy=RetryPolicy(),
-        batch_size=10,
+        claim_size=10,
     )
     stop = threading.Event()
     claimed: list[int] = []
@@ -350,7 +350,7 @@ def test_a_relay_running_throughout_the_callbacks_takes_rows_from_under_the_imme
     worker = threading.Thread(target=loop)
     worker.start()
 
-    # When twenty orders are paid meanwhile, each with its immediate publish
+    # When twenty orders are paid meanwhile, each with its after-commit publish
     try:
         orders = new_orders(system, [f"{n}.{n:02d}" for n in range(1, 21)])
         pay_all(system, orders)
@@ -434,7 +434,7 @@ def test_sns_down_for_more_runs_than_the_attempts_allowed_charges_nothing_and_de
     outage = faults.add(FailCall("ServiceUnavailable", 503, "Service Unavailable"), "sns", "publish_batch")
     orders = new_orders(system, ["5.00", "6.60", "7.70"])
 
-    # When the orders are paid (the immediate publish fails) and the relay fails on twice as many runs
+    # When the orders are paid (the after-commit publish fails) and the relay fails on twice as many runs
     # as a message has attempts
     pay_all(system, orders)
     for _ in range(2 * max_attempts):
@@ -679,7 +679,7 @@ def test_connection_cut_inside_the_payment_transaction_writes_nothing_and_the_re
 def test_connection_cut_during_the_relay_claim_loses_nothing_and_the_next_run_delivers_once(
     system: LocalSystem, proxy: TcpProxy, faults: FaultInjector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given three paid orders whose rows wait for the relay (the immediate publish failed)
+    # Given three paid orders whose rows wait for the relay (the after-commit publish failed)
     faults.add(FailCall("InternalError", 500), "sns", "publish_batch", when=on(PAYMENT_API))
     orders = pay_all(system, new_orders(system, ["3.00", "4.00", "5.00"]))
     make_pending_due(system)
@@ -733,7 +733,7 @@ def test_connection_cut_during_the_relay_claim_loses_nothing_and_the_next_run_de
 def test_a_poison_message_and_an_unpublishable_row_do_not_block_the_other_orders(
     system: LocalSystem, faults: FaultInjector
 ) -> None:
-    # Given four paid orders whose rows wait for the relay (the immediate publish failed), a row too large
+    # Given four paid orders whose rows wait for the relay (the after-commit publish failed), a row too large
     # for SNS due in the same batch, and a poison message on the points queue
     faults.add(FailCall("InternalError", 500), "sns", "publish_batch", when=on(PAYMENT_API))
     orders = pay_all(system, new_orders(system, ["8.00", "9.00", "10.00", "11.00"]))
@@ -909,7 +909,7 @@ def test_a_large_backlog_drains_with_no_loss_and_no_duplicate_effect(
     bus, ledger, clock = InProcessBus(seed=11), MemoryLedger(), SteppingClock()
     engines = [make_engine(db.url.render_as_string(hide_password=False)) for _ in range(4)]
     relays = [
-        OutboxRelay(unit_of_work_on(engine), bus, clock, policy=RetryPolicy(max_attempts=10), batch_size=200)
+        OutboxRelay(unit_of_work_on(engine), bus, clock, policy=RetryPolicy(max_attempts=10), claim_size=200)
         for engine in engines
     ]
 

@@ -359,7 +359,7 @@ def test_an_order_number_that_collides_is_drawn_again(any_system: LocalSystem) -
         service = PaymentService(
             database.unit_of_work,
             SystemClock(),
-            handoff_lease=timedelta(seconds=60),
+            after_commit_lease=timedelta(seconds=60),
             order_numbers=drawing(numbers),
         )
         first = service.create_order(NewOrder(42, PHONE, Decimal("1.00"), "CNY"))
@@ -382,7 +382,7 @@ def test_an_order_number_source_that_only_collides_fails_without_writing(any_sys
         service = PaymentService(
             database.unit_of_work,
             SystemClock(),
-            handoff_lease=timedelta(seconds=60),
+            after_commit_lease=timedelta(seconds=60),
             order_numbers=lambda: taken,
         )
         service.create_order(NewOrder(42, PHONE, Decimal("1.00"), "CNY"))

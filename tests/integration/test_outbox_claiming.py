@@ -134,7 +134,7 @@ def test_claim_returns_the_stored_rows(sessions: sessionmaker[Session]) -> None:
     assert claimed.content == stored.content
     assert (claimed.business_key, claimed.business_type) == (stored.business_key, stored.business_type)
     assert claimed.status is OutboxStatus.PENDING
-    assert claimed.retry_count == 0
+    assert claimed.attempts == 0
 
 
 # --- the lease -------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_claim_leases_rows_so_a_second_claim_right_after_gets_nothing(
     # And the lease is written as the rows' due time; they are still pending
     for m in rows:
         stored = get(sessions, m.message_id)
-        assert stored.next_retry_at == T0 + LEASE
+        assert stored.due_at == T0 + LEASE
         assert stored.update_time == T0
         assert stored.status is OutboxStatus.PENDING
 
@@ -176,7 +176,7 @@ def test_a_crashed_relays_claim_returns_when_its_lease_passes(sessions: sessionm
     # Then the row stays away while leased and is claimed again once the lease has passed
     assert before_expiry == []
     assert at_expiry == [row.message_id]
-    assert get(sessions, row.message_id).next_retry_at == T0 + LEASE + LEASE
+    assert get(sessions, row.message_id).due_at == T0 + LEASE + LEASE
 
 
 def test_a_claim_rolled_back_leaves_rows_claimable(sessions: sessionmaker[Session]) -> None:
@@ -190,7 +190,7 @@ def test_a_claim_rolled_back_leaves_rows_claimable(sessions: sessionmaker[Sessio
         ]
 
     # Then no lease was written and the next relay claims the row at once
-    assert get(sessions, row.message_id).next_retry_at == T0 - timedelta(seconds=10)
+    assert get(sessions, row.message_id).due_at == T0 - timedelta(seconds=10)
     assert claim(sessions, now=T0) == [row.message_id]
 
 
@@ -224,7 +224,7 @@ def test_concurrent_claims_skip_locked_rows_without_waiting(
     assert waited < 0.9
     # And with both claims committed, every row is leased and nothing is left to claim
     assert claim(sessions, now=T0) == []
-    assert {get(sessions, i).next_retry_at for i in ids} == {T0 + LEASE}
+    assert {get(sessions, i).due_at for i in ids} == {T0 + LEASE}
 
 
 def test_rows_locked_by_an_uncommitted_claim_are_claimable_after_it_rolls_back(
@@ -301,7 +301,7 @@ def test_in_stream_order_only_the_same_key_and_topic_wait_and_keyless_rows_never
     assert claimed == [sms.message_id, *(m.message_id for m in keyless)]
 
 
-def test_hand_back_waiting_makes_rows_behind_a_pending_one_due_and_names_them(
+def test_release_waiting_makes_rows_behind_a_pending_one_due_and_names_them(
     sessions: sessionmaker[Session],
 ) -> None:
     # Given a pending points row of PO-A, then fresh rows leased to an after-commit publish: a later
@@ -316,15 +316,15 @@ def test_hand_back_waiting_makes_rows_behind_a_pending_one_due_and_names_them(
 
     # When the publish hands back the rows that must wait
     with SqlUnitOfWork(sessions) as tx:
-        waiting = tx.outbox.hand_back_waiting([m.message_id for m in fresh], now=T0)
+        waiting = tx.outbox.release_waiting([m.message_id for m in fresh], now=T0)
         tx.commit()
 
     # Then only the later points row of PO-A waits; it is due now, still pending and untried
     assert waiting == {fresh[0].message_id}
     row = get(sessions, fresh[0].message_id)
-    assert (row.status, row.next_retry_at, row.retry_count) == (OutboxStatus.PENDING, T0, 0)
-    # And the other rows keep their hand-off lease
-    assert [get(sessions, m.message_id).next_retry_at for m in fresh[1:]] == [T0 + LEASE, T0 + LEASE]
+    assert (row.status, row.due_at, row.attempts) == (OutboxStatus.PENDING, T0, 0)
+    # And the other rows keep their after-commit lease
+    assert [get(sessions, m.message_id).due_at for m in fresh[1:]] == [T0 + LEASE, T0 + LEASE]
 
 
 def test_a_stream_head_held_by_an_open_claim_keeps_the_rest_of_its_stream_from_other_relays(
@@ -360,7 +360,7 @@ def test_a_stream_head_held_by_an_open_claim_keeps_the_rest_of_its_stream_from_o
         tx.commit()
     assert claim(other_connection, now=T0 + timedelta(seconds=2), ordered_by_key=True) == [second.message_id]
     # And the third row was never touched: it waits for the second
-    assert get(sessions, third.message_id).next_retry_at == T0 - timedelta(seconds=28)
+    assert get(sessions, third.message_id).due_at == T0 - timedelta(seconds=28)
 
 
 def test_without_key_order_rows_of_one_key_are_claimed_together(sessions: sessionmaker[Session]) -> None:
@@ -383,12 +383,12 @@ def test_mark_sent_sets_pending_rows_sent_and_leaves_other_rows_alone(
     sessions: sessionmaker[Session],
 ) -> None:
     # Given a pending row with a recorded error, a row already sent, and a row that was given up
-    pending = replace(message(due_at=T0), retry_count=2)
+    pending = replace(message(due_at=T0), attempts=2)
     already_sent = message(due_at=T0, status=OutboxStatus.SENT)
     given_up = message(due_at=T0, status=OutboxStatus.FAILED)
     store(sessions, pending, already_sent, given_up)
     with SqlUnitOfWork(sessions) as tx:
-        tx.outbox.schedule_retry(pending.message_id, retry_count=2, next_retry_at=T0, error="boom", now=T0)
+        tx.outbox.schedule_retry(pending.message_id, attempts=2, due_at=T0, error="boom", now=T0)
         tx.commit()
 
     # When all three are reported sent
@@ -404,7 +404,7 @@ def test_mark_sent_sets_pending_rows_sent_and_leaves_other_rows_alone(
     row = get(sessions, pending.message_id)
     assert (row.status, row.sent_time, row.update_time) == (OutboxStatus.SENT, sent_at, sent_at)
     assert row.last_error is None
-    assert row.retry_count == 2
+    assert row.attempts == 2
     # And the other rows keep their status and were not stamped
     assert get(sessions, already_sent.message_id).sent_time is None
     assert get(sessions, given_up.message_id).status is OutboxStatus.FAILED
@@ -419,18 +419,18 @@ def test_schedule_retry_and_mark_failed_update_a_pending_row(sessions: sessionma
     with SqlUnitOfWork(sessions) as tx:
         retried = tx.outbox.schedule_retry(
             retrying.message_id,
-            retry_count=1,
-            next_retry_at=T0 + timedelta(seconds=4),
+            attempts=1,
+            due_at=T0 + timedelta(seconds=4),
             error="Throttled",
             now=T0,
         )
-        failed = tx.outbox.mark_failed(failing.message_id, retry_count=5, error="x" * 5000, now=T0)
+        failed = tx.outbox.mark_failed(failing.message_id, attempts=5, error="x" * 5000, now=T0)
         tx.commit()
 
     # Then the retrying row stays pending with its count, due time and error
     assert (retried, failed) == (True, True)
     row = get(sessions, retrying.message_id)
-    assert (row.status, row.retry_count, row.next_retry_at, row.last_error) == (
+    assert (row.status, row.attempts, row.due_at, row.last_error) == (
         OutboxStatus.PENDING,
         1,
         T0 + timedelta(seconds=4),
@@ -438,7 +438,7 @@ def test_schedule_retry_and_mark_failed_update_a_pending_row(sessions: sessionma
     )
     # And the given-up row is FAILED with its error cut to the column's size
     row = get(sessions, failing.message_id)
-    assert (row.status, row.retry_count) == (OutboxStatus.FAILED, 5)
+    assert (row.status, row.attempts) == (OutboxStatus.FAILED, 5)
     assert row.last_error is not None
     assert len(row.last_error) == LAST_ERROR_MAX
     assert row.last_error.startswith("xxx")
@@ -454,15 +454,15 @@ def test_a_late_failure_report_does_not_undo_a_send(sessions: sessionmaker[Sessi
     # When a slower relay, which held an expired claim on it, reports a failed publish
     with SqlUnitOfWork(sessions) as tx:
         retried = tx.outbox.schedule_retry(
-            row.message_id, retry_count=1, next_retry_at=T0 + timedelta(seconds=4), error="timeout", now=T0
+            row.message_id, attempts=1, due_at=T0 + timedelta(seconds=4), error="timeout", now=T0
         )
-        failed = tx.outbox.mark_failed(row.message_id, retry_count=5, error="timeout", now=T0)
+        failed = tx.outbox.mark_failed(row.message_id, attempts=5, error="timeout", now=T0)
         tx.commit()
 
     # Then neither report changed the row: it stays SENT, with no error and no retry counted
     assert (retried, failed) == (False, False)
     stored = get(sessions, row.message_id)
-    assert (stored.status, stored.retry_count, stored.last_error, stored.sent_time) == (
+    assert (stored.status, stored.attempts, stored.last_error, stored.sent_time) == (
         OutboxStatus.SENT,
         0,
         None,
@@ -476,7 +476,7 @@ def test_a_given_up_row_is_not_revived_by_a_retry_report(sessions: sessionmaker[
 
     # When a retry is scheduled for it
     with SqlUnitOfWork(sessions) as tx:
-        changed = tx.outbox.schedule_retry(row.message_id, retry_count=6, next_retry_at=T0, error="x", now=T0)
+        changed = tx.outbox.schedule_retry(row.message_id, attempts=6, due_at=T0, error="x", now=T0)
         tx.commit()
 
     # Then it stays FAILED and is never claimed

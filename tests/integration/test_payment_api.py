@@ -25,7 +25,7 @@ from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import PaymentConflict
 from payment_outbox.services.payments import PaymentService
-from payment_outbox.services.relay import ImmediatePublisher
+from payment_outbox.services.relay import AfterCommitPublish
 from payment_outbox.settings import OutboxSettings
 from payment_outbox_dev.local.harness import ApiResponse
 from tests.fakes import outbox_message
@@ -636,7 +636,9 @@ def containers(system: LocalSystem) -> Iterator[Callable[[int], list[PaymentServ
             factory = make_session_factory(engines[-1])
             services.append(
                 PaymentService(
-                    lambda f=factory: SqlUnitOfWork(f), SystemClock(), handoff_lease=timedelta(seconds=60)
+                    lambda f=factory: SqlUnitOfWork(f),
+                    SystemClock(),
+                    after_commit_lease=timedelta(seconds=60),
                 )
             )
         return services
@@ -740,9 +742,9 @@ def test_seed_bug_nothing_published_when_payment_transaction_rolls_back(
     monkeypatch.setattr(SqlOutboxRepository, "add_all", add_all_then_fail)
     monkeypatch.setattr(SqlUnitOfWork, "commit", commit_fails)
     after_commit, sns_publish = Spy(), Spy()
-    original_after_commit, original_publish = ImmediatePublisher.__call__, SnsPublisher.publish
+    original_after_commit, original_publish = AfterCommitPublish.__call__, SnsPublisher.publish
 
-    def counting_after_commit(self: ImmediatePublisher, messages: Sequence[OutboxMessage]) -> None:
+    def counting_after_commit(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
         after_commit.calls += 1
         original_after_commit(self, messages)
 
@@ -750,7 +752,7 @@ def test_seed_bug_nothing_published_when_payment_transaction_rolls_back(
         sns_publish.calls += 1
         return original_publish(self, messages)
 
-    monkeypatch.setattr(ImmediatePublisher, "__call__", counting_after_commit)
+    monkeypatch.setattr(AfterCommitPublish, "__call__", counting_after_commit)
     monkeypatch.setattr(SnsPublisher, "publish", counting_publish)
 
     # When the success callback is processed
@@ -781,7 +783,7 @@ def test_seed_bug_nothing_published_when_payment_transaction_rolls_back(
     assert len(take_messages(system.resources.queue_url("SmsQueue"))) == 1
 
 
-def test_failed_immediate_publish_still_answers_200_and_leaves_rows_to_the_relay(
+def test_failed_after_commit_publish_still_answers_200_and_leaves_rows_to_the_relay(
     system: LocalSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an unpaid order and SNS refusing the publish (the topic the API points at does not exist)
@@ -824,16 +826,16 @@ def test_failed_immediate_publish_still_answers_200_and_leaves_rows_to_the_relay
     assert len(system.sms_deliveries()) == 1
 
 
-def test_crash_after_commit_before_immediate_publish_leaves_rows_to_the_relay_after_the_lease(
+def test_crash_after_commit_before_after_commit_publish_leaves_rows_to_the_relay_after_the_lease(
     system: LocalSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an unpaid order, and a process that dies right after the payment commit
     order = system.create_order()
 
-    def dies(self: ImmediatePublisher, messages: Sequence[OutboxMessage]) -> None:
+    def dies(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
         raise ProcessKilled
 
-    monkeypatch.setattr(ImmediatePublisher, "__call__", dies)
+    monkeypatch.setattr(AfterCommitPublish, "__call__", dies)
 
     # When the success callback is processed
     before = utc_now()
@@ -841,7 +843,7 @@ def test_crash_after_commit_before_immediate_publish_leaves_rows_to_the_relay_af
         system.pay(order)
     after = utc_now()
 
-    # Then the payment is committed, and its rows are pending, untried, held until the hand-off lease ends
+    # Then the payment is committed, and its rows are pending, untried, held until the after-commit lease ends
     assert order_row(system, order["orderId"])["status"] == "PAID"
     lease = timedelta(seconds=OutboxSettings().outbox_lease_seconds)
     rows = system.outbox_rows()

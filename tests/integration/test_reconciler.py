@@ -71,7 +71,9 @@ def paid_without_publish(
     """An order paid through the payment use case (outbox rows in the same transaction), not yet published."""
     order = system.create_order(amount=amount, phone=phone)
     with configured_database() as database:
-        payments = PaymentService(database.unit_of_work, SystemClock(), handoff_lease=timedelta(seconds=60))
+        payments = PaymentService(
+            database.unit_of_work, SystemClock(), after_commit_lease=timedelta(seconds=60)
+        )
         payments.pay_order(
             PaymentNotice(order["orderNo"], f"txn-{uuid.uuid4().hex[:12]}", Decimal(amount), now(), "CNY")
         )

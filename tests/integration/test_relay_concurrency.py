@@ -42,7 +42,7 @@ def concurrent_relay(
     engine: Engine,
     publisher: MessagePublisher,
     *,
-    batch_size: int = 40,
+    claim_size: int = 40,
     max_in_flight: int = 4,
     ordered_by_key: bool = False,
 ) -> OutboxRelay:
@@ -52,7 +52,7 @@ def concurrent_relay(
         publisher,
         SystemClock(),
         policy=RetryPolicy(max_attempts=5),
-        batch_size=batch_size,
+        claim_size=claim_size,
         lease=timedelta(seconds=60),
         ordered_by_key=ordered_by_key,
         max_in_flight=max_in_flight,
@@ -142,7 +142,7 @@ def test_concurrent_requests_with_per_entry_failures_through_sns(system: LocalSy
     assert sorted(published) == sorted(set(ids) - failing)
     assert (report.claimed, report.published, report.retried) == (120, 114, 6)
     # And each claim was marked sent in one statement: three claims, three statements
-    assert marks.count == 3 == report.batches
+    assert marks.count == 3 == report.claims
     # And the queues received each published envelope once
     points = receive_all(system.resources.queue_url("PointsQueue"))
     sms = receive_all(system.resources.queue_url("SmsQueue"))
@@ -160,7 +160,7 @@ def test_several_relays_each_with_requests_in_flight_publish_every_row_once(
     lock = threading.Lock()
     slow = SlowPublisher(pause=0.005)
     relays = [
-        concurrent_relay(engine, RecordingPublisher(slow, published, lock), batch_size=30)
+        concurrent_relay(engine, RecordingPublisher(slow, published, lock), claim_size=30)
         for engine in engines(3)
     ]
     # When they drain it at the same time
@@ -225,7 +225,7 @@ def test_with_ordered_delivery_a_keys_messages_are_never_in_flight_together(
 
     watching = Watching()
     (engine,) = engines(1)
-    relay = concurrent_relay(engine, watching, batch_size=60, ordered_by_key=True)
+    relay = concurrent_relay(engine, watching, claim_size=60, ordered_by_key=True)
     # When an ordered relay with four requests in flight drains them, run after run
     for _ in range(10):
         relay.relay_due_messages()
@@ -275,7 +275,7 @@ def test_fan_out_is_bounded_by_the_concurrency_limit_and_stops_with_the_backlog(
 
     def build() -> OutboxRelay:
         publisher = RecordingPublisher(SlowPublisher(pause=0.05), published, lock)
-        return concurrent_relay(next(pool), publisher, batch_size=20, max_in_flight=1)
+        return concurrent_relay(next(pool), publisher, claim_size=20, max_in_flight=1)
 
     launcher = ThreadLauncher(build)
     scheduled = build()

@@ -226,7 +226,7 @@ def test_seed_bug_failed_send_is_retried_and_delivered(system: LocalSystem, sns:
     for failed in rows:
         assert (failed["status"], failed["retry_count"]) == (0, 1)
         assert "NotFound" in failed["last_error"]
-        # due again after the first backoff step (2 s), well before the 60 s hand-off lease would end
+        # due again after the first backoff step (2 s), well before the 60 s after-commit lease would end
         assert before < failed["next_retry_at"] <= now() + timedelta(seconds=2)
     assert system.queue_depth("PointsQueue") == 0
 

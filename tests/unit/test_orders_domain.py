@@ -187,8 +187,8 @@ def test_a_pending_row_stores_the_envelope_exactly_as_published() -> None:
     row = pending_message(points, now=NOW, due_at=PAID_AT)
     # Then the row is pending, untried, due when asked, and holds the envelope JSON with its keys
     assert row.status is OutboxStatus.PENDING
-    assert row.retry_count == 0
-    assert row.next_retry_at == PAID_AT
+    assert row.attempts == 0
+    assert row.due_at == PAID_AT
     assert (row.message_id, row.topic, row.business_key, row.business_type) == (
         "msg-1",
         TOPIC_POINTS,

@@ -26,7 +26,7 @@ def _relay(
     publisher: object,
     clock: FakeClock,
     *,
-    batch_size: int = 40,
+    claim_size: int = 40,
     max_in_flight: int = 4,
     ordered_by_key: bool = False,
     sleep: object = None,
@@ -37,7 +37,7 @@ def _relay(
         publisher,  # type: ignore[arg-type]
         clock,
         policy=POLICY,
-        batch_size=batch_size,
+        claim_size=claim_size,
         lease=timedelta(seconds=60),
         ordered_by_key=ordered_by_key,
         rng=random.Random(0),
@@ -115,7 +115,7 @@ def test_a_claims_requests_are_in_flight_together_and_marked_sent_in_one_stateme
     assert [len(c) for c in publisher.calls] == [10] * 8
     assert publisher.most_in_flight == 4
     # And each claim was marked sent with one statement naming all of its rows
-    assert report.batches == 2 and report.published == 80
+    assert report.claims == 2 and report.published == 80
     assert [len(c) for c in marks.calls] == [40, 40]
 
 
@@ -125,7 +125,7 @@ def test_per_entry_failures_in_concurrent_requests_are_each_retried_or_given_up(
     # Given 40 due rows published as four concurrent requests, with failures spread over them
     db, clock = InMemoryDatabase(), FakeClock()
     ids = _seed(db, 39)
-    db.insert_messages([outbox_message("last-try", business_key="PO-x", retry_count=2)])
+    db.insert_messages([outbox_message("last-try", business_key="PO-x", attempts=2)])
     publisher = GatedPublisher(parties=4)
     publisher.fail("m003", error="Throttled: slow down")
     publisher.fail("m017", error="InternalError: try again")
@@ -133,12 +133,12 @@ def test_per_entry_failures_in_concurrent_requests_are_each_retried_or_given_up(
     publisher.fail("last-try", error="Throttled: slow down")
     marks = CountingMarkSent(monkeypatch)
     # When the relay runs (one claim of 40 rows: four requests in flight at once)
-    report = _relay(db, publisher, clock, batch_size=50).relay_due_messages()
+    report = _relay(db, publisher, clock, claim_size=50).relay_due_messages()
     # Then the transient failures wait for their retry, with their own error
     for message_id, error in (("m003", "Throttled: slow down"), ("m017", "InternalError: try again")):
         row = db.message(message_id)
-        assert (row.status, row.retry_count, row.last_error) == (OutboxStatus.PENDING, 1, error)
-        assert row.next_retry_at > START
+        assert (row.status, row.attempts, row.last_error) == (OutboxStatus.PENDING, 1, error)
+        assert row.due_at > START
     # And the permanent failure and the row out of attempts gave up
     assert db.message("m025").status is OutboxStatus.FAILED
     assert db.message("last-try").status is OutboxStatus.FAILED
@@ -160,7 +160,7 @@ def test_a_publisher_that_raises_leaves_the_claim_to_its_lease() -> None:
     with pytest.raises(ConnectionError):
         _relay(db, publisher, clock).relay_due_messages()
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
-    assert all(m.next_retry_at == START + timedelta(seconds=60) for m in db.messages())
+    assert all(m.due_at == START + timedelta(seconds=60) for m in db.messages())
 
 
 def test_with_ordered_delivery_a_streams_rows_are_never_in_concurrent_requests() -> None:
@@ -226,7 +226,7 @@ def test_the_relay_never_starts_a_claim_it_cannot_finish_and_finishes_every_clai
     # And every claim it started was published and recorded: no row is left leased and unsent
     rows = db.messages()
     sent = [m for m in rows if m.status is OutboxStatus.SENT]
-    untouched = [m for m in rows if m.status is OutboxStatus.PENDING and m.next_retry_at == START]
+    untouched = [m for m in rows if m.status is OutboxStatus.PENDING and m.due_at == START]
     assert len(sent) == report.claimed == report.published
     assert len(sent) + len(untouched) == 200
     assert 0 < report.claimed < 200
@@ -261,7 +261,7 @@ def _polling_run(
 
 
 def test_a_polling_run_publishes_rows_that_fall_due_within_its_minute() -> None:
-    # Given a row due now and rows that fall due 4 s and 20 s later (a retry, a hand-off lease)
+    # Given a row due now and rows that fall due 4 s and 20 s later (a retry, a after-commit lease)
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("now", business_key="a")])
     db.insert_messages([outbox_message("in-4s", business_key="b", due_at=START + timedelta(seconds=4))])
@@ -303,11 +303,11 @@ def test_a_run_stops_polling_when_a_claim_publishes_nothing() -> None:
     relay.relay_due_messages(lambda: 60_000, polling=Polling())
     # Then it returns instead of waiting for the retry: attempts keep the scheduled runs' pace
     assert sleeper.waits == []
-    assert db.message("m1").retry_count == 1
+    assert db.message("m1").attempts == 1
 
 
 def test_a_run_with_nothing_due_and_nothing_falling_due_returns_at_once() -> None:
-    # Given only a row that falls due after the run must have stopped (a fresh hand-off lease)
+    # Given only a row that falls due after the run must have stopped (a fresh after-commit lease)
     db, clock = InMemoryDatabase(), FakeClock()
     db.insert_messages([outbox_message("later", due_at=START + timedelta(seconds=59))])
     relay, sleeper, remaining_ms = _polling_run(db, clock)
@@ -332,7 +332,7 @@ def test_a_polling_run_stops_before_its_deadline() -> None:
     assert remaining_ms() >= SAFETY_MARGIN_MS  # type: ignore[operator]
     assert 0 < report.published < 24
     pending = [m for m in db.messages() if m.status is OutboxStatus.PENDING]
-    assert all(m.next_retry_at > clock.now() for m in pending)
+    assert all(m.due_at > clock.now() for m in pending)
 
 
 # --- fan-out --------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def _fan_out_run(rows: int, max_relays: int) -> tuple[RecordingLauncher, object,
             return super().publish(messages)
 
     launcher = RecordingLauncher()
-    relay = _relay(db, OneSecondPublisher(), clock, batch_size=10, max_in_flight=1, monotonic=timer.monotonic)
+    relay = _relay(db, OneSecondPublisher(), clock, claim_size=10, max_in_flight=1, monotonic=timer.monotonic)
     report = relay.relay_due_messages(lambda: 7_000 + SAFETY_MARGIN_MS, fan_out=FanOut(launcher, max_relays))
     return launcher, report, db
 
@@ -416,7 +416,7 @@ def test_a_started_relay_ends_when_its_starter_ends_keeping_the_safety_margin_on
     def remaining_ms() -> int:
         return int((starter_deadline - timer.seconds) * 1000)
 
-    relay = _relay(db, OneSecondPublisher(), clock, batch_size=10, max_in_flight=1, monotonic=timer.monotonic)
+    relay = _relay(db, OneSecondPublisher(), clock, claim_size=10, max_in_flight=1, monotonic=timer.monotonic)
     # When it fans out
     relay.relay_due_messages(remaining_ms, fan_out=FanOut(Launcher(), 4))
     # Then the runs it started are told to end exactly when it ends, not a safety margin sooner: each
@@ -451,7 +451,7 @@ def test_a_partly_failed_claim_also_ends_the_polling() -> None:
     # Then it does not stay to retry the failure (nor to wait for the later row)
     assert sleeper.waits == []
     assert db.message("ok").status is OutboxStatus.SENT
-    assert db.message("bad").retry_count == 1
+    assert db.message("bad").attempts == 1
     assert db.message("later").status is OutboxStatus.PENDING
 
 
@@ -467,7 +467,7 @@ def test_a_claim_refused_entirely_ends_the_run_and_spares_the_backlogs_attempts(
             return super().publish(messages)
 
     # When a relay with claims of 10 runs
-    report = _relay(db, Down(), clock, batch_size=10, max_in_flight=1).relay_due_messages()
+    report = _relay(db, Down(), clock, claim_size=10, max_in_flight=1).relay_due_messages()
     # Then it stopped after the first refused claim: only those rows spent an attempt
     assert (report.claimed, report.retried) == (10, 10)
-    assert sorted(m.retry_count for m in db.messages()) == [0] * 20 + [1] * 10
+    assert sorted(m.attempts for m in db.messages()) == [0] * 20 + [1] * 10

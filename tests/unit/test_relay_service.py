@@ -1,4 +1,4 @@
-"""OutboxRelay and ImmediatePublisher with in-memory fakes: claim, publish, mark sent, back off, give up."""
+"""OutboxRelay and AfterCommitPublish with in-memory fakes: claim, publish, mark sent, back off, give up."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.outbox import OutboxStatus
-from payment_outbox.services.relay import SAFETY_MARGIN_MS, ImmediatePublisher, OutboxRelay
+from payment_outbox.services.relay import SAFETY_MARGIN_MS, AfterCommitPublish, OutboxRelay
 from tests.fakes import START, FakeClock, InMemoryDatabase, ScriptedPublisher, outbox_message
 
 pytestmark = pytest.mark.unit
@@ -41,7 +41,7 @@ def _relay(
     publisher: ScriptedPublisher,
     clock: FakeClock,
     *,
-    batch_size: int = 10,
+    claim_size: int = 10,
     ordered_by_key: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> OutboxRelay:
@@ -50,7 +50,7 @@ def _relay(
         publisher,
         clock,
         policy=POLICY,
-        batch_size=batch_size,
+        claim_size=claim_size,
         lease=LEASE,
         ordered_by_key=ordered_by_key,
         rng=random.Random(0),
@@ -82,7 +82,7 @@ def test_due_messages_are_published_and_marked_sent(
         assert row.last_error is None
     # And the row not yet due is untouched
     assert db.message("later").status is OutboxStatus.PENDING
-    assert db.message("later").next_retry_at == START + timedelta(minutes=5)
+    assert db.message("later").due_at == START + timedelta(minutes=5)
     assert (report.claimed, report.published, report.retried, report.gave_up) == (3, 3, 0, [])
 
 
@@ -93,7 +93,7 @@ def test_nothing_due_means_no_publish(
     _seed(db, "later", due_at=START + timedelta(seconds=1))
     report = _relay(db, publisher, clock).relay_due_messages()
     assert publisher.calls == []
-    assert report.claimed == 0 and report.batches == 0
+    assert report.claimed == 0 and report.claims == 0
 
 
 def test_sent_rows_are_not_published_again(
@@ -124,10 +124,10 @@ def test_a_failed_publish_schedules_a_retry(
     # Then the row stays PENDING with one more try counted, the error kept and a later due time
     row = db.message("m1")
     assert row.status is OutboxStatus.PENDING
-    assert row.retry_count == 1
+    assert row.attempts == 1
     assert row.last_error == "Throttled: rate exceeded"
     # (first retry: base 2 s with equal jitter → between 1 and 2 s from now)
-    assert START + timedelta(seconds=1) <= row.next_retry_at <= START + timedelta(seconds=2)
+    assert START + timedelta(seconds=1) <= row.due_at <= START + timedelta(seconds=2)
     assert report.retried == 1 and report.published == 0 and report.gave_up == []
 
 
@@ -139,7 +139,7 @@ def test_a_retrying_row_waits_for_its_time_then_is_sent(
     publisher.fail("m1", times=1)
     relay = _relay(db, publisher, clock)
     relay.relay_due_messages()
-    retry_at = db.message("m1").next_retry_at
+    retry_at = db.message("m1").due_at
     # When the relay runs before the retry time / Then it leaves the row alone
     clock.set(retry_at - timedelta(milliseconds=1))
     assert relay.relay_due_messages().claimed == 0
@@ -150,7 +150,7 @@ def test_a_retrying_row_waits_for_its_time_then_is_sent(
     row = db.message("m1")
     assert row.status is OutboxStatus.SENT
     assert row.last_error is None
-    assert row.retry_count == 1
+    assert row.attempts == 1
     assert publisher.calls == [["m1"], ["m1"]]
 
 
@@ -166,13 +166,13 @@ def test_after_max_attempts_the_row_fails_and_is_reported(
     for _ in range(POLICY.max_attempts):
         reports.append(relay.relay_due_messages())
         assert reports[-1].claimed == 1
-        clock.set(max(clock.now(), db.message("m1").next_retry_at))
+        clock.set(max(clock.now(), db.message("m1").due_at))
     # Then the first two failures scheduled retries and the third gave up
     assert [r.retried for r in reports] == [1, 1, 0]
     assert [r.gave_up for r in reports] == [[], [], ["m1"]]
     row = db.message("m1")
     assert row.status is OutboxStatus.FAILED
-    assert row.retry_count == POLICY.max_attempts
+    assert row.attempts == POLICY.max_attempts
     assert row.last_error == "InternalError: SNS is down"
     # And a FAILED row is never picked up again
     clock.advance(days=1)
@@ -192,7 +192,7 @@ def test_retry_delays_grow_between_attempts(
     # When it is retried each time it falls due
     for _ in range(5):
         relay.relay_due_messages()
-        due = db.message("m1").next_retry_at
+        due = db.message("m1").due_at
         waits.append((due - clock.now()).total_seconds())
         clock.set(due)
     # Then each wait is within the policy's jitter bounds for that attempt (2, 4, 8, 16, 32 s ceilings)
@@ -212,7 +212,7 @@ def test_a_permanent_failure_fails_at_once(
     # Then the row is FAILED after its first attempt, without waiting for retries
     row = db.message("huge")
     assert row.status is OutboxStatus.FAILED
-    assert row.retry_count == 1
+    assert row.attempts == 1
     assert row.last_error == "message is 300000 bytes"
     assert report.gave_up == ["huge"] and report.retried == 0
 
@@ -229,7 +229,7 @@ def test_a_message_the_publisher_does_not_answer_for_is_retried(
     assert db.message("m1").status is OutboxStatus.SENT
     row = db.message("m2")
     assert row.status is OutboxStatus.PENDING
-    assert row.retry_count == 1
+    assert row.attempts == 1
     assert row.last_error
     assert report.published == 1 and report.retried == 1
 
@@ -242,7 +242,7 @@ def test_one_failing_message_does_not_hold_back_the_others(
     _seed(db, "m1", "m2", "m3", "m4")
     publisher.fail_always("bad")
     # When the relay runs
-    report = _relay(db, publisher, clock, batch_size=5).relay_due_messages()
+    report = _relay(db, publisher, clock, claim_size=5).relay_due_messages()
     # Then the four others are SENT in the same batch, and only the bad one waits for a retry
     assert publisher.calls == [["bad", "m1", "m2", "m3", "m4"]]
     assert [db.message(m).status for m in ("m1", "m2", "m3", "m4")] == [OutboxStatus.SENT] * 4
@@ -258,7 +258,7 @@ def test_a_failing_message_does_not_starve_later_batches(
     _seed(db, "m1", "m2", "m3")
     publisher.fail_always("bad")
     # When the relay runs once
-    _relay(db, publisher, clock, batch_size=2).relay_due_messages()
+    _relay(db, publisher, clock, claim_size=2).relay_due_messages()
     # Then every other row was still sent in that run
     assert sorted(publisher.published) == ["m1", "m2", "m3"]
 
@@ -294,7 +294,7 @@ def test_a_claim_leases_rows_so_a_second_relay_skips_them(
     assert [m.message_id for m in first.claim_due()] == ["m1"]
     # When another relay looks for due rows before the lease ends / Then it finds none
     assert _relay(db, publisher, clock).claim_due() == []
-    assert db.message("m1").next_retry_at == START + LEASE
+    assert db.message("m1").due_at == START + LEASE
     # When the first relay dies and the lease runs out / Then the row is claimable again
     clock.set(START + LEASE)
     assert [m.message_id for m in _relay(db, publisher, clock).claim_due()] == ["m1"]
@@ -312,7 +312,7 @@ def test_with_ordering_a_later_message_of_a_key_waits_for_the_earlier(
     assert publisher.calls == [["first"]]
     assert db.message("second").status is OutboxStatus.PENDING
     # When the first is retried and sent / Then the second follows
-    clock.set(db.message("first").next_retry_at)
+    clock.set(db.message("first").due_at)
     relay.relay_due_messages()
     clock.advance(seconds=1)
     relay.relay_due_messages()
@@ -346,7 +346,7 @@ def test_with_ordering_a_stream_keeps_its_order_through_a_failure_in_the_middle(
     relay.relay_due_messages()
     for _ in range(2):
         assert db.message("s3").status is OutboxStatus.PENDING
-        clock.set(db.message("s2").next_retry_at)
+        clock.set(db.message("s2").due_at)
         relay.relay_due_messages()
     # Then every message is sent, and the stream's messages were published in the order written
     assert all(m.status is OutboxStatus.SENT for m in db.messages())
@@ -378,10 +378,10 @@ def test_the_relay_loops_over_batches_while_rows_are_due(
     # Given five due rows and batches of two
     _seed(db, "m1", "m2", "m3", "m4", "m5")
     # When the relay runs once
-    report = _relay(db, publisher, clock, batch_size=2).relay_due_messages()
+    report = _relay(db, publisher, clock, claim_size=2).relay_due_messages()
     # Then it delivered them all in three batches, in due order
     assert [len(c) for c in publisher.calls] == [2, 2, 1]
-    assert (report.batches, report.claimed, report.published) == (3, 5, 5)
+    assert (report.claims, report.claimed, report.published) == (3, 5, 5)
     assert all(m.status is OutboxStatus.SENT for m in db.messages())
     # And the short last batch told it nothing more was due: no extra, empty claim was made
     assert db.opened == 1 + 3 * 2 + 1  # the seeding, claim + deliver per batch, the backlog age read
@@ -393,8 +393,8 @@ def test_the_relay_stops_when_a_full_batch_is_followed_by_no_rows(
     # Given exactly two full batches of rows / When the relay runs / Then it stops after finding none
     _seed(db, "m1", "m2", "m3", "m4")
     db.opened = 0
-    report = _relay(db, publisher, clock, batch_size=2).relay_due_messages()
-    assert report.batches == 2 and report.published == 4
+    report = _relay(db, publisher, clock, claim_size=2).relay_due_messages()
+    assert report.claims == 2 and report.published == 4
     assert db.opened == 2 * 2 + 1 + 1  # claim + deliver per batch, one empty claim, the backlog age
 
 
@@ -407,7 +407,7 @@ def test_the_relay_starts_no_batch_without_enough_time(
     report = _relay(db, publisher, clock).relay_due_messages(remaining_ms=lambda: SAFETY_MARGIN_MS)
     assert report.claimed == 0
     assert publisher.calls == []
-    assert all(m.next_retry_at == START for m in db.messages())
+    assert all(m.due_at == START for m in db.messages())
 
 
 def test_the_relay_stops_between_batches_when_time_runs_low(
@@ -417,13 +417,13 @@ def test_the_relay_stops_between_batches_when_time_runs_low(
     _seed(db, *[f"m{i}" for i in range(10)])
     remaining = iter([60_000, 60_000, SAFETY_MARGIN_MS - 1, 60_000])
     # When the relay runs
-    relay = _relay(db, publisher, clock, batch_size=2)
+    relay = _relay(db, publisher, clock, claim_size=2)
     report = relay.relay_due_messages(remaining_ms=lambda: next(remaining))
     # Then it delivered two batches and left the rest due for the next run
-    assert report.batches == 2 and report.published == 4
+    assert report.claims == 2 and report.published == 4
     pending = [m for m in db.messages() if m.status is OutboxStatus.PENDING]
     assert len(pending) == 6
-    assert all(m.next_retry_at == START for m in pending)
+    assert all(m.due_at == START for m in pending)
 
 
 class _FakeMonotonic:
@@ -452,11 +452,11 @@ def test_the_relay_keeps_room_for_its_slowest_batch(db: InMemoryDatabase, clock:
         return int(12_000 - timer.seconds * 1000)
 
     # When the relay runs
-    relay = _relay(db, publisher, clock, batch_size=2, monotonic=timer.monotonic)
+    relay = _relay(db, publisher, clock, claim_size=2, monotonic=timer.monotonic)
     report = relay.relay_due_messages(remaining_ms)
     # Then it starts a batch only while more than the margin plus twice the slowest batch is left:
     # 12 s (start), 10 s > 3 + 4, 8 s > 3 + 4, then 6 s is not enough
-    assert report.batches == 3
+    assert report.claims == 3
     assert remaining_ms() == 6_000
 
 
@@ -477,7 +477,7 @@ def _run_each_time_due(relay: OutboxRelay, db: InMemoryDatabase, clock: FakeCloc
     for _ in range(runs):
         pending = [m for m in db.messages() if m.status is OutboxStatus.PENDING]
         if pending:
-            clock.set(max(clock.now(), min(m.next_retry_at for m in pending)))
+            clock.set(max(clock.now(), min(m.due_at for m in pending)))
         claimed.append(relay.relay_due_messages().claimed)
     return claimed
 
@@ -495,7 +495,7 @@ def test_an_outage_charges_no_attempt_however_long_it_lasts_within_the_age_limit
     assert all(c >= 1 for c in claimed)
     for message_id in ("m1", "m2"):
         row = db.message(message_id)
-        assert (row.status, row.retry_count) == (OutboxStatus.PENDING, 0)
+        assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
         assert row.last_error == "ServiceUnavailable: 503"
     assert clock.now() - START < timedelta(seconds=AGED_POLICY.max_age_seconds or 0)
     # When SNS recovers / Then the next runs, each when a row falls due, send them, each once
@@ -526,7 +526,7 @@ def test_an_outage_still_backs_off_by_the_messages_age(
     # When the relay fails to publish it
     _aged_relay(db, publisher, clock).relay_due_messages()
     # Then its next try waits within the cap's jitter bounds (its age is past the 60 s cap), not 1-2 s
-    wait = (db.message("m1").next_retry_at - clock.now()).total_seconds()
+    wait = (db.message("m1").due_at - clock.now()).total_seconds()
     assert AGED_POLICY.max_delay_seconds / 2 <= wait <= AGED_POLICY.max_delay_seconds
 
 
@@ -542,7 +542,7 @@ def test_a_message_older_than_the_age_limit_gives_up_at_an_outage(
     # Then it gives up: FAILED, reported for the alarm, with the outage's error and why
     assert report.gave_up == ["old"]
     row = db.message("old")
-    assert (row.status, row.retry_count) == (OutboxStatus.FAILED, 0)
+    assert (row.status, row.attempts) == (OutboxStatus.FAILED, 0)
     assert row.last_error is not None and row.last_error.startswith("Throttling: Rate exceeded")
     assert "age limit" in row.last_error
 
@@ -556,7 +556,7 @@ def test_a_message_older_than_the_age_limit_gives_up_at_its_own_refusal_before_i
     publisher.fail("old", times=1)
     # When the relay fails to publish it / Then it gives up on its age after one attempt
     assert _aged_relay(db, publisher, clock).relay_due_messages().gave_up == ["old"]
-    assert db.message("old").retry_count == 1
+    assert db.message("old").attempts == 1
 
 
 def test_the_messages_own_refusals_still_give_up_at_max_attempts_between_outages(
@@ -569,25 +569,25 @@ def test_the_messages_own_refusals_still_give_up_at_max_attempts_between_outages
     _run_each_time_due(relay, db, clock, runs=2)
     publisher.outage()
     _run_each_time_due(relay, db, clock, runs=3)
-    assert db.message("m1").retry_count == 2
+    assert db.message("m1").attempts == 2
     publisher.recover()
     # When it is refused once more / Then its third own refusal gives up, whatever the outage did
     report = _run_each_time_due(relay, db, clock, runs=1)
     assert report == [1]
     row = db.message("m1")
-    assert (row.status, row.retry_count) == (OutboxStatus.FAILED, AGED_POLICY.max_attempts)
+    assert (row.status, row.attempts) == (OutboxStatus.FAILED, AGED_POLICY.max_attempts)
 
 
-def test_the_immediate_publisher_charges_no_attempt_in_an_outage(
+def test_the_after_commit_publish_charges_no_attempt_in_an_outage(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
 ) -> None:
     # Given rows committed by a payment, and an outage
     _seed(db, "p1", due_at=START + LEASE)
     publisher.outage()
     # When they are handed off / Then they are left to the relay with no attempt counted
-    ImmediatePublisher(lambda: _aged_relay(db, publisher, clock))(db.messages())
+    AfterCommitPublish(lambda: _aged_relay(db, publisher, clock))(db.messages())
     row = db.message("p1")
-    assert (row.status, row.retry_count) == (OutboxStatus.PENDING, 0)
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
 
 
 # --- the after-commit hand-off ------------------------------------------------------------------
@@ -601,28 +601,28 @@ def fresh_rows(db: InMemoryDatabase) -> Iterator[list[str]]:
     yield ids
 
 
-def test_the_immediate_publisher_sends_committed_rows_at_once(
+def test_the_after_commit_publish_sends_committed_rows_at_once(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given rows committed by a payment
-    hand_off = ImmediatePublisher(lambda: _relay(db, publisher, clock))
+    hand_off = AfterCommitPublish(lambda: _relay(db, publisher, clock))
     # When they are handed off / Then they are published and SENT without waiting for the relay
     hand_off(db.messages())
     assert publisher.published == fresh_rows
     assert all(db.message(m).status is OutboxStatus.SENT for m in fresh_rows)
 
 
-def test_the_immediate_publisher_records_a_failure_for_the_relay(
+def test_the_after_commit_publish_records_a_failure_for_the_relay(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given a hand-off whose publish fails for one row
     publisher.fail("p2")
     # When the rows are handed off
-    ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
+    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the failed row is scheduled for a retry like any relay failure
     assert db.message("p1").status is OutboxStatus.SENT
     assert db.message("p2").status is OutboxStatus.PENDING
-    assert db.message("p2").retry_count == 1
+    assert db.message("p2").attempts == 1
 
 
 def test_a_run_reports_how_long_the_oldest_due_row_has_waited(
@@ -638,20 +638,20 @@ def test_a_run_reports_how_long_the_oldest_due_row_has_waited(
     # Then nothing is due any more at the end of the run
     assert report.oldest_due_age_seconds == 0.0
     # And once its retry time has passed by 30 s, the backlog age says so
-    clock.set(db.message("stuck").next_retry_at + timedelta(seconds=30))
+    clock.set(db.message("stuck").due_at + timedelta(seconds=30))
     assert _relay(db, publisher, clock).oldest_due_age_seconds() == 30.0
 
 
-def test_the_immediate_publisher_never_gives_up_so_every_give_up_reaches_the_alarm(
+def test_the_after_commit_publish_never_gives_up_so_every_give_up_reaches_the_alarm(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given a hand-off whose publish fails permanently for one row
     publisher.fail_permanently("p2")
     # When the rows are handed off
-    ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
+    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the row is left for the scheduled relay (whose handler emits MessagesFailed), not FAILED here
     assert db.message("p2").status is OutboxStatus.PENDING
-    assert db.message("p2").retry_count == 1
+    assert db.message("p2").attempts == 1
     # And the scheduled relay gives up on it once it is due, reporting it
     clock.advance(seconds=POLICY.max_delay_seconds + 1)
     report = _relay(db, publisher, clock).relay_due_messages()
@@ -659,7 +659,7 @@ def test_the_immediate_publisher_never_gives_up_so_every_give_up_reaches_the_ala
     assert db.message("p2").status is OutboxStatus.FAILED
 
 
-def test_the_immediate_publisher_never_raises_when_the_relay_cannot_be_built(
+def test_the_after_commit_publish_never_raises_when_the_relay_cannot_be_built(
     db: InMemoryDatabase, fresh_rows: list[str]
 ) -> None:
     # Given a relay factory that fails (e.g. missing configuration)
@@ -667,37 +667,37 @@ def test_the_immediate_publisher_never_raises_when_the_relay_cannot_be_built(
         raise RuntimeError("ORDER_EVENTS_TOPIC_ARN is not set")
 
     # When rows are handed off / Then the caller sees no error and the rows wait for the relay
-    ImmediatePublisher(broken)(db.messages())
-    assert all(m.status is OutboxStatus.PENDING and m.retry_count == 0 for m in db.messages())
+    AfterCommitPublish(broken)(db.messages())
+    assert all(m.status is OutboxStatus.PENDING and m.attempts == 0 for m in db.messages())
 
 
-def test_the_immediate_publisher_never_raises_when_the_publisher_raises(
+def test_the_after_commit_publish_never_raises_when_the_publisher_raises(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given a publisher that breaks its contract and raises
     publisher.raise_on_publish(ConnectionError("endpoint unreachable"))
     # When rows are handed off / Then the caller sees no error
-    ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
-    # And the rows are left pending, due when the hand-off lease ends
+    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
+    # And the rows are left pending, due when the after-commit lease ends
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
-    assert all(m.next_retry_at == START + LEASE for m in db.messages())
+    assert all(m.due_at == START + LEASE for m in db.messages())
 
 
-def test_the_immediate_publisher_never_raises_when_the_database_is_lost(
+def test_the_after_commit_publish_never_raises_when_the_database_is_lost(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given a publish that succeeds but a database that fails when the outcome is recorded
     db.fail_next_enter = ConnectionError("lost connection to MySQL server")
     # When rows are handed off / Then the caller sees no error (the relay re-sends; consumers dedupe)
-    ImmediatePublisher(lambda: _relay(db, publisher, clock))(db.messages())
+    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
     assert publisher.published == fresh_rows
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
 
 
-# --- the immediate publish in stream order ------------------------------------------------------
+# --- the after-commit publish in stream order ------------------------------------------------------
 
 
-def test_in_stream_order_the_immediate_publish_leaves_a_row_behind_a_pending_one_to_the_relay(
+def test_in_stream_order_the_after_commit_publish_leaves_a_row_behind_a_pending_one_to_the_relay(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
 ) -> None:
     # Given an earlier message of stream PO-1/points still retrying
@@ -705,28 +705,28 @@ def test_in_stream_order_the_immediate_publish_leaves_a_row_behind_a_pending_one
     # And a payment that just committed a later points message of PO-1 and an SMS of PO-1
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
     _seed(db, "sms", business_key="PO-1", topic=TOPIC_SMS, due_at=START + LEASE)
-    hand_off = ImmediatePublisher(lambda: _relay(db, publisher, clock, ordered_by_key=True))
+    hand_off = AfterCommitPublish(lambda: _relay(db, publisher, clock, ordered_by_key=True))
     # When the fresh rows are handed off
     hand_off([db.message("later"), db.message("sms")])
     # Then only the SMS, the head of its stream, was published
     assert publisher.calls == [["sms"]]
-    # And the later points row is left to the relay: pending, due now rather than after the hand-off lease
+    # And the later points row is left to the relay: pending, due now rather than after the after-commit lease
     assert db.message("later").status is OutboxStatus.PENDING
-    assert db.message("later").next_retry_at == START
-    assert db.message("later").retry_count == 0
+    assert db.message("later").due_at == START
+    assert db.message("later").attempts == 0
     # When the relay runs once the earlier row is due / Then it sends the stream in order
     clock.set(START + timedelta(seconds=30))
     _relay(db, publisher, clock, ordered_by_key=True).relay_due_messages()
     assert publisher.published == ["sms", "earlier", "later"]
 
 
-def test_without_stream_order_the_immediate_publish_sends_every_row(
+def test_without_stream_order_the_after_commit_publish_sends_every_row(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock
 ) -> None:
     # Given an earlier message of the stream still pending and a fresh later one
     _seed(db, "earlier", business_key="PO-1", due_at=START + timedelta(seconds=30))
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
     # When the fresh row is handed off on a standard (unordered) deployment
-    ImmediatePublisher(lambda: _relay(db, publisher, clock))([db.message("later")])
+    AfterCommitPublish(lambda: _relay(db, publisher, clock))([db.message("later")])
     # Then it is published at once
     assert publisher.published == ["later"]

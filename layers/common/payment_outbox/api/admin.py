@@ -337,8 +337,8 @@ def message_view(message: OutboxMessage) -> dict[str, Any]:
         "statusCode": int(message.status),
         "businessKey": message.business_key,
         "businessType": message.business_type,
-        "retryCount": message.retry_count,
-        "nextRetryAt": _iso(message.next_retry_at),
+        "retryCount": message.attempts,
+        "nextRetryAt": _iso(message.due_at),
         "lastError": message.last_error,
         "createTime": _iso(message.create_time),
         "updateTime": _iso(message.update_time),
@@ -366,8 +366,8 @@ def requeue_view(result: RequeueResult) -> dict[str, Any]:
             {
                 "messageId": c.message_id,
                 "status": {"from": c.status_from.name, "to": OutboxStatus.PENDING.name},
-                "retryCount": {"from": c.retry_count_from, "to": c.retry_count_to},
-                "nextRetryAt": {"from": _iso(c.next_retry_at_from), "to": _iso(c.next_retry_at_to)},
+                "retryCount": {"from": c.attempts_from, "to": c.attempts_to},
+                "nextRetryAt": {"from": _iso(c.due_at_from), "to": _iso(c.due_at_to)},
             }
             for c in result.changes
         ],

@@ -24,7 +24,7 @@ from payment_outbox.composition.database import connect_database
 from payment_outbox.composition.relay import outbox_relay, relay_publisher
 from payment_outbox.ports import WebhookSecrets
 from payment_outbox.services.payments import CallbackSignatures, PaymentService
-from payment_outbox.services.relay import ImmediatePublisher, RelayReport
+from payment_outbox.services.relay import AfterCommitPublish, RelayReport
 from payment_outbox.settings import (
     CallerSettings,
     DatabaseSettings,
@@ -57,8 +57,8 @@ def build_payment_api() -> PaymentApi:
     payments = PaymentService(
         database.unit_of_work,
         clock,
-        handoff_lease=timedelta(seconds=outbox.outbox_lease_seconds),
-        after_commit=ImmediatePublisher(lambda: immediate, on_report=count_immediate_publish),
+        after_commit_lease=timedelta(seconds=outbox.outbox_lease_seconds),
+        after_commit=AfterCommitPublish(lambda: immediate, on_report=count_after_commit_publish),
         money=money.rules(),
     )
     signatures = CallbackSignatures(
@@ -71,7 +71,7 @@ def build_payment_api() -> PaymentApi:
     )
 
 
-def count_immediate_publish(report: RelayReport) -> None:
+def count_after_commit_publish(report: RelayReport) -> None:
     """The after-commit path's share of MessagesPublished / MessagesRetried (service=payment-api).
 
     Powertools' Metrics instances share one metric set: the handler's ``log_metrics`` flushes these.

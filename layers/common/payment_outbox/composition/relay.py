@@ -95,14 +95,14 @@ def outbox_relay(
     """Every relay, as configured: the scheduled run's (``build_scheduled_relay``), the after-commit
     publish's (``composition.payment_api``) and the benchmarks', publishing through ``publisher``
     (``relay_publisher``). The after-commit publish only ever delivers the rows just written
-    (``deliver_handed_off``), which never gives up: a failure is rescheduled with the backoff, and
+    (``publish_after_commit``), which never gives up: a failure is rescheduled with the backoff, and
     claiming and giving up are left to the scheduled relay."""
     return OutboxRelay(
         database.unit_of_work,
         publisher,
         clock or SystemClock(),
         policy=settings.retry_policy(),
-        batch_size=settings.outbox_batch_size,
+        claim_size=settings.outbox_batch_size,
         lease=timedelta(seconds=settings.outbox_lease_seconds),
         # In stream order, a row behind an earlier pending one of its stream is left to the relay.
         ordered_by_key=settings.outbox_ordered_by_key,

@@ -30,9 +30,9 @@ class RetryPolicy:
         if self.base_delay_seconds <= 0 or self.max_delay_seconds < self.base_delay_seconds:
             raise ValueError("delays must be positive and max_delay_seconds >= base_delay_seconds")
 
-    def gives_up(self, failed_attempts: int) -> bool:
+    def gives_up(self, attempts: int) -> bool:
         """True once ``failed_attempts`` publishes have failed and no attempt is left."""
-        return failed_attempts >= self.max_attempts
+        return attempts >= self.max_attempts
 
     def too_old(self, age: timedelta) -> bool:
         """True once a message has waited ``max_age_seconds`` since it was written."""
@@ -45,11 +45,11 @@ class RetryPolicy:
         ceiling = min(self.max_delay_seconds, max(self.base_delay_seconds, age.total_seconds()))
         return timedelta(seconds=ceiling / 2 + rng.uniform(0, ceiling / 2))
 
-    def delay(self, failed_attempts: int, rng: random.Random) -> timedelta:
+    def delay(self, attempts: int, rng: random.Random) -> timedelta:
         """Exponential backoff with "equal jitter": half fixed, half random, so delays still grow
         while relays that failed together spread out instead of retrying in lockstep."""
-        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** max(failed_attempts - 1, 0))
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** max(attempts - 1, 0))
         return timedelta(seconds=ceiling / 2 + rng.uniform(0, ceiling / 2))
 
-    def next_attempt_at(self, now: datetime, failed_attempts: int, rng: random.Random) -> datetime:
-        return now + self.delay(failed_attempts, rng)
+    def next_attempt_at(self, now: datetime, attempts: int, rng: random.Random) -> datetime:
+        return now + self.delay(attempts, rng)

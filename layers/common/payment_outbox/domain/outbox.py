@@ -40,8 +40,8 @@ class OutboxMessage:
     business_key: str
     business_type: str
     status: OutboxStatus
-    retry_count: int
-    next_retry_at: datetime
+    attempts: int
+    due_at: datetime
     create_time: datetime
     update_time: datetime
     id: int | None = None
@@ -75,8 +75,8 @@ def pending_message(
         business_key=envelope.business_key,
         business_type=envelope.business_type,
         status=OutboxStatus.PENDING,
-        retry_count=0,
-        next_retry_at=due_at,
+        attempts=0,
+        due_at=due_at,
         create_time=now,
         update_time=now,
         trace=trace,

@@ -60,10 +60,10 @@ class RequeueChange:
 
     message_id: str
     status_from: OutboxStatus
-    retry_count_from: int
-    retry_count_to: int
-    next_retry_at_from: datetime
-    next_retry_at_to: datetime
+    attempts_from: int
+    attempts_to: int
+    due_at_from: datetime
+    due_at_to: datetime
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,10 @@ def planned_changes(
         RequeueChange(
             message_id=m.message_id,
             status_from=m.status,
-            retry_count_from=m.retry_count,
-            retry_count_to=0 if reset_attempts else m.retry_count,
-            next_retry_at_from=m.next_retry_at,
-            next_retry_at_to=now,
+            attempts_from=m.attempts,
+            attempts_to=0 if reset_attempts else m.attempts,
+            due_at_from=m.due_at,
+            due_at_to=now,
         )
         for m in messages
     ]
@@ -103,7 +103,7 @@ def _history(messages: list[OutboxMessage]) -> dict[str, list[str]]:
     ``last_error`` is not copied: a requeue leaves it on the row."""
     groups: dict[str, list[str]] = {}
     for m in messages:
-        groups.setdefault(f"{m.status.name}:{m.retry_count}", []).append(m.message_id)
+        groups.setdefault(f"{m.status.name}:{m.attempts}", []).append(m.message_id)
     return groups
 
 

@@ -66,7 +66,7 @@ class PaymentService:
         uow: UnitOfWorkFactory,
         clock: Clock,
         *,
-        handoff_lease: timedelta,
+        after_commit_lease: timedelta,
         after_commit: AfterCommitPublisher | None = None,
         message_ids: Callable[[], str] = new_message_id,
         order_numbers: Callable[[], str] | None = None,
@@ -74,7 +74,7 @@ class PaymentService:
     ) -> None:
         self._uow = uow
         self._clock = clock
-        self._handoff_lease = handoff_lease
+        self._after_commit_lease = after_commit_lease
         self._after_commit = after_commit
         self._message_ids = message_ids
         self._order_numbers = order_numbers or (lambda: new_order_no(clock))
@@ -155,10 +155,10 @@ class PaymentService:
                 now,
             )
             tx.orders.save_payment(paid)
-            # Due only after the hand-off lease: the immediate publish below owns the rows until then,
+            # Due only after the after-commit lease: the after-commit publish below owns the rows until then,
             # and if this process dies before it finishes, the relay takes them over when it ends.
             messages = [
-                pending_message(envelope, now=now, due_at=now + self._handoff_lease, trace=trace)
+                pending_message(envelope, now=now, due_at=now + self._after_commit_lease, trace=trace)
                 for envelope in order_paid_envelopes(
                     paid, now=now, new_id=self._message_ids, money=self._money
                 )

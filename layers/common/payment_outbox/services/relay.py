@@ -44,7 +44,7 @@ FAN_OUT_AFTER_SECONDS = 2.0
 class Polling:
     """Keep a scheduled run alive within its minute while rows fall due, instead of returning at the
     first empty claim: a row that missed the after-commit publish then waits about a poll interval
-    after falling due (its hand-off lease or its retry time), not until the next scheduled run, and
+    after falling due (its after-commit lease or its retry time), not until the next scheduled run, and
     a quiet minute still costs one short run.
 
     The run goes on polling (every ``interval_seconds``, or sooner when a row falls due sooner) while
@@ -77,7 +77,7 @@ class RelayReport:
     #: Of the retried, those whose request SNS refused whole (an outage): no attempt charged.
     held_by_outage: int = 0
     gave_up: list[str] = field(default_factory=list)
-    batches: int = 0
+    claims: int = 0
     #: How long the longest-waiting due row has waited when the run ends (0 when none is due).
     oldest_due_age_seconds: float = 0.0
     #: Further relays this run started because of the backlog (fan-out).
@@ -89,7 +89,7 @@ class RelayReport:
         self.retried += other.retried
         self.held_by_outage += other.held_by_outage
         self.gave_up.extend(other.gave_up)
-        self.batches += other.batches
+        self.claims += other.claims
 
 
 class _Flight:
@@ -127,7 +127,7 @@ class OutboxRelay:
         clock: Clock,
         *,
         policy: RetryPolicy,
-        batch_size: int = 50,
+        claim_size: int = 50,
         lease: timedelta = timedelta(seconds=60),
         ordered_by_key: bool = False,
         rng: random.Random | None = None,
@@ -145,7 +145,7 @@ class OutboxRelay:
         self._publisher = publisher
         self._clock = clock
         self._policy = policy
-        self._batch_size = batch_size
+        self._batch_size = claim_size
         self._lease = lease
         self._ordered_by_key = ordered_by_key
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security  # nosec B311
@@ -319,7 +319,7 @@ class OutboxRelay:
             tx.commit()
         return claimed
 
-    def deliver_handed_off(self, messages: Sequence[OutboxMessage]) -> RelayReport:
+    def publish_after_commit(self, messages: Sequence[OutboxMessage]) -> RelayReport:
         """Deliver rows just committed and leased to the caller (the after-commit publish).
 
         In stream order a row behind an earlier pending row of its stream is not published here: it is
@@ -327,7 +327,7 @@ class OutboxRelay:
         """
         if self._ordered_by_key:
             with self._uow() as tx:
-                waiting = tx.outbox.hand_back_waiting([m.message_id for m in messages], now=self._clock.now())
+                waiting = tx.outbox.release_waiting([m.message_id for m in messages], now=self._clock.now())
                 tx.commit()
             messages = [m for m in messages if m.message_id not in waiting]
             if not messages:
@@ -392,7 +392,7 @@ class OutboxRelay:
         unanswered) charges none and backs off by the message's age. Either way a message older than
         the policy's age limit gives up.
         """
-        report = RelayReport(claimed=len(messages), batches=1)
+        report = RelayReport(claimed=len(messages), claims=1)
         published = set(outcome.published)
         now = self._clock.now()
         with self._uow() as tx:
@@ -402,7 +402,7 @@ class OutboxRelay:
                     continue
                 failure = outcome.failed.get(message.message_id) or PublishFailure("not published")
                 age = now - message.create_time
-                attempts = message.retry_count if failure.outage else message.retry_count + 1
+                attempts = message.attempts if failure.outage else message.attempts + 1
                 too_old = self._policy.too_old(age)
                 if may_give_up and (
                     failure.permanent or too_old or (not failure.outage and self._policy.gives_up(attempts))
@@ -410,7 +410,7 @@ class OutboxRelay:
                     error = (
                         f"{failure.error} (older than the outbox's age limit)" if too_old else failure.error
                     )
-                    if tx.outbox.mark_failed(message.message_id, retry_count=attempts, error=error, now=now):
+                    if tx.outbox.mark_failed(message.message_id, attempts=attempts, error=error, now=now):
                         report.gave_up.append(message.message_id)
                         logger.error(
                             "outbox message gave up after %d attempt(s)%s: messageId=%s topic=%s error=%s",
@@ -427,8 +427,8 @@ class OutboxRelay:
                     next_attempt_at = self._policy.next_attempt_at(now, attempts, self._rng)
                 if tx.outbox.schedule_retry(
                     message.message_id,
-                    retry_count=attempts,
-                    next_retry_at=next_attempt_at,
+                    attempts=attempts,
+                    due_at=next_attempt_at,
                     error=failure.error,
                     now=now,
                 ):
@@ -445,11 +445,11 @@ class OutboxRelay:
         return report
 
 
-class ImmediatePublisher:
+class AfterCommitPublish:
     """After-commit hand-off: publish the payment's rows at once, bounded, never failing the caller.
 
     Whatever goes wrong here, the rows are already committed: the relay picks them up when the
-    hand-off lease ends (or sooner, at the retry time recorded after a failed attempt).
+    after-commit lease ends (or sooner, at the retry time recorded after a failed attempt).
     """
 
     def __init__(
@@ -463,10 +463,12 @@ class ImmediatePublisher:
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         try:
-            report = self._relay_factory().deliver_handed_off(messages)
+            report = self._relay_factory().publish_after_commit(messages)
             if self._on_report is not None:
                 self._on_report(report)
         except Exception:  # the payment is committed; never turn a publish hiccup into a failed response
             logger.warning(
-                "immediate publish failed; the relay will deliver %d message(s)", len(messages), exc_info=True
+                "after-commit publish failed; the relay will deliver %d message(s)",
+                len(messages),
+                exc_info=True,
             )

@@ -190,5 +190,5 @@ def _history(rows: list[ErrorRow]) -> dict[str, list[str]]:
     """Each row's state before the action, kept in the audit row: message ids by "<status>:<retries>"."""
     groups: dict[str, list[str]] = {}
     for r in rows:
-        groups.setdefault(f"{r.status.name}:{r.retry_count}", []).append(r.message_id)
+        groups.setdefault(f"{r.status.name}:{r.attempts}", []).append(r.message_id)
     return groups

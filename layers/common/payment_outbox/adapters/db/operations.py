@@ -127,7 +127,7 @@ class SqlOperationsRepository:
                 message_id=r.message_id,
                 topic=r.topic,
                 status=OutboxStatus(r.status),
-                retry_count=int(r.retry_count),
+                attempts=int(r.retry_count),
                 last_error=r.last_error,
                 seen_at=r.update_time,
             )

@@ -115,7 +115,7 @@ class SqlOutboxRepository:
         )
         return [message_from_row(r) for r in rows]
 
-    def hand_back_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
+    def release_waiting(self, message_ids: Sequence[str], *, now: datetime) -> set[str]:
         """Of these pending rows, those behind an earlier pending row of their stream: made due now and
         returned, so that whoever holds them leaves them to the relay, which claims each in its turn."""
         if not message_ids:
@@ -156,21 +156,21 @@ class SqlOutboxRepository:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def schedule_retry(
-        self, message_id: str, *, retry_count: int, next_retry_at: datetime, error: str, now: datetime
+        self, message_id: str, *, attempts: int, due_at: datetime, error: str, now: datetime
     ) -> bool:
         return self._update_pending(
             message_id,
-            retry_count=retry_count,
-            next_retry_at=next_retry_at,
+            retry_count=attempts,
+            next_retry_at=due_at,
             last_error=truncate_error(error),
             update_time=now,
         )
 
-    def mark_failed(self, message_id: str, *, retry_count: int, error: str, now: datetime) -> bool:
+    def mark_failed(self, message_id: str, *, attempts: int, error: str, now: datetime) -> bool:
         return self._update_pending(
             message_id,
             status=int(OutboxStatus.FAILED),
-            retry_count=retry_count,
+            retry_count=attempts,
             last_error=truncate_error(error),
             update_time=now,
         )
@@ -261,12 +261,12 @@ def message_record_values(message: OutboxMessage) -> dict[str, Any]:
         "topic": message.topic,
         "content": message.content,
         "status": int(message.status),
-        "retry_count": message.retry_count,
+        "retry_count": message.attempts,
         "create_time": message.create_time,
         "update_time": message.update_time,
         "business_key": message.business_key,
         "business_type": message.business_type,
-        "next_retry_at": message.next_retry_at,
+        "next_retry_at": message.due_at,
         "trace_context": message.trace.to_column() if message.trace else None,
         "requeue_count": message.requeue_count,
     }
@@ -297,8 +297,8 @@ def message_from_row(row: MessageRecordRow | Row[Any]) -> OutboxMessage:
         business_key=row.business_key or "",
         business_type=row.business_type or "",
         status=OutboxStatus(row.status),
-        retry_count=row.retry_count,
-        next_retry_at=row.next_retry_at,
+        attempts=row.retry_count,
+        due_at=row.next_retry_at,
         create_time=row.create_time,
         update_time=row.update_time,
         last_error=row.last_error,
