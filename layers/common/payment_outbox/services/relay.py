@@ -1,8 +1,9 @@
-"""Moving outbox rows to the message bus: ``relay_due_messages`` (scheduled) and ``publish_now``
-(right after the payment commit). Both share ``deliver``: publish, then record each outcome.
+"""Moving outbox rows to the message bus: ``relay_due_messages`` (the scheduled run) and
+``publish_after_commit`` (the after-commit publish, through ``AfterCommitPublish``). Both share
+``deliver``: publish, then record each outcome. The words are docs/architecture.md's (*Words*).
 
-The scheduled relay keeps several publish requests in flight at once: it claims a batch, splits it
-into requests, hands them to a small thread pool and claims the next batch while they travel; each
+The scheduled relay keeps several publish requests in flight at once: it claims due rows, splits the
+claim into requests, hands them to a small thread pool and makes the next claim while they travel; each
 claim is recorded (mark-sent in one statement) in one short transaction on the driving thread, which
 alone touches the database. With ``ordered_by_key`` every row of one business key in a claim goes into
 the same request sequence, so a stream's messages are never in flight together.
