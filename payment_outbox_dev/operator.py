@@ -145,7 +145,7 @@ def _call(
         headers = LocalCredentials.load_or_create(data_dir).sign(method, url, data or b"", headers)
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http(s) checked above
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  # nosec B310 - http(s) checked above
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         detail = error.read().decode(errors="replace")

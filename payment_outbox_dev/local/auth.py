@@ -58,14 +58,14 @@ _AUTHORIZATION = re.compile(
     r"Signature=(?P<signature>[0-9a-f]{64})$"
 )
 
-MISSING_TOKEN = "Missing Authentication Token"  # noqa: S105 - API Gateway's message, no secret
+MISSING_TOKEN = "Missing Authentication Token"  # noqa: S105 - API Gateway's message, no secret  # nosec B105
 BAD_SIGNATURE = (
     "The request signature we calculated does not match the signature you provided. Check your AWS "
     "Secret Access Key and signing method. Consult the service documentation for details."
 )
 UNKNOWN_KEY = "The security token included in the request is invalid."
 UNAUTHORIZED = "Unauthorized"
-EXPIRED_TOKEN = "The incoming token has expired"  # noqa: S105 - API Gateway's message, no secret
+EXPIRED_TOKEN = "The incoming token has expired"  # noqa: S105 - API Gateway's message, no secret  # nosec B105
 MALFORMED = "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'."
 NO_DATE = "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
 WRONG_SCOPE_DATE = "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date."
@@ -147,7 +147,7 @@ class LocalCredentials:
             "cognito:username": user,
             "iss": ISSUER,
             "aud": CLIENT_ID,
-            "token_use": "id",
+            "token_use": "id",  # nosec B105 - the token kind Cognito names, no secret
             "auth_time": issued,
             "iat": issued,
             "exp": issued + seconds,
