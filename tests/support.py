@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,8 +114,13 @@ class LocalSystem:
         *,
         user: str | None = None,
     ) -> ApiResponse:
-        """``user``: call as this token subject, as a Cognito user-pool authorizer reports it."""
-        authorizer = None if user is None else {"claims": {"sub": user, "token_use": "id"}}
+        """``user``: call as this user, as a Cognito user-pool authorizer reports its ID token: the pool
+        the stack creates keeps the order user id in ``custom:user_id`` (the template's
+        CognitoUserIdClaim), beside a ``sub`` of the pool's own that is no user id."""
+        authorizer = None
+        if user is not None:
+            subject = str(uuid.uuid5(uuid.NAMESPACE_URL, f"user-pool/{user}"))
+            authorizer = {"claims": {"sub": subject, "custom:user_id": user, "token_use": "id"}}
         return self.functions.call_api(method, path, body, headers, authorizer=authorizer)
 
     def create_order(
