@@ -51,6 +51,7 @@ def test_the_commands_are_the_documented_ones() -> None:
         "trace",
         "failures",
         "dlq",
+        "token",
     }
 
 
