@@ -49,12 +49,25 @@ def chaos(db: Engine, orders: int, **options: Any) -> ChaosReport:
 
 
 def test_a_chaos_run_on_mariadb_applies_every_paid_order_exactly_once(db: Engine) -> None:
-    # Given 60 orders, seeded, with faults at a high rate so every kind shows up in a small run
+    # Given 60 orders, seeded, with faults at a high rate so every kind shows up in a small run (a seed
+    # no longer always replays the same faults, see below: a rare kind a run missed is taken by the next
+    # seed's run, and every run must hold)
     # When the chaos run pays them through the real handlers, heals and drains
-    report = chaos(db, 60, seed=7, fault_rate=0.5, duplicate_rate=0.2, overlap_rate=0.5, wave_size=10)
+    reports: list[ChaosReport] = []
+    for seed in (7, 8, 9):
+        reports.append(
+            chaos(db, 60, seed=seed, fault_rate=0.5, duplicate_rate=0.2, overlap_rate=0.5, wave_size=10)
+        )
+        if set().union(*(r.faults for r in reports)) >= FAULT_KINDS:
+            break
 
     # Then faults of every kind were injected, and duplicates were really published and delivered
-    assert set(report.faults) == FAULT_KINDS, report.render()
+    assert set().union(*(r.faults for r in reports)) == FAULT_KINDS, [r.render() for r in reports]
+    for report in reports:
+        _every_paid_order_applied_once(report)
+
+
+def _every_paid_order_applied_once(report: ChaosReport) -> None:
     assert report.duplicate_publishes > 0
     assert report.deliveries > 2 * 60
     # And the SMS whose send went unanswered were parked, then decided by the operator's runbook
