@@ -207,7 +207,7 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
             "GroupId"
         ]
         secrets = boto3.client("secretsmanager", region_name=REGION)
-        webhook = secrets.create_secret(Name="webhook", SecretString=json.dumps({"current": "s3cr3t"}))["ARN"]
+        webhook = secrets.create_secret(Name="webhook", SecretString=json.dumps({"current": "s" * 32}))["ARN"]
         boto3.client("sns", region_name=REGION).set_sms_attributes(attributes={"MonthlySpendLimit": "100"})
         boto3.client("apigateway", region_name=REGION).update_account(
             patchOperations=[
