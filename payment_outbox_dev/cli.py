@@ -4,6 +4,7 @@
     payment-outbox invoke FUNCTION --event events/x.json      one handler, like `sam local invoke`
     payment-outbox sign --body '{...}'                        the X-Signature header for a callback
     payment-outbox token --user 42                            a user's token (local --caller-identity cognito)
+    payment-outbox credentials                                the local SigV4 key, as curl --user takes it
     payment-outbox demo                                       a narrated scenario against `local`
     payment-outbox migrate                                    the configured database to the newest schema
     payment-outbox chaos [--kill]                             the chaos runs (docs/reliability.md)
@@ -189,6 +190,10 @@ def _token_options(token: argparse.ArgumentParser) -> None:
     )
 
 
+def _credentials_options(credentials: argparse.ArgumentParser) -> None:
+    _data_dir(credentials, "the stack's data folder, which keeps its credentials")
+
+
 def _data_dir(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=StackConfig.data_dir, help=f"{what} (default {StackConfig.data_dir})"
@@ -245,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
             "stack publishes it at /_local/jwks.json). Send it as the Authorization header of the order "
             "routes.",
             _token_options,
+        ),
+        (
+            "credentials",
+            commands.run_credentials,
+            "print the local stack's SigV4 credentials as ACCESS_KEY:SECRET, for curl --user",
+            "Print the access key and secret the local stack checks SigV4 requests against (its order routes "
+            "under --caller-identity iam, and its admin routes), as curl's --user takes them with "
+            '--aws-sigv4 "aws:amz:us-east-1:execute-api". Made on first use, kept in the data folder.',
+            _credentials_options,
         ),
         (
             "demo",

@@ -116,3 +116,11 @@ def run_token(args: argparse.Namespace) -> int:
 
     print(LocalCredentials.load_or_create(args.data_dir).token(args.user, seconds=args.seconds))
     return 0
+
+
+def run_credentials(args: argparse.Namespace) -> int:
+    from payment_outbox_dev.local.auth import LocalCredentials
+
+    credentials = LocalCredentials.load_or_create(args.data_dir)
+    print(f"{credentials.access_key_id}:{credentials.secret_access_key}")
+    return 0

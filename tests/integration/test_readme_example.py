@@ -27,20 +27,18 @@ def _curl_example() -> str:
     return "\n".join(lines[: last + 1])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known regression: the signed curl create answered without orderNo on a clean clone",
-)
 def test_readmes_curl_example_pays_an_order_as_pasted(tmp_path: Path) -> None:
     stack = start_stack(tmp_path / "data", tmp_path / "stack.log")
     try:
         # Given README's lines, aimed at this stack's port and this interpreter's payment-outbox
         script = _curl_example()
-        assert "localhost:3000" in script and ".venv/bin/payment-outbox" in script
+        assert "localhost:3000" in script and ".venv/bin/payment-outbox credentials" in script
         port = stack.api.rsplit(":", 1)[1]
         command = f"{sys.executable} -m payment_outbox_dev.cli --root {ROOT}"
-        script = script.replace("localhost:3000", f"localhost:{port}").replace(
-            ".venv/bin/payment-outbox", command
+        script = (
+            script.replace("localhost:3000", f"localhost:{port}")
+            .replace("payment-outbox credentials", f"payment-outbox credentials --data-dir {stack.data_dir}")
+            .replace(".venv/bin/payment-outbox", command)
         )
 
         # When they run in a shell, as pasted
