@@ -53,6 +53,12 @@ def reset_outbox(engine: Engine) -> None:
         conn.execute(text("DELETE FROM message_record"))
 
 
+def reset_orders(engine: Engine) -> None:
+    """No orders: what an earlier section paid would otherwise stand in a later one's tables."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM orders"))
+
+
 def insert_messages(engine: Engine, messages: list[OutboxMessage]) -> None:
     rows = [message_record_values(m) for m in messages]
     with engine.begin() as conn:
