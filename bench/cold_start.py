@@ -27,6 +27,10 @@ CONSUMERS = ("PointsConsumerFunction", "SmsConsumerFunction")
 RELAY = "OutboxRelayFunction"
 #: Lambda gives a function one full vCPU at 1,769 MB, and CPU in proportion to memory below that.
 FULL_VCPU_MB = 1769
+#: The relay's Python work (botocore, PyMySQL, the loop) runs under one interpreter lock, so it uses one
+#: vCPU at most: memory above the size that gives one buys it no CPU, and more throughput comes from
+#: fan-out (more relays), not memory. The relay CPU rule stops at this size.
+ONE_INTERPRETER_MB = -(-FULL_VCPU_MB // 128) * 128
 #: The payment callback is answered synchronously, and a provider times its callbacks out: its cold
 #: import should take at most this long on Lambda's CPU share.
 CALLBACK_IMPORT_BUDGET_MS = 1500.0
@@ -163,6 +167,7 @@ def cold_start(
         "functions": functions,
         "bare_interpreter_peak_rss_mib": baseline,
         "full_vcpu_mb": FULL_VCPU_MB,
+        "one_interpreter_mb": ONE_INTERPRETER_MB,
         "callback_import_budget_ms": CALLBACK_IMPORT_BUDGET_MS,
         "memory_step_mb": MEMORY_STEP_MB,
         "memory_floor_mb": MEMORY_FLOOR_MB,
@@ -184,7 +189,7 @@ def choose_memory_size(
     if logical_id == RELAY and relay_figures:
         cpu_ms = relay_figures["cpu_ms_per_message_median"]["real"]
         limit_ms = 1000 / relay_figures["messages_per_second_median"]["bare"]
-        cpu = memory_for_cpu(cpu_ms, limit_ms / 2)
+        cpu = min(memory_for_cpu(cpu_ms, limit_ms / 2), ONE_INTERPRETER_MB)
         if cpu > size:
             size, rule = cpu, "relay CPU"
     return size, rule

@@ -443,7 +443,10 @@ def cold_start(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         f"{f['full_vcpu_mb']} / MemorySize` there; keep it within {fmt(f['callback_import_budget_ms'])} ms; "
         "**relay CPU** — the relay's CPU per message (relay throughput above) within half of the time SNS "
         "takes per message at the bare PublishBatch loop's rate, so that a batch is not CPU-bound on "
-        "Lambda's share. The template's MemorySize must be at least the rules' (a target).",
+        "Lambda's share, up to one vCPU "
+        f"({f['one_interpreter_mb']} MB): the relay's Python work runs under one "
+        "interpreter lock and cannot use more, so memory past it buys no CPU; more throughput then "
+        "comes from fan-out. The template's MemorySize must be at least the rules' (a target).",
     ]
     return "Cold start and memory", lines
 
