@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cold_start import memory_for_cpu, memory_size_for
+from bench.capacity_sim import ASSUMED_COLD_START_SECONDS, relay_cold_start
+from bench.cold_start import FULL_VCPU_MB, choose_memory_size, memory_for_cpu, memory_size_for
 from bench.stats import Report, Section, Target, fmt, median, median_ratio, percentile, ratio, table
 
 pytestmark = pytest.mark.unit
@@ -122,6 +123,42 @@ def test_memory_for_cpu_scales_one_core_of_cpu_to_lambdas_share() -> None:
     assert memory_for_cpu(100_000.0, 1.0) == 10_240
     with pytest.raises(ValueError, match="positive"):
         memory_for_cpu(0.0, 1.0)
+
+
+def test_the_relay_cpu_rule_stops_at_one_vcpu_where_one_interpreter_can_use_no_more() -> None:
+    # Given a relay whose CPU per message would need more than one vCPU at the bare loop's rate
+    figures = {
+        "cpu_ms_per_message_median": {"real": 0.24},
+        "messages_per_second_median": {"real": 2500.0, "bare": 3200.0},
+    }
+
+    # When the memory rules weigh it, Then the relay CPU rule asks for one vCPU, no more
+    size, rule = choose_memory_size("OutboxRelayFunction", 94.0, 600.0, figures)
+    assert (size, rule) == (1792, "relay CPU")
+    assert size >= FULL_VCPU_MB > size - 128
+
+    # And a relay light enough for less gets less
+    figures["cpu_ms_per_message_median"]["real"] = 0.05
+    assert choose_memory_size("OutboxRelayFunction", 94.0, 600.0, figures) == (640, "relay CPU")
+
+
+def test_the_simulated_cold_start_is_the_relays_measured_import_on_the_lambdas_share() -> None:
+    # Given the cold-start section's figures as the report records them
+    recorded = json.loads((Path(__file__).parent / "data" / "benchmarks_quick.json").read_text())
+    cold = recorded["sections"]["cold_start"]["figures"]
+    import_ms = cold["functions"]["OutboxRelayFunction"]["import_ms_median"]
+
+    # Then a started relay's cold start is that import, stretched below one vCPU and not above it
+    assert relay_cold_start(cold, 896)[0] == pytest.approx(import_ms / 1000 * FULL_VCPU_MB / 896)
+    assert relay_cold_start(cold, 1792) == (
+        pytest.approx(import_ms / 1000),
+        "the relay's import measured in this run, on the Lambda's CPU share",
+    )
+    # And without the section it is an assumption, said as one
+    assert relay_cold_start(None, 1792) == (
+        ASSUMED_COLD_START_SECONDS,
+        "assumed: the cold-start section did not run",
+    )
 
 
 def test_make_bench_fails_when_a_section_fails_or_a_target_is_missed() -> None:
