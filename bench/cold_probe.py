@@ -9,6 +9,7 @@ Modes print one JSON line:
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -71,7 +72,7 @@ def _peak() -> dict[str, float]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    mode, path = argv[0], argv[1]
+    mode, path = argv[0], argv[1] if len(argv) > 1 else "-"
     if mode == "modules":
         before = set(sys.modules)
         _load(path)
@@ -110,5 +111,27 @@ def main(argv: list[str]) -> dict[str, Any]:
     raise SystemExit(f"unknown mode {mode}")
 
 
+def parse_args(argv: list[str] | None = None) -> list[str]:
+    """The mode and its arguments, refused with a usage line when they do not fit the mode."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cold_probe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "mode", choices=("modules", "handler", "deps", "memory", "baseline"), help="what to measure"
+    )
+    parser.add_argument("handler", nargs="?", help="the handler file (every mode but baseline)")
+    parser.add_argument("extra", nargs="?", help="deps: the modules as a JSON list; memory: the event file")
+    args = parser.parse_args(argv)
+    if args.mode != "baseline" and args.handler is None:
+        parser.error(f"{args.mode} needs the handler file")
+    if args.mode in ("deps", "memory") and args.extra is None:
+        parser.error(
+            f"{args.mode} needs {'the modules as JSON' if args.mode == 'deps' else 'the event file'}"
+        )
+    return [a for a in (args.mode, args.handler, args.extra) if a is not None]
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:])))
+    print(json.dumps(main(parse_args())))

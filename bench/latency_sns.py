@@ -334,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=Behaviour.delay_ms,
+        help=f"delay per call, ms (default {Behaviour.delay_ms:g})",
+    )
     parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     args = parser.parse_args(argv)
     asyncio.run(serve(Behaviour(delay_ms=args.delay_ms), args.port))

@@ -3,15 +3,17 @@ emulator does not share the benchmark's interpreter lock."""
 
 from __future__ import annotations
 
+import argparse
 import signal
-import sys
 import threading
 
 from moto.server import ThreadedMotoServer
 
 
-def main() -> None:
-    port = int(sys.argv[1])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.moto_server", description=__doc__)
+    parser.add_argument("port", type=int, help="the loopback port to serve on")
+    port = parser.parse_args(argv).port
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     stop = threading.Event()

@@ -836,8 +836,15 @@ def write(doc: dict[str, Any], out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.render", description=__doc__)
-    parser.add_argument("--json", type=Path, default=Path("docs/benchmarks.json"))
-    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("docs/benchmarks.json"),
+        help="the report to render (docs/benchmarks.json)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs"), help="where the Markdown and the SVG go (docs)"
+    )
     args = parser.parse_args(argv)
     for path in write(json.loads(args.json.read_text(encoding="utf-8")), args.out):
         print(f"wrote {path}")

@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from payment_outbox_dev.chaos.locustfile import CREATE, NOTIFY
 from payment_outbox_dev.chaos.processes import (
     DEFAULT_SERVER_URL,
     emulator_process,
@@ -32,6 +31,8 @@ from payment_outbox_dev.chaos.processes import (
 from payment_outbox_dev.chaos.report import Progress
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
 
+#: The names the locustfile gives its two requests in locust's statistics.
+CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
 #: How long locust may run past its --run-time (its own start and stop) before it is killed.
 LOCUST_MARGIN_SECONDS = 120
 PROGRESS_POLL_SECONDS = 1.0
@@ -157,13 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     from payment_outbox_dev.arguments import find_root
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m payment_outbox_dev.chaos.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes per function (2)")
     parser.add_argument("--users", type=int, default=8, help="concurrent locust clients (8)")
     parser.add_argument("--seconds", type=int, default=30, help="how long locust drives the stack (30)")
-    parser.add_argument("--server-url", default=os.environ.get("LOAD_SERVER_URL", DEFAULT_SERVER_URL))
-    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get("LOAD_SERVER_URL", DEFAULT_SERVER_URL),
+        help="MariaDB/MySQL server without a database; the run makes a database of its own there and "
+        "drops it after (default $LOAD_SERVER_URL, else root@127.0.0.1:3306)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="project folder holding template.yaml (default: found from here)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = (args.root or find_root(Path.cwd())).resolve()

@@ -16,17 +16,23 @@ import json
 import os
 import random
 import time
+from functools import cache
 from pathlib import Path
 
 from locust import HttpUser, constant, task
 
 from payment_outbox.domain.signature import sign
+from payment_outbox_dev.chaos.load import CREATE, NOTIFY
 from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
 
 SECRET = os.environ.get("LOAD_WEBHOOK_SECRET", "local-webhook-secret-for-this-machine-only")
-CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
-CREDENTIALS = LocalCredentials.load_or_create(Path(os.environ.get("LOAD_DATA_DIR", ".local-stack")))
+
+
+@cache
+def _credentials() -> LocalCredentials:
+    """The stack's local credentials, read when the first client starts (never at import)."""
+    return LocalCredentials.load_or_create(Path(os.environ.get("LOAD_DATA_DIR", ".local-stack")))
 
 
 class PayingCustomer(HttpUser):
@@ -37,7 +43,7 @@ class PayingCustomer(HttpUser):
         user_id = random.randrange(1, 10_000)  # noqa: S311 - load data  # nosec B311
         amount = f"{random.randrange(1, 500)}.{random.randrange(100):02d}"  # noqa: S311  # nosec B311
         request = json.dumps({"userId": user_id, "phone": "+8613812345678", "amount": amount}).encode()
-        headers = CREDENTIALS.sign(
+        headers = _credentials().sign(
             "POST", f"{self.host}/orders", request, {"Content-Type": "application/json"}
         )
         created = self.client.post("/orders", data=request, headers=headers, name=CREATE)

@@ -6,6 +6,7 @@ line when none does (README.md, "The database the tests need", says how to get o
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -40,7 +41,13 @@ def unanswered(url: URL, timeout: int = CONNECT_TIMEOUT_SECONDS) -> str | None:
     return None
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m payment_outbox_dev.checks.database_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="TEST_DATABASE_URL names the server (default: root on 127.0.0.1:3306).",
+    ).parse_args(argv)
     problem = unanswered(configured_test_url())
     if problem is None:
         return 0

@@ -13,6 +13,7 @@ without that marker.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 import sys
@@ -94,8 +95,21 @@ def check(versions: Path) -> list[Finding]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    versions = Path(args[0]) if args else VERSIONS_DIR
+    parser = argparse.ArgumentParser(
+        prog="python -m payment_outbox_dev.checks.migration_safety",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "versions",
+        nargs="?",
+        type=Path,
+        default=VERSIONS_DIR,
+        help="the folder of migration modules (default: the project's migrations/versions)",
+    )
+    versions = parser.parse_args(argv).versions
+    if not versions.is_dir():
+        parser.error(f"{versions} is not a folder of migrations")
     findings = check(versions)
     for finding in findings:
         print(finding, file=sys.stderr)

@@ -27,7 +27,9 @@ DEMO_WEBHOOK_SECRET = "local-webhook-secret-for-this-machine-only"  # noqa: S105
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m payment_outbox_dev.demo.embedded",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root", type=Path, default=None, help="project folder holding template.yaml")
     parser.add_argument("--amount", default="128.50", help="order amount, a decimal string")

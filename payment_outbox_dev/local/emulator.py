@@ -286,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(description="The local AWS emulator (moto) as a process of its own.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = argparse.ArgumentParser(
+        prog="python -m payment_outbox_dev.local.emulator",
+        description="The local AWS emulator (moto) as a process of its own.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="the address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     args = parser.parse_args(argv)
     stopped = threading.Event()

@@ -97,7 +97,7 @@ def test_no_server_is_one_line_naming_it_and_where_to_read_how_to_get_one(
     monkeypatch.setenv("TEST_DATABASE_URL", url)
 
     # When make test asks first
-    code = database_server.main()
+    code = database_server.main([])
 
     # Then it fails with one line naming the server, the variable and README's section
     assert code == 1
