@@ -30,6 +30,7 @@ from payment_outbox.api.admin_dlq import dlq_router
 from payment_outbox.api.admin_sms import sms_router
 from payment_outbox.api.admin_triage import triage_router
 from payment_outbox.api.http import (
+    actor,
     handle_errors,
     json_response,
     order_id_from_path,
@@ -83,7 +84,7 @@ def list_messages() -> Response[dict[str, Any]]:
 @tracer.capture_method
 def requeue_messages() -> Response[dict[str, Any]]:
     body = parse_body(BulkRequeueBody, app.current_event.decoded_body)
-    result = outbox_operations().requeue(body.to_request(_actor()))
+    result = outbox_operations().requeue(body.to_request(actor(app.current_event)))
     return json_response(200, requeue_view(result))
 
 
@@ -101,7 +102,7 @@ def requeue_message(message_id: str) -> Response[dict[str, Any]]:
     result = outbox_operations().requeue_message(
         known_id,
         reason=body.reason,
-        actor=_actor(),
+        actor=actor(app.current_event),
         dry_run=body.dry_run,
         include_sent=body.include_sent,
         reset_attempts=body.reset_attempts,
@@ -140,11 +141,6 @@ def trace_order(order_id: str) -> Response[dict[str, Any]]:
 @tracer.capture_method
 def stuck_idempotency_records() -> Response[dict[str, Any]]:
     return json_response(200, stuck_view(outbox_operations().stuck_idempotency_records()))
-
-
-def _actor() -> str:
-    """The IAM caller API Gateway authorised; "local" when there is none (local runs)."""
-    return app.current_event.request_context.identity.user_arn or "local"
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_outbox.api.admin import Reason
-from payment_outbox.api.http import json_response, parse_body, request_body, responses
+from payment_outbox.api.http import actor, json_response, parse_body, request_body, responses
 from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain import grammar
 from payment_outbox.errors import DeadLetterQueueNotFound
@@ -102,10 +102,6 @@ def dlq_name_from_path(text: str) -> str:
 def dlq_router(redrive: Callable[[], DeadLetterRedrive]) -> APIGatewayRouter:
     router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
-    def actor() -> str:
-        """The IAM caller API Gateway authorised; "local" when there is none (local runs)."""
-        return router.current_event.request_context.identity.user_arn or "local"
-
     @router.get(
         "/admin/dlqs",
         summary="Each dead-letter queue: depth, in flight, oldest message, and where a redrive sends it",
@@ -126,7 +122,11 @@ def dlq_router(redrive: Callable[[], DeadLetterRedrive]) -> APIGatewayRouter:
         known = dlq_name_from_path(name)
         body = parse_body(RedriveBody, router.current_event.decoded_body)
         result = redrive().redrive(
-            known, reason=body.reason, actor=actor(), dry_run=body.dry_run, max_messages=body.max_messages
+            known,
+            reason=body.reason,
+            actor=actor(router.current_event),
+            dry_run=body.dry_run,
+            max_messages=body.max_messages,
         )
         return json_response(200, redrive_view(result))
 

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict
 
 from payment_outbox.api.admin import Reason, message_id_from_path
-from payment_outbox.api.http import json_response, parse_body, request_body, responses
+from payment_outbox.api.http import actor, json_response, parse_body, request_body, responses
 from payment_outbox.services.sms import SmsDecision, SmsOperations
 
 
@@ -41,10 +41,6 @@ def decision_view(decision: SmsDecision) -> dict[str, Any]:
 def sms_router(operations: Callable[[], SmsOperations]) -> APIGatewayRouter:
     router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
-    def actor() -> str:
-        """The IAM caller API Gateway authorised; "local" when there is none (local runs)."""
-        return router.current_event.request_context.identity.user_arn or "local"
-
     @router.post(
         "/admin/sms/<message_id>/resend",
         summary="Send an SMS parked as uncertain once more (it may be a second SMS)",
@@ -57,9 +53,8 @@ def sms_router(operations: Callable[[], SmsOperations]) -> APIGatewayRouter:
     def resend_sms(message_id: str) -> Response[dict[str, Any]]:
         known_id = message_id_from_path(message_id)
         body = parse_body(SmsDecisionBody, router.current_event.decoded_body)
-        return json_response(
-            200, decision_view(operations().resend(known_id, actor=actor(), reason=body.reason))
-        )
+        decision = operations().resend(known_id, actor=actor(router.current_event), reason=body.reason)
+        return json_response(200, decision_view(decision))
 
     @router.post(
         "/admin/sms/<message_id>/mark-delivered",
@@ -73,7 +68,9 @@ def sms_router(operations: Callable[[], SmsOperations]) -> APIGatewayRouter:
     def mark_sms_delivered(message_id: str) -> Response[dict[str, Any]]:
         known_id = message_id_from_path(message_id)
         body = parse_body(SmsDecisionBody, router.current_event.decoded_body)
-        decision = operations().mark_delivered(known_id, actor=actor(), reason=body.reason)
+        decision = operations().mark_delivered(
+            known_id, actor=actor(router.current_event), reason=body.reason
+        )
         return json_response(200, decision_view(decision))
 
     return router

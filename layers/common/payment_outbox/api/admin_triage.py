@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_outbox.api.admin import Reason
-from payment_outbox.api.http import json_response, parse_body, request_body, responses
+from payment_outbox.api.http import actor, json_response, parse_body, request_body, responses
 from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain import grammar
 from payment_outbox.domain.triage import FINGERPRINT_PATTERN
@@ -129,10 +129,6 @@ def fingerprint_from_path(text: str) -> str:
 def triage_router(triage: Callable[[], FailureTriage]) -> APIGatewayRouter:
     router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
-    def actor() -> str:
-        """The IAM caller API Gateway authorised; "local" when there is none (local runs)."""
-        return router.current_event.request_context.identity.user_arn or "local"
-
     @router.get(
         "/admin/failures",
         summary="Failed and retrying messages grouped by error fingerprint (ids, numbers, times removed)",
@@ -153,7 +149,11 @@ def triage_router(triage: Callable[[], FailureTriage]) -> APIGatewayRouter:
         group = fingerprint_from_path(fingerprint)
         body = parse_body(GroupRequeueBody, router.current_event.decoded_body)
         result = triage().requeue_group(
-            group, reason=body.reason, actor=actor(), dry_run=body.dry_run, reset_attempts=body.reset_attempts
+            group,
+            reason=body.reason,
+            actor=actor(router.current_event),
+            dry_run=body.dry_run,
+            reset_attempts=body.reset_attempts,
         )
         return json_response(200, group_action_view(result))
 
@@ -169,7 +169,9 @@ def triage_router(triage: Callable[[], FailureTriage]) -> APIGatewayRouter:
     def resolve_failure_group(fingerprint: str) -> Response[dict[str, Any]]:
         group = fingerprint_from_path(fingerprint)
         body = parse_body(GroupResolveBody, router.current_event.decoded_body)
-        result = triage().resolve_group(group, reason=body.reason, actor=actor(), dry_run=body.dry_run)
+        result = triage().resolve_group(
+            group, reason=body.reason, actor=actor(router.current_event), dry_run=body.dry_run
+        )
         return json_response(200, group_action_view(result))
 
     return router

@@ -1,5 +1,6 @@
-"""What both APIs share over HTTP: body parsing, the one table that maps application errors to status
-codes, the error body, the OpenAPI declarations of bodies and answers, and the one error handler."""
+"""What both APIs share over HTTP: body parsing, the caller an admin action is audited under, the one
+table that maps application errors to status codes, the error body, the OpenAPI declarations of bodies
+and answers, and the one error handler."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from payment_outbox.domain import grammar
@@ -94,6 +96,12 @@ def order_id_from_path(text: str) -> int:
     if order_id is None:
         raise OrderNotFound("order not found")
     return order_id
+
+
+def actor(event: APIGatewayProxyEvent) -> str:
+    """Who an admin request's audit row names: the IAM caller API Gateway authorised; "local" when there
+    is none (local runs)."""
+    return event.request_context.identity.user_arn or "local"
 
 
 # --- the error body, and the OpenAPI declarations of bodies and answers --------------------------------
