@@ -96,30 +96,28 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def run_failures(args: argparse.Namespace) -> int:
     if args.action == "list":
-        answer = _call(args.api, "GET", "/admin/failures", region=args.region, data_dir=args.data_dir)
-    else:
-        if not args.fingerprint or not args.reason:
-            raise CommandError(f"failures {args.action} needs FINGERPRINT and --reason")
-        body: dict[str, Any] = {"dryRun": not args.apply, "reason": args.reason}
-        if args.action == "requeue":
-            body["resetAttempts"] = args.reset_attempts
-        path = f"/admin/failures/{urllib.parse.quote(args.fingerprint)}/{args.action}"
-        answer = _call(args.api, "POST", path, body=body, region=args.region, data_dir=args.data_dir)
-    print(json.dumps(answer, indent=2))
-    return 0
+        return _print_answer(args, "GET", "/admin/failures")
+    if not args.fingerprint or not args.reason:
+        raise CommandError(f"failures {args.action} needs FINGERPRINT and --reason")
+    extra = {"resetAttempts": args.reset_attempts} if args.action == "requeue" else {}
+    path = f"/admin/failures/{urllib.parse.quote(args.fingerprint)}/{args.action}"
+    return _print_answer(args, "POST", path, body={"dryRun": not args.apply, "reason": args.reason, **extra})
 
 
 def run_dlq(args: argparse.Namespace) -> int:
     if args.action == "list":
-        answer = _call(args.api, "GET", "/admin/dlqs", region=args.region, data_dir=args.data_dir)
-    else:
-        if not args.name or not args.reason:
-            raise CommandError("dlq redrive needs NAME and --reason")
-        body: dict[str, Any] = {"dryRun": not args.apply, "reason": args.reason}
-        if args.max is not None:
-            body["maxMessages"] = args.max
-        path = f"/admin/dlqs/{urllib.parse.quote(args.name)}/redrive"
-        answer = _call(args.api, "POST", path, body=body, region=args.region, data_dir=args.data_dir)
+        return _print_answer(args, "GET", "/admin/dlqs")
+    if not args.name or not args.reason:
+        raise CommandError("dlq redrive needs NAME and --reason")
+    extra = {} if args.max is None else {"maxMessages": args.max}
+    path = f"/admin/dlqs/{urllib.parse.quote(args.name)}/redrive"
+    return _print_answer(args, "POST", path, body={"dryRun": not args.apply, "reason": args.reason, **extra})
+
+
+def _print_answer(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
+    """Calls the admin API where the command's --api, --region and --data-dir say, and prints its
+    JSON answer."""
+    answer = _call(args.api, method, path, body=body, region=args.region, data_dir=args.data_dir)
     print(json.dumps(answer, indent=2))
     return 0
 
