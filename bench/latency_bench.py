@@ -508,19 +508,6 @@ def fallback_latency(
         "seconds_of_orders_per_phase": seconds,
         "phases": results,
     }
-    rows_table = []
-    for phase, figures in results.items():
-        for kind, values in figures["kinds"].items():
-            rows_table.append(
-                [
-                    phase,
-                    kind,
-                    values["due_to_published"]["p50"],
-                    values["due_to_published"]["p99"],
-                    values["commit_to_published"]["p50"],
-                    values["commit_to_published"]["p99"],
-                ]
-            )
     steady = results["steady misses (both kinds)"]
     due_p99 = max(v["due_to_published"]["p99"] for v in steady["kinds"].values())
     section.targets = [
