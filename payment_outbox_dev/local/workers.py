@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 #: Imported once by the forkserver, so each forked worker starts with them loaded.
@@ -417,20 +418,29 @@ def _message_of(exc: BaseException) -> str:
 
 
 def _record_errors(functions: Any, logical_id: str) -> dict[str, str]:
-    """Why each failed record of the last batch failed: the batch processor the handler module holds
-    keeps its failed records and their exceptions, pairwise, until the next batch."""
-    from aws_lambda_powertools.utilities.batch.base import BasePartialProcessor
-
+    """Why each failed record of the last batch failed, by SQS message id: each batch processor the
+    handler module holds keeps its failed records and their exceptions, pairwise, until the next batch."""
     from payment_outbox_dev.local.describe import describe
 
-    module = functions.module(logical_id)
     errors: dict[str, str] = {}
-    for value in vars(module).values():
-        if not isinstance(value, BasePartialProcessor):
-            continue
-        for record, info in zip(value.fail_messages, value.exceptions, strict=False):
+    for processor in _batch_processors(functions.module(logical_id)):
+        for record, info in zip(processor.fail_messages, processor.exceptions, strict=False):
             raw = getattr(record, "raw_event", record)
             message_id = raw.get("messageId") if isinstance(raw, dict) else None
             if message_id and info and info[1] is not None:
                 errors[str(message_id)] = describe(info[1])
     return errors
+
+
+def _batch_processors(module: Any) -> list[Any]:
+    """The batch processors a handler module holds: at its top level, or one level down in an object
+    it holds (a consumer's ``SqsConsumer`` keeps its processors as attributes of its own)."""
+    from aws_lambda_powertools.utilities.batch.base import BasePartialProcessor
+
+    found: list[Any] = []
+    for value in vars(module).values():
+        if isinstance(value, BasePartialProcessor):
+            found.append(value)
+        elif not isinstance(value, type | ModuleType) and hasattr(value, "__dict__"):
+            found.extend(v for v in vars(value).values() if isinstance(v, BasePartialProcessor))
+    return found

@@ -559,30 +559,51 @@ def test_a_client_that_disconnects_mid_request_prints_no_traceback(stack: Runnin
     assert "Traceback" not in stack.output()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known regression: since the consumers log under the callback's trace (5b50aa9), the local "
-    "stack's retry line no longer finds the record's own error and says 'reported failed by the function'",
-)
 def test_a_retry_line_names_the_error_that_failed_the_record(stack: RunningStack) -> None:
-    # Given a message on the topic the SMS consumer cannot parse
+    # Given, on the topic, a message the SMS consumer cannot parse and an envelope whose SMS payload
+    # it refuses
     resources = stack.resources()
     poison = f"not json either {time.monotonic_ns()}"
-    stack.aws("sns").publish(
-        TopicArn=resources["OrderEventsTopic"],
-        Message=poison,
-        MessageAttributes={"topic": {"DataType": "String", "StringValue": "topic.sms"}},
+    envelope_id = f"retry-line-{time.monotonic_ns()}"
+    envelope = {
+        "messageId": envelope_id,
+        "topic": "topic.sms",
+        "businessKey": "ORD-RETRY-LINE",
+        "businessType": "ORDER_PAID",
+        "occurredAt": "2026-01-01T00:00:00Z",
+        "payload": {"templateId": "ORDER_PAID"},
+    }
+    for body in (poison, json.dumps(envelope)):
+        stack.aws("sns").publish(
+            TopicArn=resources["OrderEventsTopic"],
+            Message=body,
+            MessageAttributes={"topic": {"DataType": "String", "StringValue": "topic.sms"}},
+        )
+
+    # When the consumer fails them, Then each one's retry line names its own error: class and message
+    def retry_line(record: str, error: str) -> Callable[[], str | None]:
+        def probe() -> str | None:
+            lines = stack.output().splitlines()
+            return next(
+                (
+                    line
+                    for line in lines
+                    if "SmsQueue" in line and "failed (receive" in line and record in line and error in line
+                ),
+                None,
+            )
+
+        return probe
+
+    poison_line = wait_for(
+        "the poison message's retry line naming its error",
+        retry_line("(not an envelope)", "InvalidEnvelope: not a valid envelope"),
     )
-
-    # When the consumer fails it, Then the retry line says why: the exception's class and message
-    def named() -> str | None:
-        lines = [
-            line for line in stack.output().splitlines() if "SmsQueue" in line and "failed (receive" in line
-        ]
-        return next((line for line in lines if "(not an envelope)" in line and "Invalid" in line), None)
-
-    line = wait_for("a retry line naming the error", named)
-    assert "reported failed by the function" not in line
+    envelope_line = wait_for(
+        "the envelope's retry line naming its error",
+        retry_line(envelope_id, f"InvalidEnvelope: message {envelope_id}: payload is not a valid SmsPayload"),
+    )
+    assert "reported failed by the function" not in poison_line + envelope_line
 
 
 # --- time: the template's orderings, on the running stack -----------------------------------------------
