@@ -47,70 +47,37 @@ def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:
     """Two causes across both topics, failed and retrying, with ids, numbers and times that differ
     row by row; plus rows triage must ignore (sent with an old error, pending with no error)."""
     t0 = now() - timedelta(hours=1)
+    retry_at = now() + timedelta(minutes=5)
+    minutes = iter(range(7))
+
+    def row(status: int, topic: str, attempts: int, last_error: str) -> str:
+        """Each row written a minute after the one before; a pending one is retrying, due in 5 minutes."""
+        return add_row(
+            system,
+            status=status,
+            topic=topic,
+            attempts=attempts,
+            created=t0 + timedelta(minutes=next(minutes)),
+            due_at=retry_at if status == PENDING else None,
+            last_error=last_error,
+        )
+
     outage = [
-        add_row(
-            system,
-            status=FAILED,
-            topic=TOPIC_POINTS,
-            attempts=8,
-            created=t0,
-            last_error=OUTAGE.format("5f0c1d2e-aaaa-bbbb-cccc-1234567890ab", 1, 1, 8),
-        ),
-        add_row(
-            system,
-            status=FAILED,
-            topic=TOPIC_SMS,
-            attempts=8,
-            created=t0 + timedelta(minutes=1),
-            last_error=OUTAGE.format("0b1c2d3e-1111-2222-3333-444455556666", 2, 2, 8),
-        ),
-        add_row(
-            system,
-            status=FAILED,
-            topic=TOPIC_POINTS,
-            attempts=8,
-            created=t0 + timedelta(minutes=2),
-            last_error=OUTAGE.format("99999999-8888-7777-6666-555544443333", 3, 3, 8),
-        ),
+        row(FAILED, TOPIC_POINTS, 8, OUTAGE.format("5f0c1d2e-aaaa-bbbb-cccc-1234567890ab", 1, 1, 8)),
+        row(FAILED, TOPIC_SMS, 8, OUTAGE.format("0b1c2d3e-1111-2222-3333-444455556666", 2, 2, 8)),
+        row(FAILED, TOPIC_POINTS, 8, OUTAGE.format("99999999-8888-7777-6666-555544443333", 3, 3, 8)),
     ]
     retrying = [
-        add_row(
-            system,
-            status=PENDING,
-            attempts=3,
-            created=t0 + timedelta(minutes=3),
-            due_at=now() + timedelta(minutes=5),
-            last_error=OUTAGE.format("12345678-1234-1234-1234-123456789012", 4, 4, 3),
-        ),
-        add_row(
-            system,
-            status=PENDING,
-            topic=TOPIC_SMS,
-            attempts=1,
-            created=t0 + timedelta(minutes=4),
-            due_at=now() + timedelta(minutes=5),
-            last_error=OUTAGE.format("abcdefab-1234-1234-1234-123456789012", 5, 5, 1),
-        ),
+        row(PENDING, TOPIC_POINTS, 3, OUTAGE.format("12345678-1234-1234-1234-123456789012", 4, 4, 3)),
+        row(PENDING, TOPIC_SMS, 1, OUTAGE.format("abcdefab-1234-1234-1234-123456789012", 5, 5, 1)),
     ]
     too_big = [
-        add_row(
-            system,
-            status=FAILED,
-            attempts=1,
-            created=t0 + timedelta(minutes=5),
-            last_error=TOO_BIG.format(300001),
-        ),
-        add_row(
-            system,
-            status=FAILED,
-            attempts=1,
-            created=t0 + timedelta(minutes=6),
-            last_error=TOO_BIG.format(262145),
-        ),
+        row(FAILED, TOPIC_POINTS, 1, TOO_BIG.format(300001)),
+        row(FAILED, TOPIC_POINTS, 1, TOO_BIG.format(262145)),
     ]
     ignored = [
         add_row(system, status=SENT, attempts=2, last_error=OUTAGE.format("x", 1, 1, 2)),
-        add_row(system, status=PENDING, due_at=now() + timedelta(minutes=5)),
+        add_row(system, status=PENDING, due_at=retry_at),
     ]
     return {"outage": outage, "retrying": retrying, "too_big": too_big, "ignored": ignored}
 
