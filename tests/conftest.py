@@ -98,6 +98,26 @@ def system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[L
     local.functions.close()
 
 
+@pytest.fixture(params=["sqlite", "mariadb"])
+def any_system(
+    request: pytest.FixtureRequest, aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalSystem]:
+    """The whole application on the demo's SQLite file or on the MariaDB test database (its audit rows
+    emptied too): a test taking it runs once on each."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+        upgrade(engine)
+    else:
+        engine = request.getfixturevalue("db")
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM outbox_audit"))
+    local = LocalSystem.start(engine, monkeypatch)
+    yield local
+    local.functions.close()
+    if request.param == "sqlite":
+        engine.dispose()
+
+
 @pytest.fixture
 def ordered_system(db: Engine, aws: None, monkeypatch: pytest.MonkeyPatch) -> LocalSystem:
     """The whole application deployed with OrderedDelivery=true: FIFO topic, queues and DLQs."""

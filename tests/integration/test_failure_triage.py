@@ -5,15 +5,12 @@ audited; retrying rows left to the relay."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.triage import fingerprint
 from tests.integration.test_admin_api import FAILED, OPERATOR, PENDING, SENT, add_row, admin, now, rows_by_id
@@ -23,24 +20,6 @@ pytestmark = pytest.mark.integration
 
 OUTAGE = "InternalError: request {} failed at 2026-12-0{}T10:1{}:00.123Z after {} attempts"
 TOO_BIG = "message is {} bytes; SNS accepts at most 262144"
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def any_system(
-    request: pytest.FixtureRequest, aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalSystem]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'triage.db'}")
-        upgrade(engine)
-    else:
-        engine = request.getfixturevalue("db")
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM outbox_audit"))
-    system = LocalSystem.start(engine, monkeypatch)
-    yield system
-    system.functions.close()
-    if request.param == "sqlite":
-        engine.dispose()
 
 
 def mixed_failures(system: LocalSystem) -> dict[str, list[str]]:

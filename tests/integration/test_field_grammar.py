@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from payment_outbox.adapters.db.migration import upgrade
 from payment_outbox.clock import SystemClock
 from payment_outbox.errors import OrderNumberTaken
 from payment_outbox.services.payments import NewOrder, PaymentService
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.integration
 
 PHONE = "+8613812345678"
 TABLES = ("orders", "message_record", "outbox_audit")
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def any_system(
-    request: pytest.FixtureRequest, aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalSystem]:
-    """The whole system on the demo's SQLite file or on the shared MariaDB test database."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'grammar.db'}")
-        upgrade(engine)
-    else:
-        engine = request.getfixturevalue("db")
-    yield LocalSystem.start(engine, monkeypatch)
-    if request.param == "sqlite":
-        engine.dispose()
 
 
 def snapshot(system: LocalSystem) -> dict[str, list[tuple[Any, ...]]]:
