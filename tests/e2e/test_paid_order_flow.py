@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from payment_outbox.domain.outbox import OutboxMessage
-from payment_outbox.services.relay import AfterCommitPublish
+from payment_outbox.services.relay import RelayAfterCommitPublisher
 from tests.support import LocalSystem, recent_paid_at, signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -21,10 +21,10 @@ def test_paid_order_credits_points_once_and_sends_one_sms(  # type: ignore[no-un
 ) -> None:
     # Given a payment API whose container dies right after the commit, before its after-commit publish,
     # so that everything downstream is the scheduled relay's doing
-    def dies_after_commit(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
+    def dies_after_commit(self: RelayAfterCommitPublisher, messages: Sequence[OutboxMessage]) -> None:
         return None
 
-    monkeypatch.setattr(AfterCommitPublish, "__call__", dies_after_commit)
+    monkeypatch.setattr(RelayAfterCommitPublisher, "__call__", dies_after_commit)
     # And an order created through the API with the create_order event
     create = load_event("payment_api_create_order.json")
     created = system.functions.invoke("PaymentApiFunction", create)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from payment_outbox.domain.outbox import OutboxMessage
-from payment_outbox.services.relay import AfterCommitPublish
+from payment_outbox.services.relay import RelayAfterCommitPublisher
 from tests.support import LocalSystem, notify_body, signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +52,10 @@ def test_the_callbacks_correlation_id_is_in_both_consumers_log_lines(
 ) -> None:
     if path == "scheduled relay":
         # Given a payment API that dies after its commit, so the scheduled relay publishes the rows
-        def dies_after_commit(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
+        def dies_after_commit(self: RelayAfterCommitPublisher, messages: Sequence[OutboxMessage]) -> None:
             return None
 
-        monkeypatch.setattr(AfterCommitPublish, "__call__", dies_after_commit)
+        monkeypatch.setattr(RelayAfterCommitPublisher, "__call__", dies_after_commit)
     _capture_service_logs()
     order = system.create_order()
     capsys.readouterr()

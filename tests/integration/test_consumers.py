@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.ports import PointsCredit
-from payment_outbox.services.relay import AfterCommitPublish
+from payment_outbox.services.relay import RelayAfterCommitPublisher
 from payment_outbox_dev.checks.template import load_template
 from payment_outbox_dev.local.harness import ACCOUNT, REGION, sqs_event
 from tests.support import ROOT, LocalSystem, points_ledger, utc_now
@@ -108,10 +108,10 @@ def test_seed_bug_consumers_receive_the_message_id(
     # Given a paid order whose rows were published by the scheduled relay or right after commit
     if published_by == "relay":
 
-        def skip(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
+        def skip(self: RelayAfterCommitPublisher, messages: Sequence[OutboxMessage]) -> None:
             return None
 
-        monkeypatch.setattr(AfterCommitPublish, "__call__", skip)
+        monkeypatch.setattr(RelayAfterCommitPublisher, "__call__", skip)
     paid_order(system)
     if published_by == "relay":
         assert system.queue_depth("PointsQueue") == system.queue_depth("SmsQueue") == 0

@@ -25,7 +25,7 @@ from payment_outbox.domain.orders import PaymentNotice
 from payment_outbox.domain.outbox import OutboxMessage
 from payment_outbox.errors import PaymentConflict
 from payment_outbox.services.payments import PaymentService
-from payment_outbox.services.relay import AfterCommitPublish
+from payment_outbox.services.relay import RelayAfterCommitPublisher
 from payment_outbox.settings import OutboxSettings
 from payment_outbox_dev.local.harness import ApiResponse
 from tests.fakes import outbox_message
@@ -742,9 +742,9 @@ def test_seed_bug_nothing_published_when_payment_transaction_rolls_back(
     monkeypatch.setattr(SqlOutboxRepository, "add_all", add_all_then_fail)
     monkeypatch.setattr(SqlUnitOfWork, "commit", commit_fails)
     after_commit, sns_publish = Spy(), Spy()
-    original_after_commit, original_publish = AfterCommitPublish.__call__, SnsPublisher.publish
+    original_after_commit, original_publish = RelayAfterCommitPublisher.__call__, SnsPublisher.publish
 
-    def counting_after_commit(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
+    def counting_after_commit(self: RelayAfterCommitPublisher, messages: Sequence[OutboxMessage]) -> None:
         after_commit.calls += 1
         original_after_commit(self, messages)
 
@@ -752,7 +752,7 @@ def test_seed_bug_nothing_published_when_payment_transaction_rolls_back(
         sns_publish.calls += 1
         return original_publish(self, messages)
 
-    monkeypatch.setattr(AfterCommitPublish, "__call__", counting_after_commit)
+    monkeypatch.setattr(RelayAfterCommitPublisher, "__call__", counting_after_commit)
     monkeypatch.setattr(SnsPublisher, "publish", counting_publish)
 
     # When the success callback is processed
@@ -832,10 +832,10 @@ def test_crash_after_commit_before_after_commit_publish_leaves_rows_to_the_relay
     # Given an unpaid order, and a process that dies right after the payment commit
     order = system.create_order()
 
-    def dies(self: AfterCommitPublish, messages: Sequence[OutboxMessage]) -> None:
+    def dies(self: RelayAfterCommitPublisher, messages: Sequence[OutboxMessage]) -> None:
         raise ProcessKilled
 
-    monkeypatch.setattr(AfterCommitPublish, "__call__", dies)
+    monkeypatch.setattr(RelayAfterCommitPublisher, "__call__", dies)
 
     # When the success callback is processed
     before = utc_now()

@@ -1,4 +1,5 @@
-"""OutboxRelay and AfterCommitPublish with in-memory fakes: claim, publish, mark sent, back off, give up."""
+"""OutboxRelay and RelayAfterCommitPublisher with in-memory fakes: claim, publish, mark sent, back off,
+give up."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from payment_outbox.domain.backoff import RetryPolicy
 from payment_outbox.domain.envelope import TOPIC_POINTS, TOPIC_SMS
 from payment_outbox.domain.outbox import OutboxStatus
-from payment_outbox.services.relay import SAFETY_MARGIN_MS, AfterCommitPublish, OutboxRelay
+from payment_outbox.services.relay import SAFETY_MARGIN_MS, OutboxRelay, RelayAfterCommitPublisher
 from tests.fakes import START, FakeClock, InMemoryDatabase, ScriptedPublisher, outbox_message
 
 pytestmark = pytest.mark.unit
@@ -585,7 +586,7 @@ def test_the_after_commit_publish_charges_no_attempt_in_an_outage(
     _seed(db, "p1", due_at=START + LEASE)
     publisher.outage()
     # When they are handed off / Then they are left to the relay with no attempt counted
-    AfterCommitPublish(lambda: _aged_relay(db, publisher, clock))(db.messages())
+    RelayAfterCommitPublisher(lambda: _aged_relay(db, publisher, clock))(db.messages())
     row = db.message("p1")
     assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
 
@@ -605,7 +606,7 @@ def test_the_after_commit_publish_sends_committed_rows_at_once(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given rows committed by a payment
-    hand_off = AfterCommitPublish(lambda: _relay(db, publisher, clock))
+    hand_off = RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))
     # When they are handed off / Then they are published and SENT without waiting for the relay
     hand_off(db.messages())
     assert publisher.published == fresh_rows
@@ -618,7 +619,7 @@ def test_the_after_commit_publish_records_a_failure_for_the_relay(
     # Given a hand-off whose publish fails for one row
     publisher.fail("p2")
     # When the rows are handed off
-    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
+    RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the failed row is scheduled for a retry like any relay failure
     assert db.message("p1").status is OutboxStatus.SENT
     assert db.message("p2").status is OutboxStatus.PENDING
@@ -648,7 +649,7 @@ def test_the_after_commit_publish_never_gives_up_so_every_give_up_reaches_the_al
     # Given a hand-off whose publish fails permanently for one row
     publisher.fail_permanently("p2")
     # When the rows are handed off
-    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
+    RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the row is left for the scheduled relay (whose handler emits MessagesFailed), not FAILED here
     assert db.message("p2").status is OutboxStatus.PENDING
     assert db.message("p2").attempts == 1
@@ -667,7 +668,7 @@ def test_the_after_commit_publish_never_raises_when_the_relay_cannot_be_built(
         raise RuntimeError("ORDER_EVENTS_TOPIC_ARN is not set")
 
     # When rows are handed off / Then the caller sees no error and the rows wait for the relay
-    AfterCommitPublish(broken)(db.messages())
+    RelayAfterCommitPublisher(broken)(db.messages())
     assert all(m.status is OutboxStatus.PENDING and m.attempts == 0 for m in db.messages())
 
 
@@ -677,7 +678,7 @@ def test_the_after_commit_publish_never_raises_when_the_publisher_raises(
     # Given a publisher that breaks its contract and raises
     publisher.raise_on_publish(ConnectionError("endpoint unreachable"))
     # When rows are handed off / Then the caller sees no error
-    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
+    RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # And the rows are left pending, due when the after-commit lease ends
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
     assert all(m.due_at == START + LEASE for m in db.messages())
@@ -689,7 +690,7 @@ def test_the_after_commit_publish_never_raises_when_the_database_is_lost(
     # Given a publish that succeeds but a database that fails when the outcome is recorded
     db.fail_next_enter = ConnectionError("lost connection to MySQL server")
     # When rows are handed off / Then the caller sees no error (the relay re-sends; consumers dedupe)
-    AfterCommitPublish(lambda: _relay(db, publisher, clock))(db.messages())
+    RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     assert publisher.published == fresh_rows
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
 
@@ -705,7 +706,7 @@ def test_in_stream_order_the_after_commit_publish_leaves_a_row_behind_a_pending_
     # And a payment that just committed a later points message of PO-1 and an SMS of PO-1
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
     _seed(db, "sms", business_key="PO-1", topic=TOPIC_SMS, due_at=START + LEASE)
-    hand_off = AfterCommitPublish(lambda: _relay(db, publisher, clock, ordered_by_key=True))
+    hand_off = RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock, ordered_by_key=True))
     # When the fresh rows are handed off
     hand_off([db.message("later"), db.message("sms")])
     # Then only the SMS, the head of its stream, was published
@@ -727,6 +728,6 @@ def test_without_stream_order_the_after_commit_publish_sends_every_row(
     _seed(db, "earlier", business_key="PO-1", due_at=START + timedelta(seconds=30))
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
     # When the fresh row is handed off on a standard (unordered) deployment
-    AfterCommitPublish(lambda: _relay(db, publisher, clock))([db.message("later")])
+    RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))([db.message("later")])
     # Then it is published at once
     assert publisher.published == ["later"]

@@ -24,7 +24,7 @@ from payment_outbox.composition.database import connect_database
 from payment_outbox.composition.relay import outbox_relay, relay_publisher
 from payment_outbox.ports import WebhookSecrets
 from payment_outbox.services.payments import CallbackSignatures, PaymentService
-from payment_outbox.services.relay import AfterCommitPublish, RelayReport
+from payment_outbox.services.relay import RelayAfterCommitPublisher, RelayReport
 from payment_outbox.settings import (
     CallerSettings,
     DatabaseSettings,
@@ -58,7 +58,7 @@ def build_payment_api() -> PaymentApi:
         database.unit_of_work,
         clock,
         after_commit_lease=timedelta(seconds=outbox.outbox_lease_seconds),
-        after_commit=AfterCommitPublish(lambda: immediate, on_report=count_after_commit_publish),
+        after_commit=RelayAfterCommitPublisher(lambda: immediate, on_report=count_after_commit_publish),
         money=money.rules(),
     )
     signatures = CallbackSignatures(

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 class AfterCommitPublisher(Protocol):
+    """The after-commit publish as the payment service calls it (``RelayAfterCommitPublisher``)."""
+
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         """Try to publish freshly committed messages now; must never raise."""
         ...

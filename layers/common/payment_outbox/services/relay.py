@@ -1,5 +1,5 @@
 """Moving outbox rows to the message bus: ``relay_due_messages`` (the scheduled run) and
-``publish_after_commit`` (the after-commit publish, through ``AfterCommitPublish``). Both share
+``publish_after_commit`` (the after-commit publish, through ``RelayAfterCommitPublisher``). Both share
 ``deliver``: publish, then record each outcome. The words are docs/architecture.md's (*Words*).
 
 The scheduled relay keeps several publish requests in flight at once: it claims due rows, splits the
@@ -446,8 +446,9 @@ class OutboxRelay:
         return report
 
 
-class AfterCommitPublish:
-    """After-commit hand-off: publish the payment's rows at once, bounded, never failing the caller.
+class RelayAfterCommitPublisher:
+    """The payment service's ``AfterCommitPublisher``, through the relay: publish the payment's rows at
+    once, bounded, never failing the caller.
 
     Whatever goes wrong here, the rows are already committed: the relay picks them up when the
     after-commit lease ends (or sooner, at the retry time recorded after a failed attempt).
