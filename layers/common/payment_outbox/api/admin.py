@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from payment_outbox.api.http import iso_time
 from payment_outbox.api.payments import OrderView, Timestamp, order_view
 from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain import grammar
@@ -338,11 +338,11 @@ def message_view(message: OutboxMessage) -> dict[str, Any]:
         "businessKey": message.business_key,
         "businessType": message.business_type,
         "retryCount": message.attempts,
-        "nextRetryAt": _iso(message.due_at),
+        "nextRetryAt": iso_time(message.due_at),
         "lastError": message.last_error,
-        "createTime": _iso(message.create_time),
-        "updateTime": _iso(message.update_time),
-        "sentTime": _iso(message.sent_time),
+        "createTime": iso_time(message.create_time),
+        "updateTime": iso_time(message.update_time),
+        "sentTime": iso_time(message.sent_time),
     }
 
 
@@ -367,7 +367,7 @@ def requeue_view(result: RequeueResult) -> dict[str, Any]:
                 "messageId": c.message_id,
                 "status": {"from": c.status_from.name, "to": OutboxStatus.PENDING.name},
                 "retryCount": {"from": c.attempts_from, "to": c.attempts_to},
-                "nextRetryAt": {"from": _iso(c.due_at_from), "to": _iso(c.due_at_to)},
+                "nextRetryAt": {"from": iso_time(c.due_at_from), "to": iso_time(c.due_at_to)},
             }
             for c in result.changes
         ],
@@ -380,7 +380,7 @@ def stats_view(stats: OutboxStats) -> dict[str, Any]:
         "counts": {"pending": counts.pending, "sent": counts.sent, "failed": counts.failed},
         "dueBacklog": counts.due,
         "oldestDueAgeSeconds": stats.oldest_due_age_seconds,
-        "at": _iso(stats.now),
+        "at": iso_time(stats.now),
     }
 
 
@@ -392,7 +392,7 @@ def trace_view(trace: OrderTrace) -> dict[str, Any]:
             "maskedPhone": delivery.masked_phone if delivery else None,
             "templateId": delivery.template_id if delivery else None,
             "providerMessageId": delivery.provider_message_id if delivery else None,
-            "sentAt": _iso(delivery.sent_at) if delivery else None,
+            "sentAt": iso_time(delivery.sent_at) if delivery else None,
         }
         for message_id, delivery in trace.sms_deliveries.items()
     ]
@@ -426,9 +426,3 @@ def _details(exc: ValidationError) -> list[dict[str, Any]]:
         {"field": ".".join(str(p) for p in e["loc"]) or "query", "problem": e["msg"]}
         for e in exc.errors(include_url=False, include_input=False)
     ]
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return to_naive_utc(moment).isoformat(timespec="milliseconds") + "Z"

@@ -6,7 +6,6 @@ built on first use."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -14,8 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_outbox.api.admin import Reason
-from payment_outbox.api.http import actor, json_response, parse_body, request_body, responses
-from payment_outbox.clock import to_naive_utc
+from payment_outbox.api.http import actor, iso_time, json_response, parse_body, request_body, responses
 from payment_outbox.domain import grammar
 from payment_outbox.errors import DeadLetterQueueNotFound
 from payment_outbox.ports import DeadLetterQueueState
@@ -75,7 +73,7 @@ def queue_view(state: DeadLetterQueueState) -> dict[str, Any]:
         "targetUrl": state.target_url,
         "depth": state.depth,
         "inFlight": state.in_flight,
-        "oldestSentAt": _iso(state.oldest_sent_at),
+        "oldestSentAt": iso_time(state.oldest_sent_at),
         "peeked": state.peeked,
     }
 
@@ -131,7 +129,3 @@ def dlq_router(redrive: Callable[[], DeadLetterRedrive]) -> APIGatewayRouter:
         return json_response(200, redrive_view(result))
 
     return router
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else to_naive_utc(moment).isoformat(timespec="milliseconds") + "Z"

@@ -6,7 +6,6 @@ audited. A Powertools ``Router`` the admin resolver includes; the routes get the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -14,8 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_outbox.api.admin import Reason
-from payment_outbox.api.http import actor, json_response, parse_body, request_body, responses
-from payment_outbox.clock import to_naive_utc
+from payment_outbox.api.http import actor, iso_time, json_response, parse_body, request_body, responses
 from payment_outbox.domain import grammar
 from payment_outbox.domain.triage import FINGERPRINT_PATTERN
 from payment_outbox.errors import FailureGroupNotFound
@@ -86,8 +84,8 @@ def group_view(group: FailureGroup) -> dict[str, Any]:
         "count": group.count,
         "failed": group.failed,
         "retrying": group.retrying,
-        "firstSeen": _iso(group.first_seen),
-        "lastSeen": _iso(group.last_seen),
+        "firstSeen": iso_time(group.first_seen),
+        "lastSeen": iso_time(group.last_seen),
         "topics": group.topics,
         "sampleMessageId": group.sample_message_id,
         "sampleError": group.sample_error,
@@ -100,7 +98,7 @@ def triage_view(report: TriageReport) -> dict[str, Any]:
         "scanned": report.scanned,
         "truncated": report.truncated,
         "scanLimit": report.scan_limit,
-        "at": _iso(report.at),
+        "at": iso_time(report.at),
     }
 
 
@@ -175,7 +173,3 @@ def triage_router(triage: Callable[[], FailureTriage]) -> APIGatewayRouter:
         return json_response(200, group_action_view(result))
 
     return router
-
-
-def _iso(moment: datetime) -> str:
-    return to_naive_utc(moment).isoformat(timespec="milliseconds") + "Z"

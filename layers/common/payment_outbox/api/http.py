@@ -1,17 +1,19 @@
-"""What both APIs share over HTTP: body parsing, the caller an admin action is audited under, the one
-table that maps application errors to status codes, the error body, the OpenAPI declarations of bodies
-and answers, and the one error handler."""
+"""What both APIs share over HTTP: body parsing, the caller an admin action is audited under, how a
+moment is written, the one table that maps application errors to status codes, the error body, the
+OpenAPI declarations of bodies and answers, and the one error handler."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, overload
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from payment_outbox.clock import to_naive_utc
 from payment_outbox.domain import grammar
 from payment_outbox.errors import (
     DeadLetterQueueNotFound,
@@ -102,6 +104,15 @@ def actor(event: APIGatewayProxyEvent) -> str:
     """Who an admin request's audit row names: the IAM caller API Gateway authorised; "local" when there
     is none (local runs)."""
     return event.request_context.identity.user_arn or "local"
+
+
+@overload
+def iso_time(moment: datetime) -> str: ...
+@overload
+def iso_time(moment: datetime | None) -> str | None: ...
+def iso_time(moment: datetime | None) -> str | None:
+    """A moment as both APIs write it: UTC to the millisecond, with a "Z" (None stays None)."""
+    return None if moment is None else to_naive_utc(moment).isoformat(timespec="milliseconds") + "Z"
 
 
 # --- the error body, and the OpenAPI declarations of bodies and answers --------------------------------

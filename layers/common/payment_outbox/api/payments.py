@@ -18,6 +18,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from payment_outbox.api.http import iso_time
 from payment_outbox.domain import grammar
 from payment_outbox.domain.callers import Caller
 from payment_outbox.domain.orders import Order, PaymentNotice
@@ -157,13 +158,9 @@ def order_view(order: Order) -> dict[str, Any]:
         amount=f"{order.amount:.2f}",
         currency=order.currency,
         status=order.status.value,
-        payTime=_iso(order.pay_time),
+        payTime=iso_time(order.pay_time),
         transactionId=order.payment_txn_id,
-        createdAt=_iso(order.created_at) or "",
-        updatedAt=_iso(order.updated_at) or "",
+        createdAt=iso_time(order.created_at) or "",
+        updatedAt=iso_time(order.updated_at) or "",
     )
     return view.model_dump()
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
