@@ -289,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     report.wall_seconds = time.monotonic() - started
     json_path = args.out / "benchmarks.json"
     report.write(json_path)
-    from bench import render
+    from bench.report import pages
 
-    for path in render.write(report.to_json(), args.out):
+    for path in pages.write(report.to_json(), args.out):
         progress(f"wrote {path}")
     for section in report.sections:
         for target in section.targets:

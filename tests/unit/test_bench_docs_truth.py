@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import render
+from bench.report import pages, sections
 from bench.stats import fmt
 
 pytestmark = pytest.mark.unit
@@ -100,25 +100,25 @@ def recorded() -> dict[str, Any]:
 
 
 def test_the_recorded_run_has_every_section(recorded: dict[str, Any]) -> None:
-    assert set(recorded["sections"]) == set(render.ORDER)
+    assert set(recorded["sections"]) == set(sections.ORDER)
     assert not any(s["failed"] for s in recorded["sections"].values())
 
 
 @pytest.mark.parametrize("name", ["benchmarks.md", "capacity.md"])
 def test_every_number_in_a_rendered_doc_comes_from_the_json(recorded: dict[str, Any], name: str) -> None:
-    rendered = render.render(recorded)[name]
+    rendered = pages.render(recorded)[name]
     assert untraced_numbers(rendered, recorded) == []
 
 
 def test_every_number_the_capacity_figure_says_comes_from_the_json(recorded: dict[str, Any]) -> None:
-    words = svg_words(render.render(recorded)["capacity-drain.svg"])
+    words = svg_words(pages.render(recorded)["capacity-drain.svg"])
     assert "minutes since SNS went down" in words and "MaxRelayConcurrency" in words
     assert untraced_numbers(words, recorded) == []
 
 
 def test_a_figure_typed_into_the_prose_is_caught(recorded: dict[str, Any]) -> None:
     # Given the render of the recorded run with one figure typed in by hand
-    rendered = render.render(recorded)["capacity.md"] + "\nOne relay drains 3,189 messages/s.\n"
+    rendered = pages.render(recorded)["capacity.md"] + "\nOne relay drains 3,189 messages/s.\n"
     # Then the check names it
     assert untraced_numbers(rendered, recorded) == ["3,189"]
 
@@ -130,7 +130,7 @@ def test_the_docs_follow_the_json_when_a_figure_changes(recorded: dict[str, Any]
     figures["messages_per_second_median"]["real"] = 1234.0
     figures["messages_per_second_rounds"]["real"] = [1234.0]
     # Then the report says the new rate, and no longer the old one
-    markdown = render.render(changed)["benchmarks.md"]
+    markdown = pages.render(changed)["benchmarks.md"]
     row = next(line for line in markdown.splitlines() if line.startswith("| real relay ("))
     assert "| 1,234 |" in row
     old = fmt(
@@ -148,14 +148,14 @@ def test_a_failed_section_is_reported_as_not_measured(recorded: dict[str, Any]) 
         "figures": {},
         "targets": [],
     }
-    markdown = render.render(broken)["benchmarks.md"]
+    markdown = pages.render(broken)["benchmarks.md"]
     assert "## Sections that could not measure" in markdown
     assert "- fan_out: RuntimeError: a relay container did not start" in markdown
 
 
 def test_the_committed_docs_are_a_render_of_the_committed_json() -> None:
     committed = _load(DOCS / "benchmarks.json")
-    for name, content in render.render(committed).items():
+    for name, content in pages.render(committed).items():
         assert (DOCS / name).read_text(encoding="utf-8") == content, (
             f"docs/{name}: run python -m bench.render"
         )
@@ -230,14 +230,15 @@ def _anchor(title: str) -> str:
 
 def test_the_reconcilers_cost_is_rendered_in_capacity_md(recorded: dict[str, Any]) -> None:
     figures = recorded["sections"]["reconcile_cost"]["figures"]
-    capacity = render.render(recorded)["capacity.md"]
+    capacity = pages.render(recorded)["capacity.md"]
     section = capacity.split("## The reconciler's cost per run", 1)[1].split("\n## ", 1)[0]
     assert f"| {fmt(figures['rows_per_second'])} |" in section
     assert f"{figures['rows_within_the_timeout_at_this_rate']:,} sent rows" in section
 
 
 def test_operations_md_cites_the_reconcilers_cost_from_the_rendered_table(recorded: dict[str, Any]) -> None:
-    title, _ = render.RENDERERS["reconcile_cost"](recorded["sections"]["reconcile_cost"]["figures"], recorded)
+    reconcile = recorded["sections"]["reconcile_cost"]["figures"]
+    title, _ = sections.RENDERERS["reconcile_cost"](reconcile, recorded)
     operations = (DOCS / "operations.md").read_text(encoding="utf-8")
     assert f"(capacity.md#{_anchor(title)})" in operations
     # ...and types no measured rate of its own next to it

@@ -13,9 +13,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from bench import render
 from bench.capacity_sim import Inputs, OutageRule, simulate
 from bench.latency_sns import LatencySnsProcess
+from bench.report.figure import capacity_figure, capacity_svg
 
 pytestmark = pytest.mark.unit
 
@@ -241,17 +241,17 @@ def _doc_with_curves() -> dict[str, object]:
 
 def test_the_capacity_figure_is_svg_from_a_plotting_library_and_the_same_for_the_same_json() -> None:
     doc = _doc_with_curves()
-    first = render.capacity_svg(doc)  # type: ignore[arg-type]
+    first = capacity_svg(doc)  # type: ignore[arg-type]
     root = ET.fromstring(first)  # noqa: S314 - our own output
     assert root.tag.endswith("svg")
-    assert render.capacity_svg(doc) == first  # type: ignore[arg-type]
+    assert capacity_svg(doc) == first  # type: ignore[arg-type]
 
 
 def test_the_capacity_figure_is_readable_legend_and_axis_titles_clear_of_each_other() -> None:
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    figure = render.capacity_figure(_doc_with_curves())  # type: ignore[arg-type]
+    figure = capacity_figure(_doc_with_curves())  # type: ignore[arg-type]
     canvas = FigureCanvasAgg(figure)  # a raster canvas measures the text as drawn
     canvas.draw()
     renderer = canvas.get_renderer()

@@ -1,0 +1,22 @@
+"""What every section renderer shares: the shape of a section's figures and the small formats of
+its numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.stats import fmt
+
+Figures = dict[str, Any]
+
+
+def _x(value: float) -> str:
+    return f"{fmt(value)}x"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _maybe(value: Any, missing: str = "-") -> Any:
+    return missing if value is None else value
