@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             cold_start,
             consumer_bench,
             cost,
+            fallback_bench,
             fan_out_bench,
             latency_bench,
             reconcile_bench,
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "fallback",
                 at_latency(
-                    lambda lw: latency_bench.fallback_latency(
+                    lambda lw: fallback_bench.fallback_latency(
                         lw,
                         seconds=args.fallback_seconds,
                         period=args.fallback_period,

@@ -339,7 +339,7 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
         build_scheduled_relay().relay.relay_due_messages(lambda: 60_000)
         scheduled = attempts()
         reset_outbox(engine)
-        from bench.latency_bench import _immediate_relay
+        from bench.fallback_bench import _immediate_relay
 
         rows = due_messages(2, first_order=900_000)
         insert_messages(engine, rows)
