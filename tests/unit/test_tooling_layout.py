@@ -16,7 +16,11 @@ pytestmark = pytest.mark.unit
 #: The longest a module may be before it holds more than one job.
 MAX_MODULE_LINES = 500
 #: Each package, with the folder its import names start from.
-PACKAGES = {"payment_outbox_dev": ROOT, "payment_outbox": ROOT / "layers" / "common"}
+PACKAGES = {
+    "payment_outbox_dev": ROOT,
+    "bench": ROOT,
+    "payment_outbox": ROOT / "layers" / "common",
+}
 
 
 def _modules(package: str) -> dict[str, Path]:
