@@ -339,11 +339,11 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
         build_scheduled_relay().relay.relay_due_messages(lambda: 60_000)
         scheduled = attempts()
         reset_outbox(engine)
-        from bench.fallback_bench import _immediate_relay
+        from bench.fallback_bench import immediate_relay
 
         rows = due_messages(2, first_order=900_000)
         insert_messages(engine, rows)
-        _immediate_relay().publish_after_commit(rows)
+        immediate_relay().publish_after_commit(rows)
         immediate = attempts()
     finally:
         sns.control(mode="ok")

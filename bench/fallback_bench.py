@@ -48,7 +48,7 @@ def _scheduler_process(ready: Any, stop: Any, period: float, timeout: float, bus
     busy.put(alive)
 
 
-def _immediate_relay() -> Any:
+def immediate_relay() -> Any:
     """The after-commit publish's relay, as composition.payment_api builds it (one attempt, short
     timeouts, never gives up), on a client made now: at the endpoint configured now."""
     from payment_outbox.adapters.aws import AwsClients
@@ -100,7 +100,7 @@ def _miss_phase(
     with LatencySnsProcess(world.delay_ms) as down:
         down.control(mode="outage")
         os.environ["AWS_ENDPOINT_URL_SNS"] = down.endpoint
-        hand_off = _immediate_relay()
+        hand_off = immediate_relay()
         try:
             started = time.monotonic()
             number = 0

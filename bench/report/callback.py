@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, _x
+from bench.report.format import Figures, times
 from bench.stats import fmt, table
 
 
@@ -25,7 +25,7 @@ def latency_callback(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
             [
                 ["real handler", real["p50"], real["p99"]],
                 ["bare UPDATE + COMMIT + one PublishBatch", bare["p50"], bare["p99"]],
-                ["ratio", _x(ratio["p50"]), _x(ratio["p99"])],
+                ["ratio", times(ratio["p50"]), times(ratio["p99"])],
                 *(
                     [["create order (POST /orders, the real handler)", create["p50"], create["p99"]]]
                     if create

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, _maybe
+from bench.report.format import Figures, or_missing
 from bench.stats import fmt, table
 
 
@@ -63,8 +63,8 @@ def capacity_simulation(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str
                     else f"fan-out, MaxRelayConcurrency {s['max_relays']}",
                     s["backlog_at_recovery"],
                     s["failed_rows"],
-                    _maybe(s["drained_minutes_after_recovery"], "not drained"),
-                    _maybe(s["oldest_due_under_10s_minutes_after_recovery"], "never"),
+                    or_missing(s["drained_minutes_after_recovery"], "not drained"),
+                    or_missing(s["oldest_due_under_10s_minutes_after_recovery"], "never"),
                     s["relays_started"],
                     s["most_relays_at_once"],
                 ]

@@ -10,13 +10,13 @@ from bench.stats import fmt
 Figures = dict[str, Any]
 
 
-def _x(value: float) -> str:
+def times(value: float) -> str:
     return f"{fmt(value)}x"
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
     return f"{value:.0%}"
 
 
-def _maybe(value: Any, missing: str = "-") -> Any:
+def or_missing(value: Any, missing: str = "-") -> Any:
     return missing if value is None else value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, _maybe, _x
+from bench.report.format import Figures, or_missing, times
 from bench.stats import fmt, table
 
 
@@ -74,11 +74,11 @@ def cold_start(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
                     name,
                     c["import_ms_median"],
                     c["third_party_import_ms_median"],
-                    _x(c["handler_over_third_party"]),
+                    times(c["handler_over_third_party"]),
                     "yes" if c["imports_sqlalchemy"] else "no",
-                    _maybe(c["peak_rss_mib_median"]),
-                    _maybe(c["memory_size_mb_from_rule"]),
-                    _maybe(c["memory_size_mb"]),
+                    or_missing(c["peak_rss_mib_median"]),
+                    or_missing(c["memory_size_mb_from_rule"]),
+                    or_missing(c["memory_size_mb"]),
                     c["memory_size_rule"],
                     c["template_memory_size_mb"],
                 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, _x
+from bench.report.format import Figures, times
 from bench.stats import fmt, table
 
 
@@ -34,7 +34,7 @@ def claim_cost(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
             ],
         ),
         "",
-        f"Big / small: **{_x(f['big_over_small_median'])}** (median of per-round ratios).",
+        f"Big / small: **{times(f['big_over_small_median'])}** (median of per-round ratios).",
         "",
         "EXPLAIN of the claim on the big table:",
         "",

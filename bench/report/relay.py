@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, _pct, _x
+from bench.report.format import Figures, percent, times
 from bench.stats import fmt, table
 
 
@@ -50,15 +50,15 @@ def relay_throughput(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
             ],
         ),
         "",
-        f"Real / bare: **{_x(f['real_over_bare_median'])}**; real / naive: "
-        f"**{_x(f['real_over_naive_median'])}** (medians of per-round ratios).",
+        f"Real / bare: **{times(f['real_over_bare_median'])}**; real / naive: "
+        f"**{times(f['real_over_naive_median'])}** (medians of per-round ratios).",
         "",
         f"Where the real relay's CPU goes (a separate run of {rows['real']} rows, each part on its own "
         f"threads' CPU clocks; {fmt(profile['cpu_ms_per_message'])} ms per message in all):",
         "",
         *table(
             ["Part", "CPU ms / message", "share"],
-            [[k, v, _pct(profile["parts_share"][k])] for k, v in profile["parts_ms_per_message"].items()],
+            [[k, v, percent(profile["parts_share"][k])] for k, v in profile["parts_ms_per_message"].items()],
         ),
         "",
         f"Inside one PublishBatch call of {f['batch_entries']} messages (cProfile of "
@@ -66,7 +66,7 @@ def relay_throughput(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         "",
         *table(
             ["", "share of the call's CPU"],
-            [[k, _pct(v)] for k, v in profile["publish_call_cpu_share"].items()],
+            [[k, percent(v)] for k, v in profile["publish_call_cpu_share"].items()],
         ),
         "",
         "- The bare loop pays boto3's whole cost per call (building and signing the request, parsing the "
@@ -103,7 +103,7 @@ def fan_out(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
                     n,
                     ", ".join(str(v) for v in s["relays_started"]),
                     s["messages_per_second_median"],
-                    _x(s["over_one_relay_median"]),
+                    times(s["over_one_relay_median"]),
                     ", ".join(str(v) for v in s["backlog_left_at_the_deadline"]),
                     s["rows_published_twice"],
                 ]
@@ -178,7 +178,7 @@ def fallback_latency(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
                     v["rows"],
                     v["rows_left_unsent"],
                     v["scheduled_runs"],
-                    _pct(v["run_alive_share_of_period"]),
+                    percent(v["run_alive_share_of_period"]),
                 ]
                 for p, v in phases.items()
             ],
