@@ -1,11 +1,11 @@
 """The relay against the latency SNS (bench/latency_sns.py): what our code costs at a realistic
-round trip, with no emulator in the way.
+round trip, with no emulator in the way; and the latency SNS set up for every benchmark that runs
+against it (``latency_sns``).
 
-- throughput: the real relay (one invocation, concurrent PublishBatch requests) against a bare loop
-  of concurrent PublishBatch calls with the same in-flight limit and no database, and against the
-  naive seed-style relay (one Publish + UPDATE/commit per row); CPU per message and where it goes;
-- several relay processes on one backlog (rows published twice), and fan-out from a scheduled run;
-- the fallback path (bench/fallback_bench.py): rows that missed the after-commit publish.
+Throughput: the real relay (one invocation, concurrent PublishBatch requests) against a bare loop of
+concurrent PublishBatch calls with the same in-flight limit and no database, and against the naive
+seed-style relay (one Publish + UPDATE/commit per row); CPU per message and where it goes. Relays
+fanned out from a scheduled run are bench/fan_out_bench.py's; the fallback path, bench/fallback_bench.py's.
 """
 
 from __future__ import annotations
@@ -67,9 +67,6 @@ def in_flight() -> int:
     from payment_outbox.settings import RelaySettings
 
     return RelaySettings().relay_max_in_flight
-
-
-# --- 1. throughput --------------------------------------------------------------------------------
 
 
 def drain_with_real_relay(relay: Any) -> int:
@@ -285,10 +282,3 @@ def _claim_size() -> int:
     from payment_outbox.settings import OutboxSettings
 
     return OutboxSettings().outbox_batch_size
-
-
-def _rounds(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:.0f}" for v in values)
-
-
-# --- 2. several relays, and fan-out ---------------------------------------------------------------

@@ -10,8 +10,6 @@ from bench.report.figure import capacity_svg
 from bench.report.sections import ORDER, RENDERERS
 from bench.stats import fmt
 
-DOCS = ("benchmarks.md", "capacity.md", "capacity-drain.svg")
-
 
 def _ordered(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     sections = doc["sections"]
