@@ -4,7 +4,7 @@ the consumers' own client), and records per second through a batch of 10."""
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -31,8 +31,8 @@ class CallCounter:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
-        self.write_units: Counter[str] = Counter()
-        self.read_units: Counter[str] = Counter()
+        self.write_units: defaultdict[str, float] = defaultdict(float)
+        self.read_units: defaultdict[str, float] = defaultdict(float)
         self._hooks = ExitStack()
 
     def _count(self, event_name: str, **_: Any) -> None:
@@ -76,8 +76,8 @@ class CallCounter:
         self.calls.clear()
         return taken
 
-    def take_units(self) -> tuple[Counter[str], Counter[str]]:
-        taken = Counter(self.write_units), Counter(self.read_units)
+    def take_units(self) -> tuple[dict[str, float], dict[str, float]]:
+        taken = dict(self.write_units), dict(self.read_units)
         self.write_units.clear()
         self.read_units.clear()
         return taken
@@ -119,8 +119,8 @@ def consumer_cost(
         first_calls: Counter[str] = Counter()
         duplicate_calls: Counter[str] = Counter()
         first_records = duplicate_records = 0
-        first_writes: Counter[str] = Counter()
-        first_reads: Counter[str] = Counter()
+        first_writes: defaultdict[str, float] = defaultdict(float)
+        first_reads: defaultdict[str, float] = defaultdict(float)
         rates: list[float] = []
         duplicate_rates: list[float] = []
         with counter:
@@ -160,8 +160,10 @@ def consumer_cost(
                         )
                     handled += len(received)
                     if round_no:
-                        first_writes += writes
-                        first_reads += reads
+                        for table, units in writes.items():
+                            first_writes[table] += units
+                        for table, units in reads.items():
+                            first_reads[table] += units
                         first_calls += first
                         duplicate_calls += duplicate
                         first_records += len(received)

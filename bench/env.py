@@ -154,18 +154,19 @@ def world(server_url: str) -> Iterator[BenchWorld]:
 
 
 @contextmanager
-def on_new_clients(service: str, hook: Callable[[Any], None]) -> Iterator[list[Any]]:
-    """Apply ``hook`` to each ``service`` client the application creates inside the block, and list
+def on_new_clients(watched: str, hook: Callable[[Any], None]) -> Iterator[list[Any]]:
+    """Apply ``hook`` to each ``watched`` service's client the application creates inside the block, and list
     them. Clients belong to a function's container: cold-start the function first so its own are
     created here."""
     from payment_outbox.adapters import aws
+    from payment_outbox.timeouts import CallBudget
 
     original = aws.new_client
     created: list[Any] = []
 
-    def creating(name: str, **options: Any) -> Any:
-        client = original(name, **options)
-        if name == service:
+    def creating(service: str, *, budget: CallBudget, max_pool_connections: int | None = None) -> Any:
+        client = original(service, budget=budget, max_pool_connections=max_pool_connections)
+        if service == watched:
             hook(client)
             created.append(client)
         return client

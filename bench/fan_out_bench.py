@@ -136,7 +136,7 @@ def fan_out_run(
         sns.reset_stats()
         started = time.time()
         scheduled.put((FUNCTION, {"source": "aws.events", "detail-type": "Scheduled Event"}))
-        runs = []
+        runs: list[dict[str, Any]] = []
         expected = 1
         deadline = started + run_seconds + 60
         while len(runs) < expected:
@@ -232,9 +232,9 @@ def fan_out_section(
                 f"{outcome['backlog_left_at_the_deadline']} left"
             )
     one = str(relays[0])
-    summary = {}
-    for n, outcomes in by_relays.items():
-        summary[n] = {
+    summary: dict[str, dict[str, Any]] = {}
+    for key, outcomes in by_relays.items():
+        summary[key] = {
             "relays_started": [o["relays_started"] for o in outcomes],
             "messages_per_second_median": median([o["messages_per_second"] for o in outcomes]),
             "messages_per_second_rounds": [o["messages_per_second"] for o in outcomes],
