@@ -1,4 +1,4 @@
-"""Payment callback latency through the real handler, and commit-to-publish latency of the immediate
+"""Payment callback latency through the real handler, and commit-to-publish latency of the after-commit
 publish path, measured together: every real callback is timed end to end and at its commit and its
 PublishBatch acknowledgement."""
 
@@ -95,7 +95,7 @@ def callback_latency(
     delay_ms: float | None = None,
 ) -> tuple[Section, Section]:
     """With ``bare_publishes`` (the latency SNS run) the bare transaction is followed by one
-    PublishBatch of the order's two messages through a client configured as the immediate path's:
+    PublishBatch of the order's two messages through a client configured as the after-commit path's:
     the least a callback that publishes after its commit can do."""
     from sqlalchemy import event
 
@@ -124,12 +124,12 @@ def callback_latency(
             raise RuntimeError(f"callback answered {response.status}: {response.body}")
         return elapsed
 
-    # The bare side's SNS client, configured as the immediate path's; made here, before the hook
+    # The bare side's SNS client, configured as the after-commit path's; made here, before the hook
     # below that marks the handler's own PublishBatch answers.
     bare_sns = (
         new_client(
             "sns",
-            budget=timeouts.immediate_publish(OutboxSettings().outbox_immediate_publish_timeout_seconds),
+            budget=timeouts.after_commit_publish(OutboxSettings().outbox_immediate_publish_timeout_seconds),
         )
         if bare_publishes
         else None
@@ -167,7 +167,7 @@ def callback_latency(
     def hook_publish(client: Any) -> None:
         client.meta.events.register("after-call.sns.PublishBatch", on_publish)
 
-    # Hook the PublishBatch answer of the immediate path: the handler's own SNS client, which its
+    # Hook the PublishBatch answer of the after-commit path: the handler's own SNS client, which its
     # fresh container creates during the warm-up.
     world.functions.cold_start("PaymentApiFunction")
     with QueueDrainer([world.queue_url(q) for q in QUEUES]), on_new_clients("sns", hook_publish) as sns:
@@ -266,7 +266,7 @@ def callback_latency(
         )
     latency.targets = [Target("Callback p50 latency vs bare order UPDATE", p50_ratio, "<=", 2.0)]
 
-    publish = Section("commit_to_publish", "Commit-to-publish latency (immediate publish path)")
+    publish = Section("commit_to_publish", "Commit-to-publish latency (after-commit publish path)")
     return _with_publish(latency, publish, samples_seen, rounds, publish_p50, publish_p99, sent_p50, sent_p99)
 
 

@@ -43,7 +43,7 @@ class OutageRule:
     #: A whole-request refusal (5xx, throttling, connection) counts toward max_attempts.
     refusal_charges_attempt: bool = True
     #: The failed after-commit publish counts as an attempt.
-    immediate_failure_charges_attempt: bool = True
+    after_commit_failure_charges_attempt: bool = True
     max_attempts: int = 5
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 300.0
@@ -189,7 +189,7 @@ def simulate(inputs: Inputs, *, horizon: float = 3_600.0, sample_every: float = 
     rule = inputs.rule
     recovery = inputs.outage_seconds
     backlog = _Backlog()
-    first_attempts = 1 if rule.immediate_failure_charges_attempt else 0
+    first_attempts = 1 if rule.after_commit_failure_charges_attempt else 0
     for second in range(math.ceil(recovery)):
         count = inputs.arrivals * min(1.0, recovery - second)
         backlog.add(second + 1.5, second, first_attempts, count)
@@ -339,12 +339,12 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
         build_scheduled_relay().relay.relay_due_messages(lambda: 60_000)
         scheduled = attempts()
         reset_outbox(engine)
-        from bench.fallback_bench import immediate_relay
+        from bench.fallback_bench import after_commit_relay
 
         rows = due_messages(2, first_order=900_000)
         insert_messages(engine, rows)
-        immediate_relay().publish_after_commit(rows)
-        immediate = attempts()
+        after_commit_relay().publish_after_commit(rows)
+        after_commit = attempts()
     finally:
         sns.control(mode="ok")
         relay_log.setLevel(level)
@@ -354,14 +354,17 @@ def probe_outage_rule(database_url: str, sns: Any) -> tuple[OutageRule, dict[str
     max_age = getattr(policy, "max_age_seconds", None)
     rule = OutageRule(
         refusal_charges_attempt=max(scheduled) > 0,
-        immediate_failure_charges_attempt=max(immediate) > 0,
+        after_commit_failure_charges_attempt=max(after_commit) > 0,
         max_attempts=policy.max_attempts,
         backoff_base_seconds=policy.base_delay_seconds,
         backoff_max_seconds=policy.max_delay_seconds,
         max_message_age_seconds=float(max_age) if max_age is not None else None,
         outage_backs_off_by_age=hasattr(policy, "outage_delay"),
     )
-    evidence = {"attempts_after_refused_run": scheduled, "attempts_after_failed_immediate_publish": immediate}
+    evidence = {
+        "attempts_after_refused_run": scheduled,
+        "attempts_after_failed_after_commit_publish": after_commit,
+    }
     return rule, evidence
 
 

@@ -1,5 +1,5 @@
 """The fallback path against the latency SNS: rows that missed the after-commit publish (the Lambda
-died after the commit, or SNS refused the immediate publish), published by scheduled runs polling
+died after the commit, or SNS refused the after-commit publish), published by scheduled runs polling
 within their period; due → published and commit → published, from the rows' own times."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _scheduler_process(ready: Any, stop: Any, period: float, timeout: float, bus
     busy.put(alive)
 
 
-def immediate_relay() -> Any:
+def after_commit_relay() -> Any:
     """The after-commit publish's relay, as composition.payment_api builds it (one attempt, short
     timeouts, never gives up), on a client made now: at the endpoint configured now."""
     from payment_outbox.adapters.aws import AwsClients
@@ -96,11 +96,11 @@ def _miss_phase(
     scheduler.start()
     ready.get(timeout=120)
     misses: dict[str, _Miss] = {}
-    # This process's immediate path publishes to a second latency SNS that is down.
+    # This process's after-commit path publishes to a second latency SNS that is down.
     with LatencySnsProcess(world.delay_ms) as down:
         down.control(mode="outage")
         os.environ["AWS_ENDPOINT_URL_SNS"] = down.endpoint
-        hand_off = immediate_relay()
+        publisher = after_commit_relay()
         try:
             started = time.monotonic()
             number = 0
@@ -114,8 +114,8 @@ def _miss_phase(
                     for e in order_paid_envelopes(order, now=now, new_id=lambda: uuid.uuid4().hex)
                 ]
                 insert_messages(engine, rows)
-                if kind == "immediate publish failed":
-                    hand_off.publish_after_commit(rows)  # SNS refuses: retried 1-2 s later
+                if kind == "after-commit publish failed":
+                    publisher.publish_after_commit(rows)  # SNS refuses: retried 1-2 s later
                 for row in _due_times(engine, [r.message_id for r in rows]):
                     misses[row[0]] = _Miss(kind, now, row[1])
                 time.sleep(max(0.0, started + number / rate - time.monotonic()))
@@ -150,16 +150,16 @@ def fallback_latency(
     """Rows that missed the after-commit publish, published by scheduled runs polling within their
     period: due → published and commit → published, from the rows' own times."""
     engine = make_engine(world.database_url)
-    # Every failed immediate publish logs a warning: expected here, and not for the terminal.
+    # Every failed after-commit publish logs a warning: expected here, and not for the terminal.
     relay_log = logging.getLogger("payment_outbox")
     level = relay_log.level
     relay_log.setLevel(logging.ERROR)
     phases = {
-        "steady misses (both kinds)": ("died after commit", "immediate publish failed"),
-        "isolated failed publishes only": ("immediate publish failed",),
+        "steady misses (both kinds)": ("died after commit", "after-commit publish failed"),
+        "isolated failed publishes only": ("after-commit publish failed",),
     }
     saved = os.environ.get("OUTBOX_LEASE_SECONDS")
-    # The schedule is compressed from 1 minute to ``period`` seconds; the hand-off lease with it,
+    # The schedule is compressed from 1 minute to ``period`` seconds; the after-commit lease with it,
     # since the rule that keeps a run alive depends on the lease covering the period.
     os.environ["OUTBOX_LEASE_SECONDS"] = str(int(period))
     results: dict[str, dict[str, Any]] = {}
@@ -227,7 +227,7 @@ def fallback_latency(
     section = Section("fallback_latency", "The fallback path: rows that missed the after-commit publish")
     section.figures = {
         "schedule_period_seconds": period,
-        "hand_off_lease_seconds": period,
+        "after_commit_lease_seconds": period,
         "seconds_of_orders_per_phase": seconds,
         "phases": results,
     }

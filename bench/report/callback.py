@@ -15,7 +15,7 @@ def latency_callback(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
     lines = [
         "The real PaymentApi handler invoked in-process through the local harness (a signed body: API "
         "Gateway event, Powertools resolver, signature check, the pay transaction, and the after-commit "
-        "immediate publish to the latency SNS), against the bare transaction that only updates the order "
+        "after-commit publish to the latency SNS), against the bare transaction that only updates the order "
         "(one UPDATE, committed, same driver and server; then one PublishBatch of the order's messages). "
         f"{f['samples_per_round']} callbacks of each per round, interleaved, {f['rounds']} rounds; "
         "percentiles per round, then the median over rounds.",
@@ -36,7 +36,7 @@ def latency_callback(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         "",
         "Where the real handler's time goes (p50): request to commit "
         f"{fmt(breakdown['request_to_commit'])} ms; "
-        f"commit to response (immediate publish + mark sent) {fmt(breakdown['commit_to_response'])} ms.",
+        f"commit to response (after-commit publish + mark sent) {fmt(breakdown['commit_to_response'])} ms.",
     ]
     return f"Payment callback against SNS at a {fmt(f['delay_ms'])} ms round trip", lines
 

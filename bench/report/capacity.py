@@ -42,7 +42,7 @@ def capacity_simulation(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str
         f"answering every call with a server error: the code {charge} (attempts after one refused run: "
         f"{', '.join(str(v) for v in f['rule_evidence']['attempts_after_refused_run'])}; after a failed "
         "after-commit publish: "
-        f"{', '.join(str(v) for v in f['rule_evidence']['attempts_after_failed_immediate_publish'])}), "
+        f"{', '.join(str(v) for v in f['rule_evidence']['attempts_after_failed_after_commit_publish'])}), "
         f"gives up at {rule['max_attempts']} attempts, and {age}. While SNS is down each scheduled run's "
         f"first {i['refused_claims_per_run']} claims are refused and the run ends.",
         "",

@@ -153,12 +153,12 @@ def fallback_latency(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
     period = fmt(f["schedule_period_seconds"])
     lines = [
         "Orders whose after-commit publish was missed, in two ways: the Lambda **died after the commit** "
-        "(the rows wait for their hand-off lease), or **SNS refused the immediate publish** (the real "
-        "hand-off path against a second latency SNS that is down: the rows are retried after the retry "
+        "(the rows wait for their after-commit lease), or **SNS refused the after-commit publish** (the real "
+        "after-commit path against a second latency SNS that is down: the rows are retried after the retry "
         f"policy's first backoff). A scheduler process runs the real relay every {period} s with a "
         f"{period} s timeout, polling within its run (the schedule compressed from its minute; the "
-        f"hand-off lease with it, {fmt(f['hand_off_lease_seconds'])} s); it publishes to the healthy latency "
-        "SNS. Times from the rows' own columns (commit, due, sent). "
+        f"after-commit lease with it, {fmt(f['after_commit_lease_seconds'])} s); it publishes to the "
+        "healthy latency SNS. Times from the rows' own columns (commit, due, sent). "
         f"{names[0]}: {fmt(phases[names[0]]['orders_per_second'])} orders/s missing the publish, both kinds "
         f"in turn, {fmt(f['seconds_of_orders_per_phase'])} s after a first period left out (no run knows of "
         f"any row yet); {names[1]}: {fmt(phases[names[1]]['orders_per_second'])} orders/s, "
@@ -185,9 +185,10 @@ def fallback_latency(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
         ),
         "",
         "- A run keeps polling while a pending row falls due before it must stop; it knows every row that "
-        "died after its commit (its due time is its hand-off lease's end, at least a period away), so those "
-        "rows wait at most the run's safety margin past falling due. A failed immediate publish falls due "
-        "soon after: a run that is alive publishes it within a poll interval; when no run is alive (the "
-        "second phase: nothing else pending) it waits for the next scheduled run — up to the period.",
+        "died after its commit (its due time is its after-commit lease's end, at least a period away), so "
+        "those rows wait at most the run's safety margin past falling due. A failed after-commit publish "
+        "falls due soon after: a run that is alive publishes it within a poll interval; when no run is "
+        "alive (the second phase: nothing else pending) it waits for the next scheduled run — up to the "
+        "period.",
     ]
     return "The fallback path: rows that missed the after-commit publish", lines

@@ -227,7 +227,7 @@ class LocalStack:
             "DATABASE_URL": database_url,
             "WEBHOOK_SECRET": config.webhook_secret,
             "POWERTOOLS_TRACE_DISABLED": "true",
-            # The relay's claims and the payment API's hand-off, leased on the stack's clock.
+            # The relay's claims and the payment API's after-commit publish, leased on the stack's clock.
             "OUTBOX_LEASE_SECONDS": str(self.timing.lease_seconds),
             "CALLER_IDENTITY": config.caller_identity,
         }

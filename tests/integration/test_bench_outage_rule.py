@@ -30,10 +30,10 @@ def test_the_simulations_outage_rule_is_found_by_running_the_relay(
     # scheduled run and on the after-commit publish alike (every row still at zero attempts)
     assert evidence == {
         "attempts_after_refused_run": [0, 0, 0, 0],
-        "attempts_after_failed_immediate_publish": [0, 0],
+        "attempts_after_failed_after_commit_publish": [0, 0],
     }
     assert rule.refusal_charges_attempt is False
-    assert rule.immediate_failure_charges_attempt is False
+    assert rule.after_commit_failure_charges_attempt is False
     # And a refused row backs off by its age, within the retry policy's limits, read from the settings
     policy = OutboxSettings().retry_policy()
     assert rule.outage_backs_off_by_age is True

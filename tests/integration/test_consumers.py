@@ -101,7 +101,7 @@ def max_receive_count(queue: str) -> int:
 # --- the envelope's messageId reaches the consumers -------------------------------------------------
 
 
-@pytest.mark.parametrize("published_by", ["relay", "immediate-publish"])
+@pytest.mark.parametrize("published_by", ["relay", "after-commit-publish"])
 def test_seed_bug_consumers_receive_the_message_id(
     system: LocalSystem, monkeypatch: pytest.MonkeyPatch, published_by: str
 ) -> None:

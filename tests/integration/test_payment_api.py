@@ -982,5 +982,5 @@ def test_the_dashboard_adds_both_publish_paths() -> None:
 
     template = (ROOT / "template.yaml").read_text()
     assert '"MessagesPublished", "service", "outbox-relay", {"id": "relay"' in template
-    assert '"MessagesPublished", "service", "payment-api", {"id": "immediate"' in template
-    assert '"expression": "SUM([relay, immediate])"' in template
+    assert '"MessagesPublished", "service", "payment-api", {"id": "afterCommit"' in template
+    assert '"expression": "SUM([relay, afterCommit])"' in template

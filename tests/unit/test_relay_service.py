@@ -585,18 +585,18 @@ def test_the_after_commit_publish_charges_no_attempt_in_an_outage(
     # Given rows committed by a payment, and an outage
     _seed(db, "p1", due_at=START + LEASE)
     publisher.outage()
-    # When they are handed off / Then they are left to the relay with no attempt counted
+    # When they are published after commit / Then they are left to the relay with no attempt counted
     RelayAfterCommitPublisher(lambda: _aged_relay(db, publisher, clock))(db.messages())
     row = db.message("p1")
     assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
 
 
-# --- the after-commit hand-off ------------------------------------------------------------------
+# --- the after-commit publish -------------------------------------------------------------------
 
 
 @pytest.fixture
 def fresh_rows(db: InMemoryDatabase) -> Iterator[list[str]]:
-    """Rows just committed by a payment, owned by the hand-off until the lease ends."""
+    """Rows just committed by a payment, owned by the after-commit publish until the lease ends."""
     ids = ["p1", "p2"]
     _seed(db, *ids, due_at=START + LEASE)
     yield ids
@@ -606,9 +606,9 @@ def test_the_after_commit_publish_sends_committed_rows_at_once(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
     # Given rows committed by a payment
-    hand_off = RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))
-    # When they are handed off / Then they are published and SENT without waiting for the relay
-    hand_off(db.messages())
+    publish_after_commit = RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))
+    # When they are published after commit / Then they are published and SENT without waiting for the relay
+    publish_after_commit(db.messages())
     assert publisher.published == fresh_rows
     assert all(db.message(m).status is OutboxStatus.SENT for m in fresh_rows)
 
@@ -616,9 +616,9 @@ def test_the_after_commit_publish_sends_committed_rows_at_once(
 def test_the_after_commit_publish_records_a_failure_for_the_relay(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
-    # Given a hand-off whose publish fails for one row
+    # Given an after-commit publish that fails for one row
     publisher.fail("p2")
-    # When the rows are handed off
+    # When the rows are published after commit
     RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the failed row is scheduled for a retry like any relay failure
     assert db.message("p1").status is OutboxStatus.SENT
@@ -646,9 +646,9 @@ def test_a_run_reports_how_long_the_oldest_due_row_has_waited(
 def test_the_after_commit_publish_never_gives_up_so_every_give_up_reaches_the_alarm(
     db: InMemoryDatabase, publisher: ScriptedPublisher, clock: FakeClock, fresh_rows: list[str]
 ) -> None:
-    # Given a hand-off whose publish fails permanently for one row
+    # Given an after-commit publish that fails permanently for one row
     publisher.fail_permanently("p2")
-    # When the rows are handed off
+    # When the rows are published after commit
     RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # Then the row is left for the scheduled relay (whose handler emits MessagesFailed), not FAILED here
     assert db.message("p2").status is OutboxStatus.PENDING
@@ -667,7 +667,7 @@ def test_the_after_commit_publish_never_raises_when_the_relay_cannot_be_built(
     def broken() -> OutboxRelay:
         raise RuntimeError("ORDER_EVENTS_TOPIC_ARN is not set")
 
-    # When rows are handed off / Then the caller sees no error and the rows wait for the relay
+    # When rows are published after commit / Then the caller sees no error and the rows wait for the relay
     RelayAfterCommitPublisher(broken)(db.messages())
     assert all(m.status is OutboxStatus.PENDING and m.attempts == 0 for m in db.messages())
 
@@ -677,7 +677,7 @@ def test_the_after_commit_publish_never_raises_when_the_publisher_raises(
 ) -> None:
     # Given a publisher that breaks its contract and raises
     publisher.raise_on_publish(ConnectionError("endpoint unreachable"))
-    # When rows are handed off / Then the caller sees no error
+    # When rows are published after commit / Then the caller sees no error
     RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     # And the rows are left pending, due when the after-commit lease ends
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
@@ -689,7 +689,8 @@ def test_the_after_commit_publish_never_raises_when_the_database_is_lost(
 ) -> None:
     # Given a publish that succeeds but a database that fails when the outcome is recorded
     db.fail_next_enter = ConnectionError("lost connection to MySQL server")
-    # When rows are handed off / Then the caller sees no error (the relay re-sends; consumers dedupe)
+    # When rows are published after commit / Then the caller sees no error
+    # (the relay re-sends; consumers dedupe)
     RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))(db.messages())
     assert publisher.published == fresh_rows
     assert all(m.status is OutboxStatus.PENDING for m in db.messages())
@@ -706,9 +707,11 @@ def test_in_stream_order_the_after_commit_publish_leaves_a_row_behind_a_pending_
     # And a payment that just committed a later points message of PO-1 and an SMS of PO-1
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
     _seed(db, "sms", business_key="PO-1", topic=TOPIC_SMS, due_at=START + LEASE)
-    hand_off = RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock, ordered_by_key=True))
-    # When the fresh rows are handed off
-    hand_off([db.message("later"), db.message("sms")])
+    publish_after_commit = RelayAfterCommitPublisher(
+        lambda: _relay(db, publisher, clock, ordered_by_key=True)
+    )
+    # When the fresh rows are published after commit
+    publish_after_commit([db.message("later"), db.message("sms")])
     # Then only the SMS, the head of its stream, was published
     assert publisher.calls == [["sms"]]
     # And the later points row is left to the relay: pending, due now rather than after the after-commit lease
@@ -727,7 +730,7 @@ def test_without_stream_order_the_after_commit_publish_sends_every_row(
     # Given an earlier message of the stream still pending and a fresh later one
     _seed(db, "earlier", business_key="PO-1", due_at=START + timedelta(seconds=30))
     _seed(db, "later", business_key="PO-1", due_at=START + LEASE)
-    # When the fresh row is handed off on a standard (unordered) deployment
+    # When the fresh row is published after commit on a standard (unordered) deployment
     RelayAfterCommitPublisher(lambda: _relay(db, publisher, clock))([db.message("later")])
     # Then it is published at once
     assert publisher.published == ["later"]

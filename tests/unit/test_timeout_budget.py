@@ -94,7 +94,7 @@ def test_the_payment_callback_fits_api_gateways_29_seconds() -> None:
     worst = (
         secrets_seconds(timeouts.SECRETS_ON_HOT_PATH)
         + database_seconds(database_timeouts("PaymentApiFunction"), CALLBACK_UNITS_OF_WORK)
-        + timeouts.immediate_publish(1.0).worst_case_seconds()
+        + timeouts.after_commit_publish(1.0).worst_case_seconds()
     )
     assert worst <= min(API_GATEWAY_SECONDS, function_timeout("PaymentApiFunction")), worst
 

@@ -57,7 +57,7 @@ SQS_REDRIVE = CallBudget(connect_timeout_seconds=1, read_timeout_seconds=2, max_
 S3_ARCHIVE = CallBudget(connect_timeout_seconds=2, read_timeout_seconds=10, max_attempts=3)
 
 
-def immediate_publish(timeout_seconds: float) -> CallBudget:
+def after_commit_publish(timeout_seconds: float) -> CallBudget:
     """The after-commit publish of the payment API: one attempt bounded by ``timeout_seconds``
     (``OutboxSettings.outbox_immediate_publish_timeout_seconds``); the relay retries what it misses."""
     return CallBudget(

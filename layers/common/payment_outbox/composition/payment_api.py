@@ -51,14 +51,16 @@ def build_payment_api() -> PaymentApi:
     money = MoneySettings()
 
     # The after-commit publish: one attempt with short timeouts, so the callback answers quickly.
-    immediate = outbox_relay(
+    after_commit_relay = outbox_relay(
         outbox, database, relay_publisher(outbox, clients, after_commit=True), clock=clock
     )
     payments = PaymentService(
         database.unit_of_work,
         clock,
         after_commit_lease=timedelta(seconds=outbox.outbox_lease_seconds),
-        after_commit=RelayAfterCommitPublisher(lambda: immediate, on_report=count_after_commit_publish),
+        after_commit=RelayAfterCommitPublisher(
+            lambda: after_commit_relay, on_report=count_after_commit_publish
+        ),
         money=money.rules(),
     )
     signatures = CallbackSignatures(

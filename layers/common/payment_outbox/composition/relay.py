@@ -77,7 +77,7 @@ def relay_publisher(
     attempt with short timeouts."""
     if after_commit:
         sns = clients.factory(
-            "sns", timeouts.immediate_publish(settings.outbox_immediate_publish_timeout_seconds)
+            "sns", timeouts.after_commit_publish(settings.outbox_immediate_publish_timeout_seconds)
         )
     else:
         sns = clients.factory("sns", timeouts.SNS_RELAY, max_pool_connections=max_in_flight)
