@@ -29,6 +29,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bench.prices import LAMBDA_FULL_VCPU_MB
+
 #: The oldest due row's age that counts as caught up (the curve's second panel).
 AGE_THRESHOLD_SECONDS = 10.0
 #: The quiet-time scenario: few orders, a long outage (issue 16's chaos case, unscaled).
@@ -84,7 +86,7 @@ class Inputs:
     batch_entries: int = 10
     #: The Lambda's memory and the size at which it gets a full vCPU.
     lambda_memory_mb: int = 1280
-    full_vcpu_mb: int = 1769
+    full_vcpu_mb: int = LAMBDA_FULL_VCPU_MB
     claim_size: int = 200
     refused_claims_per_run: int = 2
     cold_start_seconds: float = 2.0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import ROOT, BenchWorld
+from bench.prices import LAMBDA_FULL_VCPU_MB
 from bench.stats import Section, Target, median, median_ratio
 
 #: The event each function handles in the memory probe, from events/ (the API one writes an order;
@@ -25,8 +26,8 @@ PREFERRED_EVENTS = {
 }
 CONSUMERS = ("PointsConsumerFunction", "SmsConsumerFunction")
 RELAY = "OutboxRelayFunction"
-#: Lambda gives a function one full vCPU at 1,769 MB, and CPU in proportion to memory below that.
-FULL_VCPU_MB = 1769
+#: Lambda gives a function one full vCPU at this size, and CPU in proportion to memory below it.
+FULL_VCPU_MB = LAMBDA_FULL_VCPU_MB
 #: The relay's Python work (botocore, PyMySQL, the loop) runs under one interpreter lock, so it uses one
 #: vCPU at most: memory above the size that gives one buys it no CPU, and more throughput comes from
 #: fan-out (more relays), not memory. The relay CPU rule stops at this size.
