@@ -16,6 +16,7 @@ import pytest
 
 from bench.report import pages, sections
 from bench.stats import fmt
+from tests.docs_truth import untraced
 
 pytestmark = pytest.mark.unit
 
@@ -24,32 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "data" / "benchmarks_quick.json"
 DOCS = ROOT / "docs"
 
-#: A number as the docs print one: digits with thousands separators and decimals, not part of a
-#: word or an identifier (p99, us-east-1, arm64, SigV4), optionally a ratio ("x") or a share ("%").
-NUMBER = re.compile(r"(?<![\w.\-/$])(\d[\d,]*(?:\.\d+)?)(?=(x|%)?(?![\w]))")
-
 
 def _load(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return loaded
-
-
-def json_numbers(value: Any) -> list[float]:
-    """Every number in the JSON: values, and keys that are numbers (relay counts)."""
-    found: list[float] = []
-    if isinstance(value, bool) or value is None:
-        return found
-    if isinstance(value, int | float):
-        return [float(value)]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if re.fullmatch(r"\d+(\.\d+)?", key):
-                found.append(float(key))
-            found += json_numbers(item)
-    elif isinstance(value, list):
-        for item in value:
-            found += json_numbers(item)
-    return found
 
 
 def verbatim_strings(doc: dict[str, Any]) -> list[str]:
@@ -67,23 +46,8 @@ def verbatim_strings(doc: dict[str, Any]) -> list[str]:
     return sorted({s for s in strings if re.search(r"[A-Za-z]", s)}, key=len, reverse=True)
 
 
-def traced(token: str, share: bool, values: list[float]) -> bool:
-    number = float(token.replace(",", ""))
-    decimals = len(token.split(".")[1]) if "." in token else 0
-    tolerance = 0.5 * 10**-decimals + 1e-9
-    candidates = [v * 100 for v in values] if share else values
-    return any(abs(v - number) <= tolerance for v in candidates)
-
-
 def untraced_numbers(text: str, doc: dict[str, Any]) -> list[str]:
-    for quoted in verbatim_strings(doc):
-        text = text.replace(quoted, " ")
-    values = json_numbers(doc)
-    return [
-        match.group(0) + (match.group(2) or "")
-        for match in NUMBER.finditer(text)
-        if not traced(match.group(1), match.group(2) == "%", values)
-    ]
+    return untraced(text, doc, verbatim_strings(doc))
 
 
 def svg_words(svg: str) -> str:
