@@ -71,8 +71,12 @@ openapi: install
 chaos-kill: install
 	$(BIN)/payment-outbox chaos --kill $(ARGS)
 
-## Load: locust drives create + signed callback against a local stack on MariaDB/MySQL for a bounded
-## time and reports orders/s and latency percentiles (docs/load.md). Options: make load ARGS="--workers 1 --seconds 60"
+## Load: locust drives create + signed callback against local stacks on MariaDB/MySQL (LOAD_SERVER_URL,
+## default root@127.0.0.1:3306) for a bounded time, one stack per worker count of --workers; writes
+## docs/load.json (paid orders/s, latency percentiles, the inputs, the machine and its load average) and
+## renders docs/load.md's figures from it; exits non-zero when a request failed or a run paid no order.
+## Options: make load ARGS="--workers 2 --users 16 --seconds 60 --out /tmp/load". Render again from the
+## JSON alone: .venv/bin/python -m payment_outbox_dev.chaos.load_figures.
 .PHONY: load
 load: install
 	$(BIN)/python -m payment_outbox_dev.chaos.load $(ARGS)
