@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.stats import LoadSampler, Report, Section, machine_info
+from bench.stats import Report, Section
+from payment_outbox_dev.measurement import LoadSampler, machine_info
 
 SECTIONS = (
     "latency-relay",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report.format import Figures, times
-from bench.stats import fmt, table
+from payment_outbox_dev.measurement import fmt, table
 
 
 def latency_callback(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report.format import Figures, or_missing
-from bench.stats import fmt, table
+from payment_outbox_dev.measurement import fmt, table
 
 
 def capacity_simulation(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from bench.stats import fmt
+from payment_outbox_dev.measurement import fmt
 
 
 def capacity_figure(doc: dict[str, Any]) -> Any:

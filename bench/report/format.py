@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.stats import fmt
+from payment_outbox_dev.measurement import fmt
 
 Figures = dict[str, Any]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.report.figure import capacity_svg
 from bench.report.sections import ORDER, RENDERERS
-from bench.stats import fmt
+from payment_outbox_dev.measurement import fmt
 
 
 def _ordered(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -38,6 +38,7 @@ from payment_outbox_dev.chaos.processes import (
 )
 from payment_outbox_dev.chaos.report import Progress
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
+from payment_outbox_dev.measurement import LoadSampler, machine_info
 
 #: The names the locustfile gives its two requests in locust's statistics.
 CREATE, NOTIFY = "POST /orders", "POST /payments/notify"
@@ -54,7 +55,7 @@ UNITS = {
     "latency_ms": "locust's response-time percentiles, milliseconds",
     "failed_requests": "requests locust counted failed: a creation not answered 201, a callback not "
     "answered 200 with the order PAID, or no answer",
-    "load": "the one-minute load average (bench.stats.LoadSampler)",
+    "load": "the one-minute load average (payment_outbox_dev.measurement.LoadSampler)",
     "wall_seconds": "the whole sweep, seconds",
 }
 DEFAULT_WORKERS = (1, 2, 4)
@@ -243,9 +244,6 @@ def measure(
 ) -> dict[str, Any]:
     """The sweep, one stack per worker count, as the JSON records it."""
     from importlib.metadata import version
-
-    # bench/ is the project's folder beside the tooling (make load runs from the project root).
-    from bench.stats import LoadSampler, machine_info
 
     started = time.monotonic()
     overall = LoadSampler()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from payment_outbox_dev.chaos.load import CREATE, NOTIFY
+from payment_outbox_dev.measurement import fmt, table
 
 BEGIN = (
     "<!-- The figures below are rendered from load.json beside this file by make load (again, without "
@@ -26,9 +27,6 @@ JSON_NAME, MARKDOWN_NAME = "load.json", "load.md"
 
 def figures_section(doc: dict[str, Any]) -> str:
     """The Markdown between the markers: what was run, where, the table, and what failed."""
-    # bench/ is the project's folder beside the tooling: its numbers read as the benchmarks' do.
-    from bench.stats import fmt, table
-
     inputs, machine, load = doc["inputs"], doc["machine"], doc["load"]
     database = inputs["database"]
     counts = [fmt(w) for w in inputs["workers"]]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.report import pages, sections
-from bench.stats import fmt
+from payment_outbox_dev.measurement import fmt
 from tests.docs_truth import untraced
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,8 @@ import pytest
 
 from bench.capacity_sim import ASSUMED_COLD_START_SECONDS, relay_cold_start
 from bench.cold_start import FULL_VCPU_MB, choose_memory_size, memory_for_cpu, memory_size_for
-from bench.stats import Report, Section, Target, fmt, median, median_ratio, percentile, ratio, table
+from bench.stats import Report, Section, Target, median, median_ratio, percentile, ratio
+from payment_outbox_dev.measurement import fmt, table
 
 pytestmark = pytest.mark.unit
 

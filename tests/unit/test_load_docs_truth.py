@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bench.stats import fmt
 from payment_outbox_dev.chaos.load import CREATE, NOTIFY, problems
 from payment_outbox_dev.chaos.load_figures import BEGIN, END, figures_section, render_into, write_markdown
+from payment_outbox_dev.measurement import fmt
 from tests.docs_truth import untraced
 
 pytestmark = pytest.mark.unit
