@@ -19,9 +19,12 @@ the relay and consumers run until nothing is left. The report counts the faults 
 the invariants every chaos run checks (``payment_outbox_dev.chaos.report``): per order two outbox
 rows, both sent; one ledger entry and the balance; one SMS delivery record and one SMS sent.
 
-The seed fixes the orders and every fault decision. A relay looping in a background thread
-(``--overlap-rate``) makes the interleaving, and so the exact fault counts, vary from run to run;
-with ``--overlap-rate 0`` a seed replays the same faults exactly.
+The seed fixes the orders and every fault decision. Time passes only when the run says so: retry
+waits and leases are longer than any run (``WAIT_SECONDS``), so no row falls due by the wall clock
+while a relay polls, and the run skips time ahead between waves. A relay looping in a background
+thread (``--overlap-rate``), for which failed rows fall due as it polls, makes the interleaving, and
+so the exact fault counts, vary from the first wave that has one; with ``--overlap-rate 0`` a seed
+replays the same faults exactly.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environ
 
 CHAOS_WEBHOOK_SECRET = "chaos-webhook-secret-signs-its-own-callbacks"  # noqa: S105 - signs its own callbacks  # nosec B105
 RELAY = "OutboxRelayFunction"
+#: The run's retry waits and leases: far beyond any function's timeout (the relay's is 60 s).
+WAIT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,12 @@ class _ChaosRun:
             # One publish request in flight: the seed fixes every fault decision only while the
             # relay's calls come in one order (concurrent requests are tested on their own).
             "RELAY_MAX_IN_FLIGHT": "1",
+            # A row waiting for its retry or its lease falls due only when the run says so (it skips
+            # time ahead), never by the wall clock while a relay polls within its run: which rows a
+            # relay finds due, and so the faults drawn for their publishes, must not hang on timing.
+            "OUTBOX_BACKOFF_BASE_SECONDS": str(WAIT_SECONDS),
+            "OUTBOX_BACKOFF_MAX_SECONDS": str(WAIT_SECONDS),
+            "OUTBOX_LEASE_SECONDS": str(WAIT_SECONDS),
         }
         environments = self.resources.environments(template, overrides)
         self.functions = LocalFunctions(root, template, environments)
@@ -282,9 +293,37 @@ class _ChaosRun:
         return int(result["claimed"])
 
     def _relay_loop(self, stop: threading.Event) -> None:
+        """A scheduled relay polling through a whole wave: the rows whose publish failed fall due for
+        it as it polls, as their retry waits would pass within its minute, so it publishes retries
+        while the callbacks go on."""
         while not stop.is_set():
+            self._retries_fall_due()
             self._run_relay()
             stop.wait(0.01)
+
+    def _retries_fall_due(self) -> None:
+        """Rows waiting for a retry (a failed publish recorded its error) made due now; rows a relay or
+        the after-commit publish holds are skipped, fresh rows keep their after-commit lease."""
+        from sqlalchemy import select, update
+
+        from payment_outbox.adapters.db.schema import MessageRecordRow as Row
+        from payment_outbox.domain.outbox import OutboxStatus
+
+        now = _now()
+        with self.db.begin() as conn:
+            waiting = conn.scalars(
+                select(Row.id)
+                .where(
+                    Row.status == int(OutboxStatus.PENDING),
+                    Row.last_error.is_not(None),
+                    Row.next_retry_at > now,
+                )
+                .with_for_update(skip_locked=True)
+            ).all()
+            if waiting:
+                conn.execute(
+                    update(Row).where(Row.id.in_(waiting)).values(next_retry_at=now - timedelta(seconds=1))
+                )
 
     def _relay_until_idle(self) -> None:
         for _ in range(100):
