@@ -49,16 +49,7 @@ from typing import Any
 
 from payment_outbox_dev.arguments import find_root
 from payment_outbox_dev.chaos.inprocess_faults import FaultRules
-from payment_outbox_dev.chaos.report import (
-    CONSUMERS,
-    ChaosReport,
-    PaidOrder,
-    Progress,
-    backlog,
-    check_invariants,
-    decide_uncertain_sms,
-    scan,
-)
+from payment_outbox_dev.chaos.report import CONSUMERS, ChaosReport, PaidOrder, Progress, SystemView, scan
 from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.harness import ACCOUNT_VARIABLES, emulator_environment
 
@@ -140,6 +131,7 @@ class _ChaosRun:
         self.report = ChaosReport(config.orders, config.seed, make_url(database_url).get_backend_name())
         self.sqs: Any = boto3.client("sqs")
         self.dynamodb: Any = boto3.client("dynamodb")
+        self.system = SystemView(self.db, self.dynamodb, self.sqs, self.resources.refs, _sms_texts)
         self.max_attempts = int(self.resources.parameters["OutboxMaxAttempts"])
         self.max_receives = min(
             int(template["Resources"][q]["Properties"]["RedrivePolicy"]["maxReceiveCount"]) for q in CONSUMERS
@@ -419,53 +411,37 @@ class _ChaosRun:
             self._relay_until_idle()
             self._consume()
             self.report.drain_rounds = round_number
-            if backlog(self.db, self.sqs, self.resources.refs) == 0 and not any(self.in_flight.values()):
+            if self.system.backlog() == 0 and not any(self.in_flight.values()):
                 return
 
     # --- checking ---------------------------------------------------------------------------------------
 
     def _decide_uncertain_sms(self) -> None:
         """The operator's part of the runbook (docs/operations.md, *Uncertain SMS*), through the admin API."""
-        from moto.sns.models import sns_backends
-
-        from payment_outbox_dev.local.harness import ACCOUNT, REGION
-
-        sms_texts = [message for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values()]
 
         def decide(message_id: str, action: str) -> int:
             body = json.dumps({"reason": "chaos run: the provider's log checked"})
             return self.functions.call_api("POST", f"/admin/sms/{message_id}/{action}", body).status
 
-        decide_uncertain_sms(
-            self.report,
-            db=self.db,
-            dynamodb=self.dynamodb,
-            refs=self.resources.refs,
-            sms_texts=sms_texts,
-            decide=decide,
-        )
+        self.system.decide_uncertain_sms(self.report, decide)
 
     def _verify(self) -> None:
-        from moto.sns.models import sns_backends
-
-        from payment_outbox_dev.local.harness import ACCOUNT, REGION
-
         report = self.report
         report.publishes = sum(self.published.values())
         report.duplicate_publishes = sum(n - 1 for n in self.published.values() if n > 1)
-        sms_texts = [message for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values()]
-        check_invariants(
-            report,
-            self.orders,
-            db=self.db,
-            dynamodb=self.dynamodb,
-            sqs=self.sqs,
-            refs=self.resources.refs,
-            sms_texts=sms_texts,
-        )
+        self.system.check_invariants(report, self.orders)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _sms_texts() -> list[str]:
+    """Every SMS moto's SNS took (the provider's delivery log)."""
+    from moto.sns.models import sns_backends
+
+    from payment_outbox_dev.local.harness import ACCOUNT, REGION
+
+    return [message for _phone, message, *_ in sns_backends[ACCOUNT][REGION].sms_messages.values()]
 
 
 def _now() -> Any:

@@ -14,8 +14,9 @@ What it does, on MySQL/MariaDB (a database of its own, created for the run and d
    sometimes, the whole stack (supervisor and every worker at once), which it starts again;
 4. stops killing, lets the stack heal (the relay's leases and SQS visibility timeouts run out on
    the stack's own clock), stops it cleanly, and checks the same invariants as ``make chaos``
-   (``payment_outbox_dev.chaos.inprocess.check_invariants``): per paid order exactly two outbox rows SENT, one
-   credit, one SMS recorded and sent, exact balances, empty queues and dead-letter queues.
+   (``payment_outbox_dev.chaos.report.SystemView.check_invariants``): per paid order exactly two
+   outbox rows SENT, one credit, one SMS recorded and sent, exact balances, empty queues and
+   dead-letter queues.
 
 The seed fixes the orders and the kill plan (when, whom); the moments the signals land, and so what
 each kill interrupts, depend on the machine.
@@ -50,15 +51,7 @@ from payment_outbox_dev.chaos.processes import (
     start_stack,
     wait_until_serving,
 )
-from payment_outbox_dev.chaos.report import (
-    ChaosReport,
-    PaidOrder,
-    Progress,
-    backlog,
-    check_invariants,
-    decide_uncertain_sms,
-    emulator_sms_texts,
-)
+from payment_outbox_dev.chaos.report import ChaosReport, PaidOrder, Progress, SystemView, emulator_sms_texts
 from payment_outbox_dev.local.auth import LocalCredentials
 from payment_outbox_dev.local.callback import callback_body
 from payment_outbox_dev.local.timing import DEFAULT_TIME_SCALE
@@ -175,7 +168,13 @@ class _KillRun:
         try:
             self.progress.phase("starting the stack")
             self._start_stack()
-            refs = self._resources()
+            system = SystemView(
+                self.db,
+                self._aws("dynamodb"),
+                self._aws("sqs"),
+                self._resources(),
+                lambda: emulator_sms_texts(self.emulator_url),
+            )
             self.progress.phase(f"paying {self.config.orders} orders while SIGKILLing workers and the stack")
             clients = [
                 threading.Thread(target=self._client, args=(number,), name=f"client-{number}")
@@ -194,7 +193,7 @@ class _KillRun:
                 self.progress.phase("orders paid: waiting for the SNS outage to end")
                 outage.join()
             self.progress.phase("kills over: waiting for the stack to heal")
-            healed = self._heal(refs)
+            healed = self._heal(system)
             if self.config.sns_outage_minutes > 0:
                 self.report.notes.append(f"outbox rows at the outage's end: {self._outage_rows}")
                 failed = row_states(self.db)
@@ -205,10 +204,10 @@ class _KillRun:
                 f"healed in:                    {healed:.1f} s after the last order was paid"
             )
             self.progress.phase("deciding each SMS parked as uncertain, as the runbook says")
-            self._decide_uncertain_sms(refs)
+            self._decide_uncertain_sms(system)
             self._stop_stack()
             self.progress.phase("checking every order")
-            self._check(refs)
+            self._check(system)
         finally:
             self._kill_stack()
             self.db.dispose()
@@ -440,15 +439,14 @@ class _KillRun:
 
     # --- healing and checking ---------------------------------------------------------------------
 
-    def _heal(self, refs: dict[str, str]) -> float:
+    def _heal(self, system: SystemView) -> float:
         """Wait until no outbox row is pending and the consumers' queues are empty (twice in a row,
         a visibility timeout apart), within ``heal_seconds``."""
-        sqs = self._aws("sqs")
         started = time.monotonic()
         quiet_since: float | None = None
         settle = 2 * max(1.0, 180 * self.config.time_scale)
         while time.monotonic() - started < self.config.heal_seconds:
-            if backlog(self.db, sqs, refs) == 0:
+            if system.backlog() == 0:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= settle:
                     return time.monotonic() - started
@@ -458,32 +456,17 @@ class _KillRun:
         self.failures.append(f"not healed within {self.config.heal_seconds:.0f} s")
         return time.monotonic() - started
 
-    def _decide_uncertain_sms(self, refs: dict[str, str]) -> None:
+    def _decide_uncertain_sms(self, system: SystemView) -> None:
         """The operator's part of the runbook for SMS parked as uncertain, through the stack's admin API."""
         reason = json.dumps({"reason": "kill run: the provider's log checked"})
-        decide_uncertain_sms(
+        system.decide_uncertain_sms(
             self.report,
-            db=self.db,
-            dynamodb=self._aws("dynamodb"),
-            refs=refs,
-            sms_texts=emulator_sms_texts(self.emulator_url),
-            decide=lambda message_id, action: self._request(
-                "POST", f"/admin/sms/{message_id}/{action}", reason
-            )[0],
+            lambda message_id, action: self._request("POST", f"/admin/sms/{message_id}/{action}", reason)[0],
         )
 
-    def _check(self, refs: dict[str, str]) -> None:
-        sms_texts = emulator_sms_texts(self.emulator_url)
+    def _check(self, system: SystemView) -> None:
         self.report.orders = len(self.paid)
-        check_invariants(
-            self.report,
-            sorted(self.paid, key=lambda o: o.order_id),
-            db=self.db,
-            dynamodb=self._aws("dynamodb"),
-            sqs=self._aws("sqs"),
-            refs=refs,
-            sms_texts=sms_texts,
-        )
+        system.check_invariants(self.report, sorted(self.paid, key=lambda o: o.order_id))
         if len(self.paid) != self.config.orders:
             self.report.problems.append(f"{self.config.orders - len(self.paid)} order(s) never paid")
 

@@ -1,7 +1,8 @@
 """What every chaos run checks and reports, whatever its faults: per paid order two outbox rows SENT,
 one ledger entry and the exact balance per user, one SMS recorded and sent, and nothing left on the
 consumers' queues or their dead-letter queues. Both fault sources (``inprocess``: injected at the
-boto3 boundary; ``kill``: SIGKILLs against a live stack) end in ``check_invariants`` and a ``ChaosReport``.
+boto3 boundary; ``kill``: SIGKILLs against a live stack) read the system through a ``SystemView`` and
+end in its ``check_invariants`` and a ``ChaosReport``.
 """
 
 from __future__ import annotations
@@ -147,133 +148,140 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-def check_invariants(
-    report: ChaosReport,
-    orders: list[PaidOrder],
-    *,
-    db: Any,
-    dynamodb: Any,
-    sqs: Any,
-    refs: dict[str, str],
-    sms_texts: list[str],
-) -> None:
-    """What every chaos run checks once healed, per paid order: two outbox rows, both SENT; one ledger
-    entry (its points message) and the exact balance per user; one SMS delivery record and one SMS
-    sent; and nothing left on the consumers' queues or their dead-letter queues. ``orders`` are the
-    paid orders (``order_id``, ``order_no``, ``user_id``, ``amount``); findings go into ``report``.
-    Only SENT delivery records count: an SMS parked as uncertain must have been decided
-    (``decide_uncertain_sms``), and a second SMS sent for an order is a duplicate."""
-    from sqlalchemy import bindparam, text
+@dataclass(frozen=True)
+class SystemView:
+    """What a chaos run's checks read of the system it drove: the database, the DynamoDB and SQS
+    clients, the template's resources by logical id (``refs``), and the SMS provider's delivery log
+    (``sms_texts``, read anew each time: the runbook's resends add to it). Both fault sources drain
+    against ``backlog``, then end in ``decide_uncertain_sms`` and ``check_invariants``."""
 
-    rows: dict[str, list[Any]] = defaultdict(list)
-    statuses: dict[int, str] = {}
-    order_nos = [o.order_no for o in orders]
-    with db.connect() as conn:
-        for start in range(0, len(order_nos), 500):
-            chunk = order_nos[start : start + 500]
-            for row in conn.execute(
-                text(
-                    "SELECT message_id, topic, status, business_key FROM message_record"
-                    " WHERE business_key IN :keys"
-                ).bindparams(bindparam("keys", expanding=True)),
-                {"keys": chunk},
-            ):
-                rows[row.business_key].append(row)
-            for order_id, status in conn.execute(
-                text("SELECT id, status FROM orders WHERE order_no IN :keys").bindparams(
-                    bindparam("keys", expanding=True)
-                ),
-                {"keys": chunk},
-            ):
-                statuses[int(order_id)] = str(status)
-    credits: dict[int, list[str]] = defaultdict(list)
-    balances: dict[int, int] = {}
-    for item in scan(dynamodb, refs["PointsTable"]):
-        user_id = int(item["pk"]["S"].removeprefix("USER#"))
-        if item["sk"]["S"] == "BALANCE":
-            balances[user_id] = int(item["balance"]["N"])
-        else:
-            credits[int(item["orderId"]["N"])].append(item["messageId"]["S"])
-    # SENT records only (an item without a state predates intents).
-    records = Counter(
-        i["messageId"]["S"]
-        for i in scan(dynamodb, refs["SmsDeliveriesTable"])
-        if i.get("state", {}).get("S", "SENT") == "SENT"
-    )
-    sent_for = sms_sent_per_order(sms_texts)
-    report.ledger_entries = sum(len(v) for v in credits.values())
-    report.sms_records = sum(records.values())
-    report.sms_sent = len(sms_texts)
+    db: Any
+    dynamodb: Any
+    sqs: Any
+    refs: dict[str, str]
+    sms_texts: Callable[[], list[str]]
 
-    expected: dict[int, int] = defaultdict(int)
-    for order in orders:
-        expected[order.user_id] += int(Decimal(order.amount))
-        if statuses.get(order.order_id) != "PAID":
-            report.problems.append(f"order {order.order_no} is {statuses.get(order.order_id)}, not PAID")
-        by_topic = {r.topic: r for r in rows[order.order_no]}
-        if len(rows[order.order_no]) != 2 or set(by_topic) != {TOPIC_POINTS, TOPIC_SMS}:
-            report.problems.append(f"order {order.order_no} has {len(rows[order.order_no])} outbox rows")
-            report.lost_messages += max(0, 2 - len(by_topic))
-        for row in rows[order.order_no]:
-            report.rows_pending += int(row.status == 0)
-            report.rows_failed += int(row.status == 2)
-        entries = credits.get(order.order_id, [])
-        if not entries:
-            report.lost_messages += 1
-            report.problems.append(f"order {order.order_no}: never credited")
-        report.duplicate_effects += max(0, len(entries) - 1)
-        points_row = by_topic.get(TOPIC_POINTS)
-        if entries and points_row is not None and entries != [points_row.message_id]:
-            report.problems.append(f"order {order.order_no}: ledger entry is not its points message")
-        sms_row = by_topic.get(TOPIC_SMS)
-        if sms_row is None or records[sms_row.message_id] == 0 or sent_for[order.order_no] == 0:
-            report.lost_messages += int(sms_row is not None)
-            report.problems.append(f"order {order.order_no}: SMS not recorded or not sent")
-        report.duplicate_effects += max(0, sent_for[order.order_no] - 1)
-    for user_id, total in expected.items():
-        balance = balances.get(user_id, 0)
-        if balance != total:
-            report.problems.append(f"user {user_id}: balance {balance}, expected {total}")
-            report.duplicate_effects += int(balance > total)
-    report.dead_letters = queued(sqs, [refs[q] for q in DEAD_LETTER_QUEUES])
-    report.left_on_queues = queued(sqs, [refs[q] for q in CONSUMERS])
+    def backlog(self) -> int:
+        """What is still to be done: outbox rows neither sent nor given up, and messages on the
+        consumers' queues (visible or in flight). A healed run has none."""
+        from sqlalchemy import text
 
+        with self.db.connect() as conn:
+            pending = int(
+                conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one()
+            )
+        return pending + queued(self.sqs, [self.refs[queue] for queue in CONSUMERS])
 
-def decide_uncertain_sms(
-    report: ChaosReport,
-    *,
-    db: Any,
-    dynamodb: Any,
-    refs: dict[str, str],
-    sms_texts: list[str],
-    decide: Callable[[str, str], int],
-) -> None:
-    """For each SMS parked as uncertain, what the runbook has an operator do (docs/operations.md,
-    *Uncertain SMS*): the provider's log (``sms_texts``) shows it went out → mark it delivered; it
-    does not → resend it. ``decide(messageId, action)`` calls the admin API, returns its status."""
-    from sqlalchemy import bindparam, text
+    def decide_uncertain_sms(self, report: ChaosReport, decide: Callable[[str, str], int]) -> None:
+        """For each SMS parked as uncertain, what the runbook has an operator do (docs/operations.md,
+        *Uncertain SMS*): the provider's log shows it went out → mark it delivered; it does not →
+        resend it. ``decide(messageId, action)`` calls the admin API, returns its status."""
+        from sqlalchemy import bindparam, text
 
-    parked = [
-        item["messageId"]["S"]
-        for item in scan(dynamodb, refs["SmsDeliveriesTable"])
-        if item.get("state", {}).get("S") == "UNCERTAIN"
-    ]
-    if not parked:
-        return
-    query = text("SELECT message_id, business_key FROM message_record WHERE message_id IN :ids")
-    with db.connect() as conn:
-        rows = conn.execute(query.bindparams(bindparam("ids", expanding=True)), {"ids": parked}).all()
-    order_of = {str(message_id): str(order_no) for message_id, order_no in rows}
-    sent_for = sms_sent_per_order(sms_texts)
-    for message_id in parked:
-        action = "mark-delivered" if sent_for[order_of.get(message_id, "")] else "resend"
-        status = decide(message_id, action)
-        if status != 200:
-            report.problems.append(f"uncertain SMS {message_id}: {action} answered {status}")
-        elif action == "resend":
-            report.sms_uncertain_resent += 1
-        else:
-            report.sms_uncertain_delivered += 1
+        parked = [
+            item["messageId"]["S"]
+            for item in scan(self.dynamodb, self.refs["SmsDeliveriesTable"])
+            if item.get("state", {}).get("S") == "UNCERTAIN"
+        ]
+        if not parked:
+            return
+        query = text("SELECT message_id, business_key FROM message_record WHERE message_id IN :ids")
+        with self.db.connect() as conn:
+            rows = conn.execute(query.bindparams(bindparam("ids", expanding=True)), {"ids": parked}).all()
+        order_of = {str(message_id): str(order_no) for message_id, order_no in rows}
+        sent_for = sms_sent_per_order(self.sms_texts())
+        for message_id in parked:
+            action = "mark-delivered" if sent_for[order_of.get(message_id, "")] else "resend"
+            status = decide(message_id, action)
+            if status != 200:
+                report.problems.append(f"uncertain SMS {message_id}: {action} answered {status}")
+            elif action == "resend":
+                report.sms_uncertain_resent += 1
+            else:
+                report.sms_uncertain_delivered += 1
+
+    def check_invariants(self, report: ChaosReport, orders: list[PaidOrder]) -> None:
+        """What every chaos run checks once healed, per paid order: two outbox rows, both SENT; one
+        ledger entry (its points message) and the exact balance per user; one SMS delivery record and
+        one SMS sent; and nothing left on the consumers' queues or their dead-letter queues. ``orders``
+        are the paid orders (``order_id``, ``order_no``, ``user_id``, ``amount``); findings go into
+        ``report``. Only SENT delivery records count: an SMS parked as uncertain must have been
+        decided (``decide_uncertain_sms``), and a second SMS sent for an order is a duplicate."""
+        from sqlalchemy import bindparam, text
+
+        rows: dict[str, list[Any]] = defaultdict(list)
+        statuses: dict[int, str] = {}
+        order_nos = [o.order_no for o in orders]
+        with self.db.connect() as conn:
+            for start in range(0, len(order_nos), 500):
+                chunk = order_nos[start : start + 500]
+                for row in conn.execute(
+                    text(
+                        "SELECT message_id, topic, status, business_key FROM message_record"
+                        " WHERE business_key IN :keys"
+                    ).bindparams(bindparam("keys", expanding=True)),
+                    {"keys": chunk},
+                ):
+                    rows[row.business_key].append(row)
+                for order_id, status in conn.execute(
+                    text("SELECT id, status FROM orders WHERE order_no IN :keys").bindparams(
+                        bindparam("keys", expanding=True)
+                    ),
+                    {"keys": chunk},
+                ):
+                    statuses[int(order_id)] = str(status)
+        credits: dict[int, list[str]] = defaultdict(list)
+        balances: dict[int, int] = {}
+        for item in scan(self.dynamodb, self.refs["PointsTable"]):
+            user_id = int(item["pk"]["S"].removeprefix("USER#"))
+            if item["sk"]["S"] == "BALANCE":
+                balances[user_id] = int(item["balance"]["N"])
+            else:
+                credits[int(item["orderId"]["N"])].append(item["messageId"]["S"])
+        # SENT records only (an item without a state predates intents).
+        records = Counter(
+            i["messageId"]["S"]
+            for i in scan(self.dynamodb, self.refs["SmsDeliveriesTable"])
+            if i.get("state", {}).get("S", "SENT") == "SENT"
+        )
+        sms_texts = self.sms_texts()
+        sent_for = sms_sent_per_order(sms_texts)
+        report.ledger_entries = sum(len(v) for v in credits.values())
+        report.sms_records = sum(records.values())
+        report.sms_sent = len(sms_texts)
+
+        expected: dict[int, int] = defaultdict(int)
+        for order in orders:
+            expected[order.user_id] += int(Decimal(order.amount))
+            if statuses.get(order.order_id) != "PAID":
+                report.problems.append(f"order {order.order_no} is {statuses.get(order.order_id)}, not PAID")
+            by_topic = {r.topic: r for r in rows[order.order_no]}
+            if len(rows[order.order_no]) != 2 or set(by_topic) != {TOPIC_POINTS, TOPIC_SMS}:
+                report.problems.append(f"order {order.order_no} has {len(rows[order.order_no])} outbox rows")
+                report.lost_messages += max(0, 2 - len(by_topic))
+            for row in rows[order.order_no]:
+                report.rows_pending += int(row.status == 0)
+                report.rows_failed += int(row.status == 2)
+            entries = credits.get(order.order_id, [])
+            if not entries:
+                report.lost_messages += 1
+                report.problems.append(f"order {order.order_no}: never credited")
+            report.duplicate_effects += max(0, len(entries) - 1)
+            points_row = by_topic.get(TOPIC_POINTS)
+            if entries and points_row is not None and entries != [points_row.message_id]:
+                report.problems.append(f"order {order.order_no}: ledger entry is not its points message")
+            sms_row = by_topic.get(TOPIC_SMS)
+            if sms_row is None or records[sms_row.message_id] == 0 or sent_for[order.order_no] == 0:
+                report.lost_messages += int(sms_row is not None)
+                report.problems.append(f"order {order.order_no}: SMS not recorded or not sent")
+            report.duplicate_effects += max(0, sent_for[order.order_no] - 1)
+        for user_id, total in expected.items():
+            balance = balances.get(user_id, 0)
+            if balance != total:
+                report.problems.append(f"user {user_id}: balance {balance}, expected {total}")
+                report.duplicate_effects += int(balance > total)
+        report.dead_letters = queued(self.sqs, [self.refs[q] for q in DEAD_LETTER_QUEUES])
+        report.left_on_queues = queued(self.sqs, [self.refs[q] for q in CONSUMERS])
 
 
 def emulator_sms_texts(emulator_url: str) -> list[str]:
@@ -292,16 +300,6 @@ def sms_sent_per_order(sms_texts: list[str]) -> Counter[str]:
     for sms_text in sms_texts:
         sent_for[sms_text.split("order ", 1)[-1].split(":", 1)[0]] += 1
     return sent_for
-
-
-def backlog(db: Any, sqs: Any, refs: dict[str, str]) -> int:
-    """What is still to be done: outbox rows neither sent nor given up, and messages on the consumers'
-    queues (visible or in flight). A healed run has none."""
-    from sqlalchemy import text
-
-    with db.connect() as conn:
-        pending = int(conn.execute(text("SELECT COUNT(*) FROM message_record WHERE status = 0")).scalar_one())
-    return pending + queued(sqs, [refs[queue] for queue in CONSUMERS])
 
 
 def queued(sqs: Any, urls: list[str]) -> int:
