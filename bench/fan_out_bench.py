@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -128,12 +129,16 @@ def fan_out_run(
     try:
         for process in processes:
             process.start()
+        relay_pids = []
         for _ in processes:
-            if results.get(timeout=180)[0] != "ready":
+            kind, pid, *_ = results.get(timeout=180)
+            if kind != "ready":
                 raise RuntimeError("a relay container did not start")
+            relay_pids.append(pid)
         reset_outbox(engine)
         rows = insert_backlog(engine, rows, first_order=30_000_000)
         sns.reset_stats()
+        cpu_before = CpuSnapshot.take(relay_pids)
         started = time.time()
         scheduled.put((FUNCTION, {"source": "aws.events", "detail-type": "Scheduled Event"}))
         runs: list[dict[str, Any]] = []
@@ -148,6 +153,8 @@ def fan_out_run(
                 raise RuntimeError(f"relay runs did not finish: {len(runs)} of {expected}") from exc
             runs.append({"pid": pid, "started": run_started, "ended": run_ended, "published": published})
             expected = 1 + lambda_service.invoked
+        cpu_after = CpuSnapshot.take(relay_pids)
+        cpu = cpu_after.since(cpu_before) if cpu_after else None
         served = sns.stats()
         sent = count_by_status(engine).get(int(OutboxStatus.SENT), 0)
         # Every started relay draining: from the last run's start to the first run's end.
@@ -179,6 +186,10 @@ def fan_out_run(
         "sns_entries_accepted": served["entries"],
         "rows_published_twice": max(0, served["entries"] - sent),
         "sns_round_trip_ms": served["round_trip_ms"],
+        # Where the machine's CPU went during the run: every relay and stand-in shares its cores.
+        "cores_busy": cpu.cores_busy if cpu else None,
+        "relay_cpu_seconds": cpu.relay_seconds if cpu else None,
+        "relay_cpu_ms_per_message": cpu.relay_seconds * 1000 / sent if cpu and sent else None,
         "relay_runs_detail": [
             {
                 "started_s": r["started"] - started,
@@ -188,6 +199,53 @@ def fan_out_run(
             for r in sorted(runs, key=lambda r: r["started"])
         ],
     }
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """The machine's busy and total CPU time (all cores, /proc/stat) and the relay processes' own
+    (/proc/PID/stat), in seconds; Linux only (elsewhere ``take`` gives None)."""
+
+    wall: float
+    busy: float
+    relays: float
+
+    @classmethod
+    def take(cls, relay_pids: Sequence[int]) -> CpuSnapshot | None:
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+            relays = 0
+            for pid in relay_pids:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as own:
+                    after_name = own.read().rsplit(")", 1)[1].split()
+                relays += int(after_name[11]) + int(after_name[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+        idle = fields[3] + fields[4]  # idle, iowait
+        return cls(time.monotonic(), (sum(fields[:8]) - idle) / ticks, relays / ticks)
+
+    def since(self, earlier: CpuSnapshot | None) -> CpuUse | None:
+        if earlier is None or self.wall <= earlier.wall:
+            return None
+        return CpuUse(
+            cores_busy=(self.busy - earlier.busy) / (self.wall - earlier.wall),
+            relay_seconds=self.relays - earlier.relays,
+        )
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    #: Cores kept busy on average (by anything: relays, MariaDB, the latency SNS, the rest).
+    cores_busy: float
+    #: CPU seconds the relay containers spent, together.
+    relay_seconds: float
+
+
+def _median_measured(values: Sequence[float | None]) -> float | None:
+    """The median, or None when a run could not measure it (no /proc)."""
+    return None if any(v is None for v in values) else median([v for v in values if v is not None])
 
 
 def _sent_between(engine: Any, start: float, end: float) -> int:
@@ -247,6 +305,10 @@ def fan_out_section(
             "backlog_left_at_the_deadline": [o["backlog_left_at_the_deadline"] for o in outcomes],
             "rows_published_twice": sum(o["rows_published_twice"] for o in outcomes),
             "window_seconds": [o["window_seconds"] for o in outcomes],
+            "cores_busy_median": _median_measured([o["cores_busy"] for o in outcomes]),
+            "relay_cpu_ms_per_message_median": _median_measured(
+                [o["relay_cpu_ms_per_message"] for o in outcomes]
+            ),
         }
     section = Section("fan_out", "Fan-out: relays started by the real fan-out path")
     section.figures = {

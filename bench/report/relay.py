@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import Figures, percent, times
+from bench.report.format import Figures, or_missing, percent, times
 from payment_outbox_dev.measurement import fmt, table
 
 
@@ -97,6 +97,8 @@ def fan_out(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
                 f"vs MaxRelayConcurrency {one}",
                 "backlog left at the deadline",
                 "rows published twice",
+                f"cores busy, of {f['cpus']} (median)",
+                "relay CPU ms per message (median)",
             ],
             [
                 [
@@ -106,10 +108,17 @@ def fan_out(f: Figures, _doc: dict[str, Any]) -> tuple[str, list[str]]:
                     times(s["over_one_relay_median"]),
                     ", ".join(str(v) for v in s["backlog_left_at_the_deadline"]),
                     s["rows_published_twice"],
+                    or_missing(s.get("cores_busy_median")),
+                    or_missing(s.get("relay_cpu_ms_per_message_median")),
                 ]
                 for n, s in by.items()
             ],
         ),
+        "",
+        "Cores busy: the machine's CPU over each run, by anything (the relays, MariaDB, the latency SNS); "
+        "relay CPU: the relay processes' own, per row they sent. Every relay here shares the machine's "
+        "cores with the others and with the stand-ins, where on Lambda each has its own share: once the "
+        "cores are busy, another relay adds little.",
         "",
         "Each relay run (seconds from the scheduled run's start; the rows it published):",
         "",
