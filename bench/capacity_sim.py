@@ -377,12 +377,10 @@ ASSUMED_COLD_START_SECONDS = 2.0
 def relay_cold_start(cold: dict[str, Any] | None, memory_mb: int) -> tuple[float, str]:
     """A started relay's cold start in seconds, and where it comes from: the relay's import measured by
     the cold-start section's figures (on one core here), stretched to the Lambda's CPU share."""
-    from bench.cold_start import FULL_VCPU_MB, RELAY
-
-    measured = (cold or {}).get("functions", {}).get(RELAY)
+    measured = (cold or {}).get("functions", {}).get("OutboxRelayFunction")
     if not measured:
         return ASSUMED_COLD_START_SECONDS, "assumed: the cold-start section did not run"
-    seconds = measured["import_ms_median"] / 1000 * max(1.0, FULL_VCPU_MB / memory_mb)
+    seconds = measured["import_ms_median"] / 1000 * max(1.0, LAMBDA_FULL_VCPU_MB / memory_mb)
     return seconds, "the relay's import measured in this run, on the Lambda's CPU share"
 
 

@@ -3,13 +3,21 @@ to a value of the JSON it was rendered from (within the rounding the document pr
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 #: A number as the docs print one: digits with thousands separators and decimals, not part of a
 #: word or an identifier (p99, us-east-1, arm64, SigV4), optionally a ratio ("x") or a share ("%").
 NUMBER = re.compile(r"(?<![\w.\-/$])(\d[\d,]*(?:\.\d+)?)(?=(x|%)?(?![\w]))")
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A recorded report (docs/*.json or a test fixture)."""
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def json_numbers(value: Any) -> list[float]:

@@ -6,7 +6,6 @@ carry no figure or are checked against what they describe."""
 from __future__ import annotations
 
 import copy
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,19 +15,14 @@ import pytest
 
 from bench.report import pages, sections
 from payment_outbox_dev.measurement import fmt
-from tests.docs_truth import untraced
+from tests.docs_truth import load_json, untraced
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 #: A JSON recorded by `make bench ARGS="--quick"`: every section, as measured.
 FIXTURE = Path(__file__).parent / "data" / "benchmarks_quick.json"
 DOCS = ROOT / "docs"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded
 
 
 def verbatim_strings(doc: dict[str, Any]) -> list[str]:
@@ -60,7 +54,7 @@ def svg_words(svg: str) -> str:
 
 @pytest.fixture(scope="module")
 def recorded() -> dict[str, Any]:
-    return _load(FIXTURE)
+    return load_json(FIXTURE)
 
 
 def test_the_recorded_run_has_every_section(recorded: dict[str, Any]) -> None:
@@ -118,7 +112,7 @@ def test_a_failed_section_is_reported_as_not_measured(recorded: dict[str, Any]) 
 
 
 def test_the_committed_docs_are_a_render_of_the_committed_json() -> None:
-    committed = _load(DOCS / "benchmarks.json")
+    committed = load_json(DOCS / "benchmarks.json")
     for name, content in pages.render(committed).items():
         assert (DOCS / name).read_text(encoding="utf-8") == content, (
             f"docs/{name}: run python -m bench.render"
@@ -126,7 +120,7 @@ def test_the_committed_docs_are_a_render_of_the_committed_json() -> None:
 
 
 def test_the_committed_docs_carry_no_untraced_number() -> None:
-    committed = _load(DOCS / "benchmarks.json")
+    committed = load_json(DOCS / "benchmarks.json")
     for name in ("benchmarks.md", "capacity.md"):
         assert untraced_numbers((DOCS / name).read_text(encoding="utf-8"), committed) == [], name
 

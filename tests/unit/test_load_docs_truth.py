@@ -5,7 +5,6 @@ number in it is a value of that JSON, the words around it carry no figure, and a
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,14 @@ import pytest
 from payment_outbox_dev.chaos.load import CREATE, NOTIFY, problems
 from payment_outbox_dev.chaos.load_figures import BEGIN, END, figures_section, render_into, write_markdown
 from payment_outbox_dev.measurement import fmt
-from tests.docs_truth import untraced
+from tests.docs_truth import load_json, untraced
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 #: A JSON recorded by `make load ARGS="--workers 1,2 --users 2 --seconds 5"`, as measured.
 FIXTURE = Path(__file__).parent / "data" / "load_quick.json"
 DOCS = ROOT / "docs"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded
 
 
 def verbatim_strings(doc: dict[str, Any]) -> list[str]:
@@ -58,7 +52,7 @@ def _row(markdown: str, workers: int) -> str:
 
 @pytest.fixture(scope="module")
 def recorded() -> dict[str, Any]:
-    return _load(FIXTURE)
+    return load_json(FIXTURE)
 
 
 def test_the_recorded_sweep_measured_every_run_and_passed(recorded: dict[str, Any]) -> None:
@@ -172,13 +166,13 @@ def test_a_document_without_the_markers_is_refused(recorded: dict[str, Any]) -> 
 
 def test_the_committed_load_md_is_a_render_of_the_committed_json() -> None:
     committed = (DOCS / "load.md").read_text(encoding="utf-8")
-    assert render_into(committed, _load(DOCS / "load.json")) == committed, (
+    assert render_into(committed, load_json(DOCS / "load.json")) == committed, (
         "docs/load.md: run python -m payment_outbox_dev.chaos.load_figures"
     )
 
 
 def test_the_committed_figures_carry_no_untraced_number() -> None:
-    doc = _load(DOCS / "load.json")
+    doc = load_json(DOCS / "load.json")
     assert problems(doc) == [], "the committed sweep failed"
     assert untraced_numbers(_rendered_part((DOCS / "load.md").read_text(encoding="utf-8")), doc) == []
 
