@@ -29,15 +29,15 @@ class SnsPublisher:
 
     def publish(self, messages: Sequence[OutboxMessage]) -> PublishOutcome:
         outcome = PublishOutcome()
-        publishable = []
+        publishable: list[tuple[OutboxMessage, int]] = []
         for message in messages:
-            if entry_size(message) > MAX_BATCH_BYTES:
+            size = entry_size(message)
+            if size > MAX_BATCH_BYTES:
                 outcome.failed[message.message_id] = PublishFailure(
-                    f"message is {entry_size(message)} bytes; SNS accepts at most {MAX_BATCH_BYTES}",
-                    permanent=True,
+                    f"message is {size} bytes; SNS accepts at most {MAX_BATCH_BYTES}", permanent=True
                 )
             else:
-                publishable.append(message)
+                publishable.append((message, size))
         for batch in batches(publishable):
             self._publish_batch(batch, outcome)
         return outcome
@@ -148,12 +148,12 @@ def entry_size(message: OutboxMessage) -> int:
     return size
 
 
-def batches(messages: Sequence[OutboxMessage]) -> Iterator[list[OutboxMessage]]:
-    """Split into PublishBatch requests of at most 10 entries and 256 KiB, keeping message order."""
+def batches(sized: Sequence[tuple[OutboxMessage, int]]) -> Iterator[list[OutboxMessage]]:
+    """Split messages (each with its ``entry_size``) into PublishBatch requests of at most 10 entries
+    and 256 KiB, keeping message order."""
     batch: list[OutboxMessage] = []
     size = 0
-    for message in messages:
-        message_size = entry_size(message)
+    for message, message_size in sized:
         if batch and (len(batch) == MAX_BATCH_ENTRIES or size + message_size > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0
