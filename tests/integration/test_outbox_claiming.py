@@ -19,6 +19,7 @@ from payment_outbox.adapters.db.engine import make_session_factory
 from payment_outbox.adapters.db.unit_of_work import SqlUnitOfWork
 from payment_outbox.domain.envelope import BUSINESS_TYPE_ORDER_PAID, TOPIC_POINTS, TOPIC_SMS, Envelope
 from payment_outbox.domain.outbox import LAST_ERROR_MAX, OutboxMessage, OutboxStatus, pending_message
+from payment_outbox.domain.tracing import TraceContext
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +136,40 @@ def test_claim_returns_the_stored_rows(sessions: sessionmaker[Session]) -> None:
     assert (claimed.business_key, claimed.business_type) == (stored.business_key, stored.business_type)
     assert claimed.status is OutboxStatus.PENDING
     assert claimed.attempts == 0
+    # And it is the row exactly as the claim left it: leased (due when the lease ends), updated now
+    with SqlUnitOfWork(sessions) as tx:
+        assert claimed == tx.outbox.get(stored.message_id)
+    assert (claimed.due_at, claimed.update_time) == (T0 + LEASE, T0)
+
+
+def test_a_claimed_retry_keeps_its_attempts_error_trace_and_requeues(sessions: sessionmaker[Session]) -> None:
+    # Given a due row written under a trace, requeued once by an operator, then tried twice
+    stored = replace(
+        message(due_at=T0 - timedelta(seconds=5)),
+        trace=TraceContext("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "corr-1", None),
+        requeue_count=1,
+    )
+    store(sessions, stored)
+    with SqlUnitOfWork(sessions) as tx:
+        tx.outbox.schedule_retry(
+            stored.message_id,
+            attempts=2,
+            due_at=T0 - timedelta(seconds=5),
+            error="Throttled: slow down",
+            now=T0,
+        )
+        tx.commit()
+
+    # When it is claimed
+    with SqlUnitOfWork(sessions) as tx:
+        [claimed] = tx.outbox.claim_due(now=T0, limit=10, lease_until=T0 + LEASE)
+        tx.commit()
+
+    # Then what the relay publishes and decides with came back from the row
+    assert (claimed.attempts, claimed.last_error, claimed.requeue_count) == (2, "Throttled: slow down", 1)
+    assert claimed.trace == stored.trace and claimed.create_time == stored.create_time
+    with SqlUnitOfWork(sessions) as tx:
+        assert claimed == tx.outbox.get(stored.message_id)
 
 
 # --- the lease -------------------------------------------------------------------------------------
