@@ -41,14 +41,14 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 _NS = "http://sns.amazonaws.com/doc/2010-03-31/"
 #: SNS's limits, as its API reference states them.
 MAX_BATCH_ENTRIES = 10
 MAX_REQUEST_BYTES = 256 * 1024
 _BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
-_ENTRY_FIELD = re.compile(r"PublishBatchRequestEntries\.member\.(\d+)\.(.+)")
+_MEMBER = "PublishBatchRequestEntries.member."
 
 
 class Refused(Exception):
@@ -98,72 +98,62 @@ def _nearest_rank(ordered: list[float], pct: float) -> float | None:
 
 @dataclass
 class Entry:
-    """One message of a call, as SNS counts it."""
+    """One message of a call, as SNS counts it: its id and group, and its size in bytes (the body
+    plus each attribute's name, type and value)."""
 
     id: str = ""
-    message: str = ""
+    size: int = 0
     group_id: str | None = None
-    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def size(self) -> int:
-        """The message body plus each attribute's name, type and value, in bytes (SNS's rule)."""
-        total = len(self.message.encode())
-        for name, value in self.attributes.items():
-            total += len(name.encode()) + len(value.get("DataType", "").encode())
-            if "BinaryValue" in value:
-                total += len(base64.b64decode(value["BinaryValue"]))
-            else:
-                total += len(value.get("StringValue", "").encode())
-        return total
 
 
-def _attributes(fields: dict[str, str], prefix: str) -> dict[str, dict[str, str]]:
-    """``{prefix}MessageAttributes.entry.N.Name`` / ``.Value.DataType`` / ``.Value.StringValue``."""
-    by_number: dict[str, dict[str, str]] = {}
-    names: dict[str, str] = {}
-    head = f"{prefix}MessageAttributes.entry."
-    for key, value in fields.items():
-        if not key.startswith(head):
+def form_fields(body: bytes) -> dict[str, bytes]:
+    """The request's form: each name decoded, each value as sent (percent-encoded), decoded only
+    where its text is needed; a body or attribute value is only measured (``encoded_size``)."""
+    fields: dict[str, bytes] = {}
+    for pair in body.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        fields[unquote_plus(name.decode())] = value
+    return fields
+
+
+def decoded(value: bytes | None) -> str:
+    return unquote_plus(value.decode()) if value is not None else ""
+
+
+def encoded_size(value: bytes) -> int:
+    """The bytes a form value stands for: a form spells each byte as itself, ``+`` (a space) or
+    ``%XX``, so every ``%`` stands for one byte in three characters."""
+    return len(value) - 2 * value.count(b"%")
+
+
+def parse_publish(fields: dict[str, bytes]) -> Entry:
+    """A Publish's message, or a batch member's, from its fields (``Id``, ``Message``,
+    ``MessageGroupId``, ``MessageAttributes.entry.N.*``)."""
+    size = encoded_size(fields.get("Message", b""))
+    for name, value in fields.items():
+        if not name.startswith("MessageAttributes.entry."):
             continue
-        number, _, rest = key[len(head) :].partition(".")
-        if rest == "Name":
-            names[number] = value
-        elif rest.startswith("Value."):
-            by_number.setdefault(number, {})[rest.removeprefix("Value.")] = value
-    return {names[n]: by_number.get(n, {}) for n in names}
+        if name.endswith((".Name", ".Value.DataType", ".Value.StringValue")):
+            size += encoded_size(value)
+        elif name.endswith(".Value.BinaryValue"):
+            size += len(base64.b64decode(decoded(value)))
+    group = fields.get("MessageGroupId")
+    return Entry(id=decoded(fields.get("Id")), size=size, group_id=decoded(group) if group else None)
 
 
-def parse_publish(fields: dict[str, str]) -> Entry:
-    return Entry(
-        message=fields.get("Message", ""),
-        group_id=fields.get("MessageGroupId"),
-        attributes=_attributes(fields, ""),
-    )
-
-
-def parse_publish_batch(fields: dict[str, str]) -> list[Entry]:
-    members: dict[int, dict[str, str]] = {}
-    for key, value in fields.items():
-        match = _ENTRY_FIELD.fullmatch(key)
-        if match:
-            members.setdefault(int(match.group(1)), {})[match.group(2)] = value
-    entries = []
-    for number in sorted(members):
-        member = members[number]
-        entries.append(
-            Entry(
-                id=member.get("Id", ""),
-                message=member.get("Message", ""),
-                group_id=member.get("MessageGroupId"),
-                attributes=_attributes(member, ""),
-            )
-        )
-    return entries
+def parse_publish_batch(fields: dict[str, bytes]) -> list[Entry]:
+    members: dict[int, dict[str, bytes]] = {}
+    for name, value in fields.items():
+        if name.startswith(_MEMBER):
+            number, _, rest = name[len(_MEMBER) :].partition(".")
+            if number.isdigit() and rest:
+                members.setdefault(int(number), {})[rest] = value
+    return [parse_publish(members[number]) for number in sorted(members)]
 
 
 def check_publish(topic_arn: str, entry: Entry) -> None:
     """What SNS refuses in a Publish: a message over 256 KiB, a FIFO message without a group."""
-    if entry.size() > MAX_REQUEST_BYTES:
+    if entry.size > MAX_REQUEST_BYTES:
         raise Refused("InvalidParameter", "Invalid parameter: Message too long")
     if topic_arn.endswith(".fifo") and not entry.group_id:
         raise Refused(
@@ -189,7 +179,7 @@ def check_publish_batch(topic_arn: str, entries: list[Entry]) -> None:
         )
     if any(not _BATCH_ENTRY_ID.fullmatch(i) for i in ids):
         raise Refused("InvalidBatchEntryId", "The Id of a batch entry in a batch request is not valid.")
-    if sum(e.size() for e in entries) > MAX_REQUEST_BYTES:
+    if sum(e.size for e in entries) > MAX_REQUEST_BYTES:
         raise Refused(
             "BatchRequestTooLong",
             f"The length of all the messages put together is more than the limit ({MAX_REQUEST_BYTES})",
@@ -246,13 +236,13 @@ class LatencySns:
             return 200, json.dumps(self.stats.to_dict()).encode(), b"application/json"
         self.stats.calls += 1
         await asyncio.sleep(self.behaviour.delay_ms / 1000)
-        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
-        name = fields.get("Action", "")
+        fields = form_fields(body)
+        name = decoded(fields.get("Action"))
         if self.behaviour.mode == "outage":
             return 500, _error("Receiver", "InternalError", "benchmark outage"), b"text/xml"
         if self.behaviour.mode == "throttle":
             return 400, _error("Sender", "Throttling", "Rate exceeded"), b"text/xml"
-        topic_arn = fields.get("TopicArn", "")
+        topic_arn = decoded(fields.get("TopicArn"))
         try:
             if name == "Publish":
                 check_publish(topic_arn, parse_publish(fields))

@@ -157,6 +157,30 @@ def test_the_latency_sns_accepts_exactly_256_kib_and_a_fifo_batch_with_groups(
     assert sns.publish_batch(TopicArn=FIFO_TOPIC, PublishBatchRequestEntries=fifo)["Failed"] == []  # type: ignore[attr-defined]
 
 
+def test_the_latency_sns_counts_a_batchs_size_in_utf8_bytes_as_sns_does(
+    latency_sns: LatencySnsProcess,
+) -> None:
+    sns = _client(latency_sns.endpoint)
+    latency_sns.control(mode="ok", fail_every=0)
+
+    # Bodies of two-byte characters (each sent as two %XX escapes), a space and a plus sign (sent as +
+    # and %2B): 128 KiB and 128 KiB less the attribute's "k", "String" and "v", so 256 KiB in all
+    def body(size: int) -> str:
+        return "é" * ((size - 4) // 2) + " +" + "x" * ((size - 4) % 2 + 2)
+
+    attribute = {"k": {"DataType": "String", "StringValue": "v"}}
+    at_limit = [
+        {"Id": "a", "Message": body(128 * 1024)},
+        {"Id": "b", "Message": body(128 * 1024 - len("kStringv")), "MessageAttributes": attribute},
+    ]
+    assert sum(len(str(e["Message"]).encode()) for e in at_limit) + len("kStringv") == 256 * 1024
+    assert len(sns.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=at_limit)["Successful"]) == 2  # type: ignore[attr-defined]
+    one_over = [at_limit[0], {**at_limit[1], "Message": at_limit[1]["Message"] + "x"}]
+    assert _refusal(
+        lambda: sns.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=one_over)  # type: ignore[attr-defined]
+    ) == (400, "BatchRequestTooLong")
+
+
 def test_the_latency_sns_refuses_a_publish_sns_refuses(latency_sns: LatencySnsProcess) -> None:
     sns = _client(latency_sns.endpoint)
     latency_sns.control(mode="ok", fail_every=0)
