@@ -421,6 +421,10 @@ class FakeSmsDeliveryLog:
         if current is not None and current.state is SmsIntentState.SENDING:
             del self.intents[message_id]
 
-    def record(self, delivery: SmsDelivery) -> None:
+    def record(self, delivery: SmsDelivery, *, only_from: SmsIntentState | None = None) -> bool:
+        current = self.intent(delivery.message_id)
+        if only_from is not None and (current is None or current.state is not only_from):
+            return False
         self.intents.pop(delivery.message_id, None)
         self.records[delivery.message_id] = delivery
+        return True

@@ -166,8 +166,9 @@ class SmsDeliveryLog(Protocol):
         """Forget a SENDING intent (the provider answered no: nothing was sent)."""
         ...
 
-    def record(self, delivery: SmsDelivery) -> None:
-        """Record SENT (the provider's answer, or an operator's word)."""
+    def record(self, delivery: SmsDelivery, *, only_from: SmsIntentState | None = None) -> bool:
+        """Record SENT (the provider's answer, or an operator's word); with ``only_from``, only while
+        the message's record is in that state. False when it was not (nothing written)."""
         ...
 
 

@@ -108,18 +108,19 @@ class DynamoDbSmsDeliveryLog:
                 ExpressionAttributeValues={":sending": {"S": SmsIntentState.SENDING.value}},
             )
 
-    def record(self, delivery: SmsDelivery) -> None:
-        self._client_factory().put_item(
-            TableName=self._table,
-            Item={
-                "messageId": {"S": delivery.message_id},
-                "state": {"S": SmsIntentState.SENT.value},
-                "maskedPhone": {"S": delivery.masked_phone},
-                "templateId": {"S": delivery.template_id},
-                "providerMessageId": {"S": delivery.provider_message_id},
-                "sentAt": {"S": delivery.sent_at.isoformat()},
-            },
-        )
+    def record(self, delivery: SmsDelivery, *, only_from: SmsIntentState | None = None) -> bool:
+        item = {
+            "messageId": {"S": delivery.message_id},
+            "state": {"S": SmsIntentState.SENT.value},
+            "maskedPhone": {"S": delivery.masked_phone},
+            "templateId": {"S": delivery.template_id},
+            "providerMessageId": {"S": delivery.provider_message_id},
+            "sentAt": {"S": delivery.sent_at.isoformat()},
+        }
+        if only_from is not None:
+            return self._put(item, "#state = :from", {":from": {"S": only_from.value}})
+        self._client_factory().put_item(TableName=self._table, Item=item)
+        return True
 
     def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
         client = self._client_factory()

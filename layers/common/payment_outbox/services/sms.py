@@ -205,9 +205,12 @@ class SmsOperations:
     def mark_delivered(self, message_id: str, *, actor: str, reason: str) -> SmsDecision:
         parked = self._parked(message_id)
         marker = "marked-delivered-by-operator"
-        self._deliveries.record(
-            SmsDelivery(message_id, parked.masked_phone, parked.template_id, marker, self._clock.now())
-        )
+        # Only while still parked: another operator's resend may have taken it since it was read.
+        if not self._deliveries.record(
+            SmsDelivery(message_id, parked.masked_phone, parked.template_id, marker, self._clock.now()),
+            only_from=SmsIntentState.UNCERTAIN,
+        ):
+            raise SmsNotUncertain(f"the SMS of message {message_id} is no longer parked as uncertain")
         return self._audited(message_id, "marked-delivered", marker, actor=actor, reason=reason)
 
     def _parked(self, message_id: str) -> SmsIntent:
