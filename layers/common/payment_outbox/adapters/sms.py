@@ -94,7 +94,7 @@ class DynamoDbSmsDeliveryLog:
         return self._put(_intent_item(intent), "attribute_not_exists(messageId)", {})
 
     def move(self, message_id: str, *, from_state: SmsIntentState, to: SmsIntent) -> bool:
-        return self._put(_intent_item(to), "#state = :from", {":from": {"S": from_state.value}})
+        return self._put_while(_intent_item(to), from_state)
 
     def clear(self, message_id: str) -> None:
         client = self._client_factory()
@@ -118,9 +118,13 @@ class DynamoDbSmsDeliveryLog:
             "sentAt": {"S": delivery.sent_at.isoformat()},
         }
         if only_from is not None:
-            return self._put(item, "#state = :from", {":from": {"S": only_from.value}})
+            return self._put_while(item, only_from)
         self._client_factory().put_item(TableName=self._table, Item=item)
         return True
+
+    def _put_while(self, item: dict[str, Any], state: SmsIntentState) -> bool:
+        """Replace the message's item only while it is in ``state``."""
+        return self._put(item, "#state = :from", {":from": {"S": state.value}})
 
     def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
         client = self._client_factory()
